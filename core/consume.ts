@@ -1,0 +1,106 @@
+/**
+ * @module
+ * Runs a streaming source through the processor: process, then ack, with
+ * retries while a store is down. The source awaits each batch, so a store
+ * outage pauses the source instead of buffering (bounded memory).
+ */
+import type { Logger, SourceBatch, StreamSource } from "./contracts.ts";
+import { FreshetError, isRetriable } from "./errors.ts";
+import type { BatchResult, Processor } from "./processor.ts";
+
+/** Options of {@link consume}. */
+export interface ConsumeOptions {
+  /** Stops the source; in-flight batches finish and are acknowledged first. */
+  signal: AbortSignal;
+  logger?: Logger;
+  /** Backoff while a store is down. Defaults: 200 ms doubling to 10 s. */
+  retry?: { initialMs?: number; maxMs?: number };
+  /** How often to log lag and throughput, in ms; 0 turns it off. Default 10 s. */
+  logEveryMs?: number;
+  /** Called after each batch is acknowledged. */
+  onBatch?: (result: BatchResult, batch: SourceBatch) => void;
+}
+
+/**
+ * Consumes a source until `signal` aborts.
+ *
+ * @example
+ * ```ts
+ * const ac = new AbortController()
+ * await consume(kafkaConsumer(trips), processor, { signal: ac.signal })
+ * ```
+ */
+export async function consume(source: StreamSource, processor: Processor, opts: ConsumeOptions): Promise<void> {
+  const { signal, logger } = opts;
+  const initial = opts.retry?.initialMs ?? 200;
+  const max = opts.retry?.maxMs ?? 10_000;
+  const metrics = processor.metrics;
+  let records = 0;
+  let lastReport = Date.now();
+  const report = () => {
+    const now = Date.now();
+    const rate = records / Math.max((now - lastReport) / 1000, 0.001);
+    metrics.set("freshet_source_events_per_second", { source: source.name }, Math.round(rate));
+    const lag = source.lag?.() ?? {};
+    let total = 0;
+    for (const [part, value] of Object.entries(lag)) {
+      metrics.set("freshet_source_lag", { source: source.name, partition: part }, value);
+      total += value;
+    }
+    if (logger && opts.logEveryMs !== 0) {
+      logger.info(`[freshet] [${source.kind}] "${source.name}": ${Math.round(rate)} events/s, lag ${total} ${source.lagUnit ?? "records"} over ${Object.keys(lag).length} partitions`);
+    }
+    records = 0;
+    lastReport = now;
+  };
+  const timer = opts.logEveryMs === 0 ? undefined : setInterval(report, opts.logEveryMs ?? 10_000);
+
+  async function onBatch(batch: SourceBatch): Promise<void> {
+    let delay = initial;
+    for (let attempt = 1; ; attempt++) {
+      if (batch.isStale?.()) {
+        metrics.inc("freshet_batches_total", { source: source.name, result: "stale" });
+        return; // revoked or lease lost: another worker owns these records now
+      }
+      try {
+        const result = await processor.process(source.name, batch.records);
+        if (batch.isStale?.()) {
+          metrics.inc("freshet_batches_total", { source: source.name, result: "stale" });
+          return;
+        }
+        await batch.ack();
+        records += batch.records.length;
+        opts.onBatch?.(result, batch);
+        return;
+      } catch (e) {
+        if (!isRetriable(e)) throw e;
+        if (signal.aborted) throw new FreshetError("ABORTED", `stopped while the store was down; ${batch.records.length} records left unacknowledged for redelivery`, { plugin: source.kind, cause: e });
+        metrics.inc("freshet_batches_total", { source: source.name, result: "retry" });
+        logger?.warn(`[freshet] [${source.kind}] "${source.name}": ${(e as Error).message}; retry ${attempt} in ${delay} ms (source paused)`);
+        await sleep(delay * (0.5 + Math.random() / 2), signal);
+        delay = Math.min(delay * 2, max);
+      }
+    }
+  }
+
+  try {
+    await source.run(onBatch, signal);
+  } finally {
+    if (timer !== undefined) clearInterval(timer);
+    report();
+  }
+}
+
+/** Sleeps, waking early when `signal` aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}

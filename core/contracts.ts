@@ -1,0 +1,194 @@
+/**
+ * @module
+ * The seams of Freshet: sources, formats, stores and dead-letter sinks.
+ * Plugins implement these types; the core never imports a plugin.
+ */
+import type { FeatureView } from "./definitions.ts";
+
+/** A value that may or may not be a promise. */
+export type MaybePromise<T> = T | Promise<T>;
+
+/** A row of named values, as it flows through the pipeline. */
+export type Row = Record<string, unknown>;
+
+/** Where a record came from, so that a dead letter can be found and replayed. */
+export type Position =
+  | { kind: "kafka"; topic: string; partition: number; offset: string }
+  | { kind: "kinesis"; stream: string; shardId: string; sequenceNumber: string; subSequence?: number }
+  | { kind: "push"; requestId: string; index: number }
+  | { kind: "file"; path: string; line: number }
+  | { kind: "memory"; index: number };
+
+/** One raw record from a source: bytes, a string, or an already parsed body (HTTP push). */
+export interface RawRecord {
+  /** The payload. Bytes and strings are decoded by the source's format; objects are taken as they are. */
+  value: Uint8Array | string | Row;
+  position: Position;
+  /** The broker's append time in epoch ms, when the source has one (Kafka, Kinesis). */
+  brokerTime?: number;
+}
+
+/** A batch of records from one source. `ack()` is called only after the stores accepted it. */
+export interface SourceBatch {
+  records: RawRecord[];
+  /** Acknowledges every record of the batch: commit the offset, write the checkpoint. */
+  ack(): Promise<void>;
+  /** True when the batch can no longer be acknowledged (partition revoked, lease lost): the processor skips it. */
+  isStale?(): boolean;
+}
+
+/** Lag as a source sees it, for /metrics and logs. */
+export interface SourceLag {
+  /** Per partition or shard: records (Kafka) or milliseconds (Kinesis) behind. */
+  [partitionOrShard: string]: number;
+}
+
+/**
+ * A streaming source. `run` calls `onBatch` and awaits it before it fetches
+ * more, which is the backpressure: a slow store slows the source down, so
+ * memory stays bounded. It resolves when `signal` aborts and in-flight
+ * batches have finished.
+ */
+export interface StreamSource {
+  readonly kind: string;
+  readonly name: string;
+  run(onBatch: (batch: SourceBatch) => Promise<void>, signal: AbortSignal): Promise<void>;
+  /** Current lag, when the source knows it. */
+  lag?(): SourceLag;
+  /** The unit of `lag()`: "records" or "ms". */
+  readonly lagUnit?: "records" | "ms";
+}
+
+/** Turns bytes into an object. Throwing marks the record as a decode failure. */
+export interface Format {
+  readonly name: string;
+  decode(bytes: Uint8Array): MaybePromise<unknown>;
+}
+
+/** A feature row ready for a store: the entity key, the values, and its times. */
+export interface FeatureRow {
+  /** The serialized entity key, see `entityKeyOf`. */
+  entityKey: string;
+  /** Feature values by name (join keys and timestamps excluded). */
+  values: Row;
+  /** Event time, epoch ms. */
+  eventTime: number;
+  /** Created time, epoch ms; breaks ties between equal event times. */
+  createdTime?: number;
+}
+
+/** What a write did. Every row is either written or stale. */
+export interface WriteResult {
+  written: number;
+  /** Rows older than or equal to what the store held: skipped. */
+  stale: number;
+}
+
+/** The status of one feature value on read, as Feast names them. */
+export type FeatureStatus = "PRESENT" | "NOT_FOUND" | "NULL_VALUE" | "OUTSIDE_MAX_AGE";
+
+/** One feature value read back. */
+export interface FeatureValue {
+  value: unknown;
+  status: FeatureStatus;
+  /** Event time of the stored row, epoch ms; undefined when NOT_FOUND. */
+  eventTime?: number;
+}
+
+/** A lease on a shard or partition, for sharing work between workers. */
+export interface Lease {
+  key: string;
+  owner: string;
+  /** Increases every time the lease changes hands: the fencing token. */
+  counter: number;
+  /** Epoch ms after which another worker may take it. */
+  expiresAt: number;
+}
+
+/**
+ * Small metadata beside the features: idempotency keys, checkpoints and
+ * leases. Every method is atomic on its key, across processes for shared
+ * stores (one script on Redis and Upstash).
+ */
+export interface MetaStore {
+  /** Records `key` if absent, for `ttlMs`. True when this call claimed it. */
+  claim(key: string, ttlMs: number): Promise<boolean>;
+  /** Forgets a claim, so that a retry of a failed request is not taken for a duplicate. */
+  unclaim(key: string): Promise<void>;
+  /** Reads a checkpoint. */
+  getCheckpoint(key: string): Promise<string | undefined>;
+  /**
+   * Moves a checkpoint forward. Refused (returns false) when `value` is not
+   * greater than the stored one (compared as non-negative decimal integers),
+   * or when `fence` is given and that lease is no longer held with that counter.
+   */
+  setCheckpoint(key: string, value: string, fence?: { lease: string; owner: string; counter: number }): Promise<boolean>;
+  /**
+   * Takes or renews a lease: succeeds when it is free, expired, or already
+   * held by `owner`. Returns the lease, or undefined when another holds it.
+   */
+  acquireLease(key: string, owner: string, ttlMs: number): Promise<Lease | undefined>;
+  /** Releases a lease held by `owner`. */
+  releaseLease(key: string, owner: string): Promise<void>;
+  /** Lists leases under a prefix. */
+  listLeases(prefix: string): Promise<Lease[]>;
+}
+
+/**
+ * An online store: latest value per entity, atomic per entity.
+ *
+ * `write` is latest-wins: a row whose event time (then created time) is not
+ * newer than the stored one is skipped and counted as stale, even under
+ * concurrent writers. `read` enforces the view's ttl (OUTSIDE_MAX_AGE).
+ * Keys expire after the view's ttl.
+ */
+export interface OnlineStore {
+  readonly name: string;
+  write(view: FeatureView, rows: FeatureRow[]): Promise<WriteResult>;
+  read(view: FeatureView, entityKeys: string[], features: string[]): Promise<Record<string, FeatureValue>[]>;
+  readonly meta: MetaStore;
+  /** Cheap liveness check for /health. */
+  ping?(): Promise<void>;
+  close?(): Promise<void>;
+}
+
+/** An append-only log of feature rows, for training data. */
+export interface OfflineStore {
+  readonly name: string;
+  append(view: FeatureView, rows: FeatureRow[]): Promise<void>;
+  read(view: FeatureView, range: { start?: number; end?: number }): AsyncIterable<FeatureRow[]>;
+  close?(): Promise<void>;
+}
+
+/** Why a record did not make it. */
+export type DeadLetterReason = "decode" | "schema" | "udf" | "timestamp" | "join_key" | "late";
+
+/** A record that was not written, with everything needed to find, fix and replay it. */
+export interface DeadLetter {
+  source: string;
+  view?: string;
+  reason: DeadLetterReason;
+  message: string;
+  /** Path of the offending field, e.g. `conv_rate` or `event_timestamp`. */
+  path?: string;
+  position: Position;
+  /** The raw payload as text (bytes are base64 with `encoding: "base64"`). */
+  payload: string;
+  encoding?: "utf8" | "base64" | "json";
+  /** When it was dead-lettered, ISO 8601. */
+  at: string;
+}
+
+/** Where dead letters go. Must not lose them: throw if they cannot be stored. */
+export interface DeadLetterSink {
+  readonly name: string;
+  write(letters: DeadLetter[]): Promise<void>;
+  close?(): Promise<void>;
+}
+
+/** Minimal structured logger; `console` fits. */
+export interface Logger {
+  info(msg: string, ...args: unknown[]): void;
+  warn(msg: string, ...args: unknown[]): void;
+  error(msg: string, ...args: unknown[]): void;
+}

@@ -1,0 +1,336 @@
+/**
+ * @module
+ * Definitions: entities, sources and stream feature views, with Feast's
+ * field names in camelCase. Each factory checks what it can on its own and
+ * throws a definition error that says how to fix it; cross-definition checks
+ * happen in the registry.
+ */
+import type { Format, MaybePromise, Row } from "./contracts.ts";
+import { definitionError } from "./errors.ts";
+import { parseDuration } from "./time.ts";
+
+/** A Standard Schema (valibot, zod and arktype implement it). Freshet validates through it, so the core needs no schema library. */
+export interface StandardSchema<Output = Row> {
+  readonly "~standard": {
+    readonly version: 1;
+    readonly vendor: string;
+    readonly validate: (value: unknown) => MaybePromise<
+      | { readonly value: Output; readonly issues?: undefined }
+      | { readonly issues: ReadonlyArray<{ readonly message: string; readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> }> }
+    >;
+  };
+  /** valibot's object schemas expose their entries; Freshet reads the field names from them. */
+  readonly entries?: Record<string, unknown>;
+}
+
+/** Common descriptive fields. */
+export interface Described {
+  description?: string;
+  tags?: Record<string, string>;
+  owner?: string;
+}
+
+/** An entity: what features describe, identified by its join keys. */
+export interface Entity extends Described {
+  readonly kind: "entity";
+  readonly name: string;
+  readonly joinKeys: string[];
+}
+
+/**
+ * Declares an entity.
+ *
+ * @example
+ * ```ts
+ * const driver = entity({ name: "driver", joinKeys: ["driver_id"] })
+ * ```
+ */
+export function entity(opts: { name: string; joinKeys?: string[]; joinKey?: string } & Described): Entity {
+  requireName("entity", opts?.name);
+  const joinKeys = opts.joinKeys ?? (opts.joinKey ? [opts.joinKey] : [opts.name]);
+  if (!Array.isArray(joinKeys) || joinKeys.length === 0 || joinKeys.some((k) => typeof k !== "string" || !k)) {
+    throw definitionError(opts.name, 'joinKeys must be a non-empty array of column names, e.g. joinKeys: ["driver_id"]');
+  }
+  return freeze({ kind: "entity", name: opts.name, joinKeys: [...joinKeys], description: opts.description, tags: opts.tags, owner: opts.owner });
+}
+
+/** Options shared by every source. */
+export interface SourceCommon extends Described {
+  name: string;
+  /** The column holding the event time. */
+  timestampField?: string;
+  /** The column holding the created time; breaks ties between equal event times. */
+  createdTimestampColumn?: string;
+  /** Renames raw columns before validation: `{ raw_name: "schema_name" }`. */
+  fieldMapping?: Record<string, string>;
+  /** Where historical rows live, for backfills (`materialize`). */
+  batchSource?: FileSource;
+  /** Events older than the batch's max event time minus this are late. A number is seconds, or "30s", "5m". */
+  watermarkDelay?: number | string;
+}
+
+/** A batch source of rows in a file: JSON Lines, CSV or Parquet. */
+export interface FileSource extends Described {
+  readonly kind: "file";
+  readonly name: string;
+  readonly path: string;
+  readonly fileFormat: "jsonl" | "csv" | "parquet";
+  readonly timestampField?: string;
+  readonly createdTimestampColumn?: string;
+  readonly fieldMapping?: Record<string, string>;
+}
+
+/**
+ * Declares a file batch source. The format follows the extension
+ * (`.jsonl`/`.ndjson`, `.csv`, `.parquet`) unless `fileFormat` says otherwise.
+ *
+ * @example
+ * ```ts
+ * const history = fileSource({ name: "driver_history", path: "data/driver_stats.parquet", timestampField: "event_timestamp" })
+ * ```
+ */
+export function fileSource(opts: Omit<FileSource, "kind" | "fileFormat"> & { fileFormat?: FileSource["fileFormat"] }): FileSource {
+  requireName("fileSource", opts?.name);
+  if (typeof opts.path !== "string" || !opts.path) throw definitionError(opts.name, 'path is required, e.g. path: "data/driver_stats.jsonl"');
+  const ext = opts.path.toLowerCase().split(".").pop();
+  const fileFormat = opts.fileFormat ?? (ext === "csv" ? "csv" : ext === "parquet" ? "parquet" : ext === "jsonl" || ext === "ndjson" || ext === "json" ? "jsonl" : undefined);
+  if (!fileFormat || !["jsonl", "csv", "parquet"].includes(fileFormat)) {
+    throw definitionError(opts.name, `cannot tell the format of "${opts.path}": set fileFormat to "jsonl", "csv" or "parquet"`);
+  }
+  return freeze({ ...opts, kind: "file", fileFormat });
+}
+
+/** A push source: rows arrive over HTTP `POST /push`. */
+export interface PushSource extends SourceCommon {
+  readonly kind: "push";
+}
+
+/**
+ * Declares a push source. Its timestamp field comes from its batch source,
+ * or from the views that read it.
+ *
+ * @example
+ * ```ts
+ * const pushed = pushSource({ name: "driver_stats_push_source", timestampField: "event_timestamp" })
+ * ```
+ */
+export function pushSource(opts: SourceCommon): PushSource {
+  return source("push", opts);
+}
+
+/** TLS options passed to the Kafka client. `true` uses the system's CAs. */
+export type KafkaTls = boolean | { ca?: string | string[]; cert?: string; key?: string; rejectUnauthorized?: boolean; servername?: string };
+
+/** SASL options for Kafka (Feast issue #4894). */
+export type KafkaSasl =
+  | { mechanism: "plain" | "scram-sha-256" | "scram-sha-512"; username: string; password: string }
+  | { mechanism: "oauthbearer"; oauthBearerProvider: () => Promise<{ value: string }> };
+
+/** A Kafka topic as a stream source. */
+export interface KafkaSource extends SourceCommon {
+  readonly kind: "kafka";
+  /** Broker list: `["b1:9092", "b2:9092"]` or `"b1:9092,b2:9092"`. */
+  kafkaBootstrapServers: string | string[];
+  topic: string;
+  /** Defaults to JSON. */
+  messageFormat?: Format;
+  clientId?: string;
+  /** Consumer group; defaults to `freshet-<source name>`. */
+  groupId?: string;
+  ssl?: KafkaTls;
+  sasl?: KafkaSasl;
+  /** Where a new group starts: "earliest" (default), "latest", or an epoch-ms / ISO timestamp. */
+  startFrom?: "earliest" | "latest" | { timestamp: number | string };
+  /** Maximum records handed to the pipeline at once (per partition). */
+  batchSize?: number;
+  /** How long the broker may wait to fill a fetch, in ms (kafkajs maxWaitTimeInMs). */
+  lingerMs?: number;
+  /** Send dead letters to this topic instead of the default sink. */
+  deadLetterTopic?: string;
+}
+
+/**
+ * Declares a Kafka source.
+ *
+ * @example
+ * ```ts
+ * const trips = kafkaSource({ name: "trips", kafkaBootstrapServers: "localhost:9092", topic: "trips", timestampField: "event_timestamp" })
+ * ```
+ */
+export function kafkaSource(opts: Omit<KafkaSource, "kind">): KafkaSource {
+  const def = source("kafka", opts);
+  const servers = typeof opts.kafkaBootstrapServers === "string" ? opts.kafkaBootstrapServers.split(",").filter(Boolean) : opts.kafkaBootstrapServers;
+  if (!Array.isArray(servers) || servers.length === 0) {
+    throw definitionError(opts.name, 'kafkaBootstrapServers is required, e.g. kafkaBootstrapServers: "localhost:9092"');
+  }
+  if (typeof opts.topic !== "string" || !opts.topic) throw definitionError(opts.name, 'topic is required, e.g. topic: "driver_stats"');
+  return def;
+}
+
+/** A Kinesis data stream as a stream source. */
+export interface KinesisSource extends SourceCommon {
+  readonly kind: "kinesis";
+  streamName: string;
+  region?: string;
+  /** Defaults to JSON. */
+  recordFormat?: Format;
+  /** A custom endpoint (kinesis-local, LocalStack, a VPC endpoint). */
+  endpoint?: string;
+  /** Explicit credentials; otherwise the AWS SDK's default chain. */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  /** Where a shard without a checkpoint starts. */
+  startFrom?: "TRIM_HORIZON" | "LATEST" | { timestamp: number | string };
+  /** Pause between GetRecords calls on one shard when it returned nothing, in ms. Default 1000. */
+  pollIntervalMs?: number;
+  /** GetRecords Limit, 1 to 10000. */
+  limit?: number;
+}
+
+/**
+ * Declares a Kinesis source.
+ *
+ * @example
+ * ```ts
+ * const clicks = kinesisSource({ name: "clicks", streamName: "clicks", region: "eu-west-1", timestampField: "ts" })
+ * ```
+ */
+export function kinesisSource(opts: Omit<KinesisSource, "kind">): KinesisSource {
+  const def = source("kinesis", opts);
+  if (typeof opts.streamName !== "string" || !opts.streamName) throw definitionError(opts.name, 'streamName is required, e.g. streamName: "driver_stats"');
+  if (opts.limit !== undefined && !(Number.isInteger(opts.limit) && opts.limit >= 1 && opts.limit <= 10_000)) {
+    throw definitionError(opts.name, "limit must be an integer from 1 to 10000 (GetRecords' bounds)");
+  }
+  return def;
+}
+
+/** Any stream source definition. */
+export type StreamSourceDef = PushSource | KafkaSource | KinesisSource;
+
+/** A UDF: rows in, rows out, sync or async (Feast's `udf`). */
+export type Udf = (rows: Row[]) => MaybePromise<Row[]>;
+
+/** An aggregation over a time window (Feast's Aggregation). Declared and described; not yet computed on the stream. */
+export interface Aggregation {
+  column: string;
+  function: "sum" | "max" | "min" | "count" | "mean" | "count_distinct";
+  timeWindow: number | string;
+  slideInterval?: number | string;
+}
+
+/** Options of {@link streamFeatureView}. */
+export interface StreamFeatureViewOptions extends Described {
+  name: string;
+  entities: Entity[];
+  /** The source object, or the name of a source in the same repo. */
+  source: StreamSourceDef | string;
+  /** A valibot object schema (any Standard Schema works) of the rows after field mapping. */
+  schema: StandardSchema;
+  /** Defaults to the source's timestamp field, then its batch source's. */
+  timestampField?: string;
+  createdTimestampField?: string;
+  /** How long a value stays fresh: on read it is OUTSIDE_MAX_AGE after this; the key expires after it. 0 means forever. A number is seconds, or "2h". */
+  ttl: number | string;
+  udf?: Udf;
+  /** Write to the online store. Default true. */
+  online?: boolean;
+  /** Append to the offline store. Default false. */
+  offline?: boolean;
+  /** Overrides the source's watermark delay. */
+  watermarkDelay?: number | string;
+  aggregations?: Aggregation[];
+}
+
+/** A stream feature view, resolved: the shape the processor and the stores use. */
+export interface FeatureView extends Described {
+  readonly kind: "streamFeatureView";
+  readonly name: string;
+  readonly entities: Entity[];
+  readonly joinKeys: string[];
+  readonly source: StreamSourceDef | string;
+  readonly schema: StandardSchema;
+  readonly timestampField?: string;
+  readonly createdTimestampField?: string;
+  readonly ttlMs: number;
+  readonly udf?: Udf;
+  readonly online: boolean;
+  readonly offline: boolean;
+  readonly watermarkDelayMs?: number;
+  /** Feature names: the schema's fields without join keys and timestamps. Empty until the registry resolves the view. */
+  readonly features: string[];
+  readonly aggregations?: Aggregation[];
+}
+
+/**
+ * Declares a stream feature view.
+ *
+ * @example
+ * ```ts
+ * import * as v from "valibot"
+ * const stats = streamFeatureView({
+ *   name: "driver_hourly_stats", entities: [driver], source: pushed, ttl: "2h",
+ *   schema: v.object({ driver_id: v.number(), conv_rate: v.number(), event_timestamp: v.string() }),
+ * })
+ * ```
+ */
+export function streamFeatureView(opts: StreamFeatureViewOptions): FeatureView {
+  requireName("streamFeatureView", opts?.name);
+  const name = opts.name;
+  if (!Array.isArray(opts.entities) || opts.entities.length === 0 || opts.entities.some((e) => e?.kind !== "entity")) {
+    throw definitionError(name, "entities must be a non-empty array of entity(...) definitions");
+  }
+  if (!opts.source) throw definitionError(name, "source is required: a pushSource(...), kafkaSource(...) or kinesisSource(...), or its name");
+  if (!opts.schema || typeof opts.schema !== "object" || !("~standard" in opts.schema)) {
+    throw definitionError(name, "schema must be a valibot schema, e.g. schema: v.object({ driver_id: v.number(), ... })");
+  }
+  const ttlMs = parseDuration(opts.ttl);
+  if (ttlMs === undefined) throw definitionError(name, `ttl ${JSON.stringify(opts.ttl)} is not a duration: use seconds (7200) or a string ("2h", "30m", "1d"); 0 means no expiry`);
+  const delay = opts.watermarkDelay ?? (typeof opts.source === "object" ? opts.source.watermarkDelay : undefined);
+  const watermarkDelayMs = delay === undefined ? undefined : parseDuration(delay);
+  if (delay !== undefined && watermarkDelayMs === undefined) throw definitionError(name, `watermarkDelay ${JSON.stringify(delay)} is not a duration: use seconds (30) or a string ("30s", "5m")`);
+  if (opts.udf !== undefined && typeof opts.udf !== "function") throw definitionError(name, "udf must be a function (rows) => rows");
+  if (opts.aggregations?.length) {
+    throw definitionError(name, "aggregations are declared but not computed on the stream yet; remove them, or compute the aggregate in a udf");
+  }
+  const joinKeys = [...new Set(opts.entities.flatMap((e) => e.joinKeys))].sort();
+  return freeze({
+    kind: "streamFeatureView",
+    name,
+    entities: opts.entities,
+    joinKeys,
+    source: opts.source,
+    schema: opts.schema,
+    timestampField: opts.timestampField,
+    createdTimestampField: opts.createdTimestampField,
+    ttlMs,
+    udf: opts.udf,
+    online: opts.online ?? true,
+    offline: opts.offline ?? false,
+    watermarkDelayMs,
+    features: [],
+    aggregations: opts.aggregations,
+    description: opts.description,
+    tags: opts.tags,
+    owner: opts.owner,
+  });
+}
+
+function source<K extends StreamSourceDef["kind"], O extends SourceCommon>(kind: K, opts: O): O & { kind: K } {
+  requireName(`${kind}Source`, opts?.name);
+  if (opts.watermarkDelay !== undefined && parseDuration(opts.watermarkDelay) === undefined) {
+    throw definitionError(opts.name, `watermarkDelay ${JSON.stringify(opts.watermarkDelay)} is not a duration: use seconds (30) or a string ("30s", "5m")`);
+  }
+  if (opts.batchSource !== undefined && opts.batchSource?.kind !== "file") {
+    throw definitionError(opts.name, "batchSource must be a fileSource(...)");
+  }
+  return freeze({ ...opts, kind });
+}
+
+function requireName(factory: string, name: unknown): asserts name is string {
+  if (typeof name !== "string" || !/^[A-Za-z_][A-Za-z0-9_\-.]*$/.test(name)) {
+    throw definitionError(String(name ?? "?"), `${factory}() needs a name of letters, digits, "_", "-" or ".", starting with a letter or "_"`);
+  }
+}
+
+function freeze<T extends object>(o: T): T {
+  return Object.freeze(o);
+}

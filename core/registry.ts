@@ -1,0 +1,182 @@
+/**
+ * @module
+ * The registry: the definitions of one feature repo, checked together and
+ * described as JSON (`GET /registry`).
+ */
+import type { Entity, FeatureView, FileSource, StreamSourceDef } from "./definitions.ts";
+import { definitionError } from "./errors.ts";
+
+/** A definition a repo may list. */
+export type Definition = Entity | StreamSourceDef | FileSource | FeatureView;
+
+/** A checked set of definitions. */
+export interface Registry {
+  readonly project: string;
+  readonly entities: ReadonlyMap<string, Entity>;
+  readonly sources: ReadonlyMap<string, StreamSourceDef>;
+  readonly views: ReadonlyMap<string, FeatureView & { source: StreamSourceDef }>;
+  /** The views fed by a source. */
+  viewsForSource(sourceName: string): (FeatureView & { source: StreamSourceDef })[];
+  /** A view by name; throws a clear error when there is none. */
+  view(name: string): FeatureView & { source: StreamSourceDef };
+  /** The definitions as plain JSON. */
+  describe(): RegistryDescription;
+}
+
+/** The JSON shape of `GET /registry`. */
+export interface RegistryDescription {
+  project: string;
+  entities: { name: string; joinKeys: string[]; description?: string; tags?: Record<string, string>; owner?: string }[];
+  sources: Record<string, unknown>[];
+  featureViews: Record<string, unknown>[];
+}
+
+/**
+ * Checks definitions and builds a registry. Views may name their source by
+ * string; sources and entities a view uses are registered with it.
+ *
+ * @example
+ * ```ts
+ * export default featureRepo({ project: "driver_stats", definitions: [driver, pushed, stats] })
+ * ```
+ */
+export function featureRepo(opts: { project: string; definitions: Definition[] }): Registry {
+  const project = opts?.project;
+  if (typeof project !== "string" || !/^[A-Za-z0-9_\-]+$/.test(project)) {
+    throw definitionError(String(project), 'featureRepo needs a project name of letters, digits, "_" or "-", e.g. project: "driver_stats"');
+  }
+  const entities = new Map<string, Entity>();
+  const sources = new Map<string, StreamSourceDef>();
+  const rawViews: FeatureView[] = [];
+  const seen = new Map<string, string>();
+  const register = (kind: string, name: string, obj: unknown, into: Map<string, unknown>) => {
+    const prev = into.get(name);
+    if (prev === obj) return;
+    if (prev !== undefined || (seen.has(name) && seen.get(name) !== kind)) {
+      throw definitionError(name, `the name "${name}" is defined twice (${seen.get(name) ?? kind} and ${kind}); give each definition a unique name`);
+    }
+    seen.set(name, kind);
+    into.set(name, obj);
+  };
+  const viewNames = new Set<string>();
+  for (const def of opts.definitions ?? []) {
+    switch (def?.kind) {
+      case "entity":
+        register("entity", def.name, def, entities);
+        break;
+      case "push":
+      case "kafka":
+      case "kinesis":
+        register("source", def.name, def, sources);
+        break;
+      case "file":
+        break; // batch sources are reached through their stream source
+      case "streamFeatureView":
+        if (viewNames.has(def.name) || seen.has(def.name)) {
+          throw definitionError(def.name, `the name "${def.name}" is defined twice; give each definition a unique name`);
+        }
+        viewNames.add(def.name);
+        seen.set(def.name, "view");
+        rawViews.push(def);
+        break;
+      default:
+        throw definitionError(String((def as { name?: string })?.name ?? "?"), "unknown definition: use entity(), pushSource(), kafkaSource(), kinesisSource(), fileSource() or streamFeatureView()");
+    }
+  }
+  for (const view of rawViews) {
+    for (const e of view.entities) register("entity", e.name, e, entities);
+    if (typeof view.source === "object") register("source", view.source.name, view.source, sources);
+  }
+
+  const views = new Map<string, FeatureView & { source: StreamSourceDef }>();
+  for (const view of rawViews) views.set(view.name, resolveView(view, sources));
+
+  const bySource = new Map<string, (FeatureView & { source: StreamSourceDef })[]>();
+  for (const v of views.values()) bySource.set(v.source.name, [...(bySource.get(v.source.name) ?? []), v]);
+
+  return Object.freeze({
+    project,
+    entities,
+    sources,
+    views,
+    viewsForSource: (name: string) => bySource.get(name) ?? [],
+    view(name: string) {
+      const v = views.get(name);
+      if (!v) throw definitionError(name, `no feature view "${name}" in project "${project}"; known views: ${[...views.keys()].join(", ") || "none"}`);
+      return v;
+    },
+    describe: () => describe(project, entities, sources, views),
+  });
+}
+
+function resolveView(view: FeatureView, sources: Map<string, StreamSourceDef>): FeatureView & { source: StreamSourceDef } {
+  const source = typeof view.source === "string" ? sources.get(view.source) : view.source;
+  if (!source) {
+    throw definitionError(view.name, `unknown source "${view.source}": define it with pushSource/kafkaSource/kinesisSource and list it in the repo's definitions; known sources: ${[...sources.keys()].join(", ") || "none"}`);
+  }
+  const entries = view.schema.entries;
+  if (!entries) throw definitionError(view.name, "schema must be an object schema, e.g. v.object({ driver_id: v.number(), ... }), so that Freshet knows the fields");
+  const fields = Object.keys(entries);
+  for (const key of view.joinKeys) {
+    if (!fields.includes(key)) {
+      throw definitionError(view.name, `join key "${key}" is not in the schema; add it, e.g. ${key}: v.number(), or fix the entity's joinKeys (schema fields: ${fields.join(", ")})`);
+    }
+  }
+  const timestampField = view.timestampField ?? source.timestampField ?? source.batchSource?.timestampField;
+  if (!timestampField) {
+    throw definitionError(view.name, 'no timestamp field: set timestampField on the view or its source, e.g. timestampField: "event_timestamp"');
+  }
+  const createdTimestampField = view.createdTimestampField ?? source.createdTimestampColumn;
+  const notFeatures = new Set([...view.joinKeys, timestampField, createdTimestampField]);
+  const features = fields.filter((f) => !notFeatures.has(f));
+  if (features.length === 0) throw definitionError(view.name, "the schema has no feature fields besides join keys and timestamps; add at least one");
+  return Object.freeze({
+    ...view,
+    source,
+    timestampField,
+    createdTimestampField,
+    watermarkDelayMs: view.watermarkDelayMs,
+    features,
+  });
+}
+
+function describe(
+  project: string,
+  entities: Map<string, Entity>,
+  sources: Map<string, StreamSourceDef>,
+  views: Map<string, FeatureView & { source: StreamSourceDef }>,
+): RegistryDescription {
+  const sourceJson = (s: StreamSourceDef) => {
+    const out: Record<string, unknown> = { name: s.name, kind: s.kind };
+    for (const [k, v] of Object.entries(s)) {
+      if (k === "kind" || k === "name" || v === undefined || typeof v === "function") continue;
+      if (k === "sasl" || k === "credentials") out[k] = "[redacted]";
+      else if (k === "messageFormat" || k === "recordFormat") out[k] = (v as { name: string }).name;
+      else if (k === "batchSource") out[k] = { name: (v as FileSource).name, path: (v as FileSource).path, fileFormat: (v as FileSource).fileFormat };
+      else out[k] = v;
+    }
+    return out;
+  };
+  return {
+    project,
+    entities: [...entities.values()].map((e) => ({ name: e.name, joinKeys: e.joinKeys, description: e.description, tags: e.tags, owner: e.owner })),
+    sources: [...sources.values()].map(sourceJson),
+    featureViews: [...views.values()].map((v) => ({
+      name: v.name,
+      entities: v.entities.map((e) => e.name),
+      joinKeys: v.joinKeys,
+      source: v.source.name,
+      features: v.features,
+      timestampField: v.timestampField,
+      createdTimestampField: v.createdTimestampField,
+      ttlSeconds: v.ttlMs / 1000,
+      watermarkDelaySeconds: v.watermarkDelayMs === undefined ? undefined : v.watermarkDelayMs / 1000,
+      online: v.online,
+      offline: v.offline,
+      udf: v.udf ? v.udf.name || "anonymous" : undefined,
+      description: v.description,
+      tags: v.tags,
+      owner: v.owner,
+    })),
+  };
+}
