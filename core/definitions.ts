@@ -231,6 +231,8 @@ export interface StreamFeatureViewOptions extends Described {
   /** How long a value stays fresh: on read it is OUTSIDE_MAX_AGE after this; the key expires after it. 0 means forever. A number is seconds, or "2h". */
   ttl: number | string;
   udf?: Udf;
+  /** The features to store. Default: the schema's fields except join keys and timestamps. List them when the UDF adds columns. */
+  features?: string[];
   /** Write to the online store. Default true. */
   online?: boolean;
   /** Append to the offline store. Default false. */
@@ -255,7 +257,7 @@ export interface FeatureView extends Described {
   readonly online: boolean;
   readonly offline: boolean;
   readonly watermarkDelayMs?: number;
-  /** Feature names: the schema's fields without join keys and timestamps. Empty until the registry resolves the view. */
+  /** Feature names: given, or the schema's fields without join keys and timestamps (filled in by the registry). */
   readonly features: string[];
   readonly aggregations?: Aggregation[];
 }
@@ -306,7 +308,7 @@ export function streamFeatureView(opts: StreamFeatureViewOptions): FeatureView {
     online: opts.online ?? true,
     offline: opts.offline ?? false,
     watermarkDelayMs,
-    features: [],
+    features: opts.features ? [...opts.features] : [],
     aggregations: opts.aggregations,
     description: opts.description,
     tags: opts.tags,

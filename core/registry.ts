@@ -105,7 +105,8 @@ export function featureRepo(opts: { project: string; definitions: Definition[] }
       if (!v) throw definitionError(name, `no feature view "${name}" in project "${project}"; known views: ${[...views.keys()].join(", ") || "none"}`);
       return v;
     },
-    describe: () => describe(project, entities, sources, views),
+    // A JSON round trip drops undefined fields, so the description is exactly what /registry serves.
+    describe: () => JSON.parse(JSON.stringify(describe(project, entities, sources, views))),
   });
 }
 
@@ -128,7 +129,9 @@ function resolveView(view: FeatureView, sources: Map<string, StreamSourceDef>): 
   }
   const createdTimestampField = view.createdTimestampField ?? source.createdTimestampColumn;
   const notFeatures = new Set([...view.joinKeys, timestampField, createdTimestampField]);
-  const features = fields.filter((f) => !notFeatures.has(f));
+  const features = view.features.length > 0 ? view.features : fields.filter((f) => !notFeatures.has(f));
+  const clash = features.find((f) => notFeatures.has(f));
+  if (clash) throw definitionError(view.name, `"${clash}" is a join key or timestamp field, not a feature; remove it from features`);
   if (features.length === 0) throw definitionError(view.name, "the schema has no feature fields besides join keys and timestamps; add at least one");
   return Object.freeze({
     ...view,

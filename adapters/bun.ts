@@ -1,0 +1,41 @@
+/**
+ * @module
+ * Serves a Freshet app with `Bun.serve`, and stops it cleanly.
+ */
+import process from "node:process";
+import type { FetchApp, RunningServer } from "./node.ts";
+
+// A structural shim instead of @types/bun, whose globals clash with Node's.
+declare const Bun: {
+  serve(opts: { fetch: FetchApp["fetch"]; port: number; hostname: string; maxRequestBodySize?: number }): { port: number; stop(closeActive?: boolean): Promise<void> };
+};
+
+/**
+ * Serves `app` on Bun.
+ *
+ * @example
+ * ```ts
+ * const server = await serve(host.app, { port: 8080 })
+ * ```
+ */
+export function serve(app: FetchApp, opts: { port?: number; hostname?: string } = {}): Promise<RunningServer> {
+  const server = Bun.serve({ fetch: app.fetch, port: opts.port ?? 8080, hostname: opts.hostname ?? "0.0.0.0", maxRequestBodySize: 1024 * 1024 * 1024 });
+  // stop(false) stops listening and lets in-flight requests finish.
+  return Promise.resolve({ port: server.port, close: () => server.stop(false) });
+}
+
+/** Runs `stop` once on SIGTERM or SIGINT, then exits. */
+export function onShutdown(stop: () => Promise<void>): void {
+  let stopping = false;
+  const handler = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.error(`[freshet] ${signal}: finishing in-flight work, then stopping`);
+    stop().then(() => process.exit(0), (e) => {
+      console.error("[freshet] error while stopping:", e);
+      process.exit(1);
+    });
+  };
+  process.on("SIGTERM", () => handler("SIGTERM"));
+  process.on("SIGINT", () => handler("SIGINT"));
+}

@@ -1,0 +1,48 @@
+/**
+ * @module
+ * Serves a Freshet app with `Deno.serve`, and stops it cleanly.
+ */
+import type { FetchApp, RunningServer } from "./node.ts";
+
+// A structural shim instead of Deno's lib types, so that the same sources type-check everywhere.
+declare const Deno: {
+  serve(opts: { port: number; hostname: string; signal: AbortSignal; onListen?: (a: { port: number }) => void }, handler: FetchApp["fetch"]): { finished: Promise<void>; addr: { port: number } };
+  addSignalListener(signal: "SIGTERM" | "SIGINT", handler: () => void): void;
+  exit(code: number): never;
+};
+
+/**
+ * Serves `app` on Deno.
+ *
+ * @example
+ * ```ts
+ * const server = await serve(host.app, { port: 8080 })
+ * ```
+ */
+export function serve(app: FetchApp, opts: { port?: number; hostname?: string } = {}): Promise<RunningServer> {
+  const ac = new AbortController();
+  return new Promise((resolve) => {
+    const server = Deno.serve({
+      port: opts.port ?? 8080,
+      hostname: opts.hostname ?? "0.0.0.0",
+      signal: ac.signal,
+      onListen: ({ port }) => resolve({ port, close: () => (ac.abort(), server.finished) }),
+    }, app.fetch);
+  });
+}
+
+/** Runs `stop` once on SIGTERM or SIGINT, then exits. */
+export function onShutdown(stop: () => Promise<void>): void {
+  let stopping = false;
+  const handler = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.error(`[freshet] ${signal}: finishing in-flight work, then stopping`);
+    stop().then(() => Deno.exit(0), (e) => {
+      console.error("[freshet] error while stopping:", e);
+      Deno.exit(1);
+    });
+  };
+  Deno.addSignalListener("SIGTERM", () => handler("SIGTERM"));
+  Deno.addSignalListener("SIGINT", () => handler("SIGINT"));
+}

@@ -1,0 +1,68 @@
+/**
+ * @module
+ * Serves a Freshet app on Node with @hono/node-server, and stops it cleanly.
+ */
+import { serve as honoServe } from "@hono/node-server";
+import type { AddressInfo } from "node:net";
+import process from "node:process";
+
+/** A running server. */
+export interface RunningServer {
+  port: number;
+  /** Stops accepting connections and resolves when in-flight requests have finished. */
+  close(): Promise<void>;
+}
+
+/** Anything with a fetch handler: a Hono app. */
+export interface FetchApp {
+  fetch: (req: Request) => Response | Promise<Response>;
+}
+
+/**
+ * Serves `app` on Node.
+ *
+ * @example
+ * ```ts
+ * const server = await serve(host.app, { port: 8080 })
+ * onShutdown(() => server.close())
+ * ```
+ */
+export function serve(app: FetchApp, opts: { port?: number; hostname?: string } = {}): Promise<RunningServer> {
+  return new Promise((resolve, reject) => {
+    const server = honoServe({ fetch: app.fetch, port: opts.port ?? 8080, hostname: opts.hostname ?? "0.0.0.0" }, (info: AddressInfo) => {
+      resolve({
+        port: info.port,
+        close: () =>
+          new Promise<void>((done) => {
+            server.close(() => done());
+            // Idle keep-alive sockets would hold close() open; requests in flight still finish.
+            (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+          }),
+      });
+    });
+    server.once("error", reject);
+  });
+}
+
+/**
+ * Runs `stop` once on SIGTERM or SIGINT, then exits (0, or 1 if `stop` threw).
+ *
+ * @example
+ * ```ts
+ * onShutdown(async () => { await server.close(); await host.close() })
+ * ```
+ */
+export function onShutdown(stop: () => Promise<void>): void {
+  let stopping = false;
+  const handler = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.error(`[freshet] ${signal}: finishing in-flight work, then stopping`);
+    stop().then(() => process.exit(0), (e) => {
+      console.error("[freshet] error while stopping:", e);
+      process.exit(1);
+    });
+  };
+  process.on("SIGTERM", () => handler("SIGTERM"));
+  process.on("SIGINT", () => handler("SIGINT"));
+}
