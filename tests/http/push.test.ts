@@ -1,0 +1,182 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { Webhook } from "standardwebhooks";
+import * as v from "valibot";
+import { createProcessor, entity, featureRepo, pushSource, streamFeatureView } from "../../mod.ts";
+import { pushApp } from "../../plugins/sources/push.ts";
+import { memoryDeadLetters, memoryOffline, memoryStore } from "../../plugins/stores/memory.ts";
+
+const driver = entity({ name: "driver", joinKeys: ["driver_id"] });
+const push = pushSource({ name: "driver_stats_push_source", timestampField: "event_timestamp" });
+const stats = streamFeatureView({
+  name: "driver_hourly_stats",
+  entities: [driver],
+  source: push,
+  ttl: "1d",
+  schema: v.object({ driver_id: v.number(), conv_rate: v.number(), avg_daily_trips: v.number(), event_timestamp: v.string() }),
+});
+const repo = featureRepo({ project: "http_test", definitions: [stats] });
+const SECRET = "whsec_" + btoa("a-very-secret-key-of-32-bytes!!!");
+
+function setup(opts: { secret?: string; maxBodyBytes?: number } = {}) {
+  const online = memoryStore();
+  const offline = memoryOffline();
+  const processor = createProcessor({ registry: repo, online, offline, deadLetters: memoryDeadLetters() });
+  const app = pushApp({ processor, webhookSecret: opts.secret, maxBodyBytes: opts.maxBodyBytes });
+  const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
+    app.request(path, { method: "POST", body: typeof body === "string" ? body : JSON.stringify(body), headers: { "content-type": "application/json", ...headers } });
+  return { app, online, offline, post };
+}
+
+const now = () => new Date().toISOString();
+const feastPush = (ids: number[], extra: Record<string, unknown[]> = {}) => ({
+  push_source_name: "driver_stats_push_source",
+  df: { driver_id: ids, conv_rate: ids.map(() => 0.5), avg_daily_trips: ids.map((i) => i % 100), event_timestamp: ids.map(now), ...extra },
+  to: "online",
+});
+
+describe("POST /push and /get-online-features", () => {
+  it("takes Feast's columnar body and answers get-online-features in Feast's shape", async () => {
+    const { post } = setup();
+    const res = await post("/push", feastPush([1001, 1002]));
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).written, 2);
+    const got = await post("/get-online-features", { entities: { driver_id: [1001, 1002, 9999] }, features: ["driver_hourly_stats:conv_rate", "driver_hourly_stats:avg_daily_trips"], full_feature_names: false });
+    assert.equal(got.status, 200);
+    const body = await got.json();
+    assert.deepEqual(body.metadata.feature_names, ["driver_id", "conv_rate", "avg_daily_trips"]);
+    assert.deepEqual(body.results[0].values, [1001, 1002, 9999]);
+    assert.deepEqual(body.results[1].values, [0.5, 0.5, null]);
+    assert.deepEqual(body.results[1].statuses, ["PRESENT", "PRESENT", "NOT_FOUND"]);
+    assert.deepEqual(body.results[2].values, [1, 2, null]);
+    assert.match(body.results[1].event_timestamps[0], /^\d{4}-\d\d-\d\dT/);
+    assert.equal(body.results[1].event_timestamps[2], "1970-01-01T00:00:00Z");
+    const full = await (await post("/get-online-features", { entities: { driver_id: [1001] }, features: ["driver_hourly_stats:conv_rate"], full_feature_names: true })).json();
+    assert.deepEqual(full.metadata.feature_names, ["driver_id", "driver_hourly_stats__conv_rate"]);
+  });
+
+  it("takes a rows array, timezone-naive timestamps as UTC, and to=offline", async () => {
+    const { post, offline, online } = setup();
+    const res = await post("/push", { push_source_name: "driver_stats_push_source", rows: [{ driver_id: 7, conv_rate: 0.1, avg_daily_trips: 3, event_timestamp: "2026-11-21 10:00:00" }], to: "offline" });
+    assert.equal(res.status, 200);
+    assert.equal(offline.rows("driver_hourly_stats")[0].eventTime, Date.UTC(2026, 10, 21, 10));
+    assert.equal(online.size, 0);
+  });
+
+  it("answers 422 naming the field for bad rows, and writes none of the request", async () => {
+    const { post, online } = setup();
+    const cases: [unknown, string][] = [
+      [feastPush([1, 2], { conv_rate: [0.1, "high"] }), "df.conv_rate[1]"],
+      [feastPush([1], { event_timestamp: ["someday"] }), "df.event_timestamp[0]"],
+      [{ ...feastPush([1]), push_source_name: "nope" }, "push_source_name"],
+      [{ ...feastPush([1]), push_source_name: undefined }, "push_source_name"],
+      [{ ...feastPush([1]), to: "somewhere" }, "to"],
+      [feastPush([1, 2], { conv_rate: [0.1] }), "df.conv_rate"],
+      [{ push_source_name: "driver_stats_push_source", df: { driver_id: 5 } }, "df.driver_id"],
+      [{ push_source_name: "driver_stats_push_source" }, "df"],
+      [{ push_source_name: "driver_stats_push_source", rows: [{ conv_rate: 1, avg_daily_trips: 1, event_timestamp: now() }] }, "rows[0].driver_id"],
+      [[1, 2, 3], "body"],
+    ];
+    for (const [body, field] of cases) {
+      const res = await post("/push", body);
+      assert.equal(res.status, 422, JSON.stringify(body));
+      const json = await res.json();
+      assert.equal(json.error.field, field, JSON.stringify(json));
+      assert.ok(json.error.message.length > 10);
+    }
+    assert.equal(online.size, 0);
+  });
+
+  it("answers 400 for malformed JSON and an empty body", async () => {
+    const { post } = setup();
+    for (const body of ["{\"push_source_name\": ", "", "   "]) {
+      const res = await post("/push", body);
+      assert.equal(res.status, 400);
+      assert.equal((await res.json()).error.field, "body");
+    }
+    const res = await post("/get-online-features", "nope");
+    assert.equal(res.status, 400);
+  });
+
+  it("answers 422 naming the field for bad get-online-features requests", async () => {
+    const { post } = setup();
+    const cases: [unknown, string][] = [
+      [{ features: ["driver_hourly_stats:conv_rate"] }, "entities"],
+      [{ entities: { driver_id: [1] }, features: ["nope:conv_rate"] }, "features[0]"],
+      [{ entities: { driver_id: [1] }, features: ["driver_hourly_stats:nope"] }, "features[0]"],
+      [{ entities: { driver_id: [1] }, features: ["conv_rate"] }, "features[0]"],
+      [{ entities: { rider_id: [1] }, features: ["driver_hourly_stats:conv_rate"] }, "entities"],
+      [{ entities: { driver_id: 1 }, features: ["driver_hourly_stats:conv_rate"] }, "entities.driver_id"],
+    ];
+    for (const [body, field] of cases) {
+      const res = await post("/get-online-features", body);
+      assert.equal(res.status, 422, JSON.stringify(body));
+      assert.equal((await res.json()).error.field, field);
+    }
+  });
+
+  it("answers 413 for an oversized body, declared or chunked", async () => {
+    const { app, post, online } = setup({ maxBodyBytes: 1000 });
+    const big = JSON.stringify(feastPush(Array.from({ length: 100 }, (_, i) => i)));
+    const res = await post("/push", big);
+    assert.equal(res.status, 413);
+    assert.equal((await res.json()).error.code, "body_too_large");
+    const bytes = new TextEncoder().encode(big);
+    const chunked = new ReadableStream({
+      start(c) {
+        for (let i = 0; i < bytes.length; i += 100) c.enqueue(bytes.slice(i, i + 100));
+        c.close();
+      },
+    });
+    const res2 = await app.request("/push", { method: "POST", body: chunked, headers: { "content-type": "application/json" }, duplex: "half" } as RequestInit);
+    assert.equal(res2.status, 413);
+    assert.equal(online.size, 0);
+  });
+
+  it("checks Standard Webhooks signatures: tampered, stale, future and missing get 401", async () => {
+    const { post, online } = setup({ secret: SECRET });
+    const wh = new Webhook(SECRET);
+    const body = JSON.stringify(feastPush([42]));
+    const signed = (id: string, at: Date, payload = body) => ({ "webhook-id": id, "webhook-timestamp": String(Math.floor(at.getTime() / 1000)), "webhook-signature": wh.sign(id, at, payload) });
+    const tampered = await post("/push", body.replace("0.5", "0.9"), signed("msg_1", new Date()));
+    assert.equal(tampered.status, 401);
+    assert.equal((await tampered.json()).error.field, "webhook-signature");
+    assert.equal((await post("/push", body, signed("msg_2", new Date(Date.now() - 10 * 60_000)))).status, 401);
+    assert.equal((await post("/push", body, signed("msg_3", new Date(Date.now() + 10 * 60_000)))).status, 401);
+    assert.equal((await post("/push", body)).status, 401);
+    assert.equal(online.size, 0);
+    const ok = await post("/push", body, signed("msg_4", new Date()));
+    assert.equal(ok.status, 200);
+    assert.equal(online.size, 1);
+  });
+
+  it("has exactly one side effect per webhook-id, even replayed concurrently", async () => {
+    const { post, offline } = setup({ secret: SECRET });
+    const wh = new Webhook(SECRET);
+    const body = JSON.stringify({ ...feastPush([1, 2, 3]), to: "online_and_offline" });
+    const at = new Date();
+    const headers = { "webhook-id": "msg_dup", "webhook-timestamp": String(Math.floor(at.getTime() / 1000)), "webhook-signature": wh.sign("msg_dup", at, body) };
+    const results = await Promise.all(Array.from({ length: 10 }, () => post("/push", body, headers)));
+    const statuses = results.map((r) => r.status);
+    const bodies = await Promise.all(results.map((r) => r.json()));
+    assert.equal(bodies.filter((b) => b.status === "ok").length, 1, JSON.stringify(statuses));
+    for (let i = 0; i < results.length; i++) assert.ok(statuses[i] === 200 || statuses[i] === 409, String(statuses[i]));
+    assert.equal(offline.rows("driver_hourly_stats").length, 3, "appended once");
+    const again = await post("/push", body, headers);
+    assert.equal((await again.json()).status, "duplicate");
+    assert.equal(offline.rows("driver_hourly_stats").length, 3);
+  });
+
+  it("serves /health, /metrics and /registry", async () => {
+    const { app, post } = setup();
+    await post("/push", feastPush([1]));
+    assert.deepEqual(await (await app.request("/health")).json(), { status: "ok", project: "http_test", store: "memory" });
+    const metrics = await (await app.request("/metrics")).text();
+    assert.match(metrics, /freshet_records_total\{source="driver_stats_push_source",view="driver_hourly_stats",outcome="written"\} 1/);
+    assert.match(metrics, /freshet_http_requests_total\{route="\/push",status="200"\} 1/);
+    const reg = await (await app.request("/registry")).json();
+    assert.equal(reg.featureViews[0].name, "driver_hourly_stats");
+    const nf = await app.request("/nope");
+    assert.equal(nf.status, 404);
+  });
+});
