@@ -94,6 +94,7 @@ export function pushApp(opts: PushAppOptions): Hono {
       const parsed = parsePush(body, registry.sources);
       if ("error" in parsed) return fail(c, 422, "invalid_request", parsed.error.message, parsed.error.field);
       const { source, rows, to } = parsed;
+      if (to && to !== "online" && !processor.offline) return fail(c, 422, "invalid_request", `to "${to}" needs an offline store, and this deployment has none; push with to "online"`, "to");
 
       const requestId = id ?? crypto.randomUUID();
       const idemKey = id ? `idem:${registry.project}:${id}` : undefined;

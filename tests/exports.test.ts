@@ -1,0 +1,21 @@
+import { it } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+
+const read = (f: string) => JSON.parse(readFileSync(new URL(`../${f}`, import.meta.url), "utf8"));
+
+it("deno.json and package.json export the same entry points, and each exists", () => {
+  const pkg = read("package.json").exports;
+  const deno = read("deno.json").exports;
+  assert.deepEqual(deno, pkg);
+  for (const file of Object.values(pkg) as string[]) assert.ok(existsSync(new URL(`../${file}`, import.meta.url)), `${file} exists`);
+});
+
+it("the core imports no plugin, adapter, SDK or runtime global", () => {
+  const dir = new URL("../core/", import.meta.url);
+  for (const f of ["contracts", "definitions", "entity-key", "errors", "metrics", "online", "processor", "consume", "materialize", "registry", "time", "index"]) {
+    const src = readFileSync(new URL(`${f}.ts`, dir), "utf8");
+    for (const m of src.matchAll(/from\s+"([^"]+)"/g)) assert.ok(m[1].startsWith("./"), `core/${f}.ts imports ${m[1]}`);
+    assert.doesNotMatch(src, /\b(Deno|Bun)\.|\bprocess\.|\bBuffer\b|require\(/, `core/${f}.ts uses a runtime global`);
+  }
+});
