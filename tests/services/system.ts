@@ -112,11 +112,18 @@ export async function waitFor(what: string, check: () => Promise<boolean>, opts:
 // Every child we start is remembered so that it can be killed if the test
 // process exits without calling stop() (a failed assertion, a crash, ...).
 const live = new Set<ChildProcess>();
-process.on("exit", () => {
+function killLeftovers() {
   for (const c of live) {
-    try { c.kill("SIGKILL"); } catch { /* already gone */ }
+    try {
+      c.kill("SIGKILL");
+      process.stderr.write(`killed leftover service process ${c.spawnfile} (pid ${c.pid}): call stop() in the test\n`);
+    } catch { /* already gone */ }
   }
-});
+  live.clear();
+}
+process.on("exit", killLeftovers);
+// `deno test` never emits process "exit"; it does dispatch "unload".
+(globalThis as { addEventListener?: (type: string, fn: () => void) => void }).addEventListener?.("unload", killLeftovers);
 
 /** Keep the last `max` characters of what a child wrote, for error messages. */
 function tail(max = 4000) {
@@ -149,6 +156,12 @@ export function startChild(cmd: string, args: string[], opts: { cwd?: string; en
     stdio: ["ignore", "pipe", "pipe"],
   });
   live.add(proc);
+  // Unref the child and its pipes: a service a test forgot to stop must not
+  // keep the test process alive (node --test would hang); the exit hook
+  // above kills it when the process ends.
+  proc.unref();
+  (proc.stdout as unknown as { unref?: () => void }).unref?.();
+  (proc.stderr as unknown as { unref?: () => void }).unref?.();
   const out = tail();
   let partial = "";
   const onData = (d: unknown) => {
