@@ -117,8 +117,9 @@ function counts(rt, text) {
   };
   if (rt === "node") return { passed: last(/^[ℹ#] pass (\d+)/gm), failed: last(/^[ℹ#] fail (\d+)/gm) };
   if (rt === "bun") return { passed: last(/^\s*(\d+) pass$/gm), failed: last(/^\s*(\d+) fail$/gm) };
-  const m = [...t.matchAll(/(?:ok|FAILED) \| (\d+) passed(?: \(\d+ steps?\))? \| (\d+) failed/g)].pop();
-  return m ? { passed: Number(m[1]), failed: Number(m[2]) } : {};
+  // Deno counts a describe() as one test and its it()s as "steps".
+  const m = [...t.matchAll(/(?:ok|FAILED) \| (\d+) passed(?: \((\d+) steps?\))? \| (\d+) failed/g)].pop();
+  return m ? { passed: Number(m[1]), failed: Number(m[3]), note: m[2] ? ` (top level; ${m[2]} steps passed)` : "" } : {};
 }
 
 let current; // the running child, for Ctrl-C
@@ -186,7 +187,7 @@ for (const r of results) {
   passed += r.passed ?? 0;
   // A run that failed without a failed test (load error, type error, timeout) still counts one.
   failed += r.ok ? (r.failed ?? 0) : Math.max(r.failed ?? 0, 1);
-  const n = r.passed === undefined ? "counts unknown" : `${r.passed} passed, ${r.failed ?? 0} failed`;
+  const n = r.passed === undefined ? "counts unknown" : `${r.passed} passed, ${r.failed ?? 0} failed${r.note ?? ""}`;
   console.log(`${r.rt.padEnd(5)} ${r.ok ? "ok    " : "FAILED"} ${n}, ${r.files} file(s), ${r.secs.toFixed(1)} s${r.error ? ` (${r.error})` : ""}`);
 }
 // A plain closing line that CI tooling reads.
