@@ -1,0 +1,174 @@
+// The Redis online store against a real redis-server on a free port: the
+// conformance suite, then what is specific to Redis (one script call per
+// batch, key expiry, value round trips, an outage and the recovery after it).
+import { after, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import * as v from "valibot";
+import { Redis as IORedis } from "ioredis";
+import { entity, FreshetError, featureRepo, pushSource, streamFeatureView, type FeatureRow } from "../../mod.ts";
+import { redisStore } from "../../plugins/stores/redis.ts";
+import { conformanceRepo, testOnlineStore } from "../conformance/online-store.ts";
+import { startRedis, type RedisService } from "../services/redis.ts";
+
+let service: Promise<RedisService> | undefined;
+const redis = () => (service ??= startRedis());
+after(async () => {
+  if (service) await (await service).stop();
+});
+
+let projects = 0;
+testOnlineStore("redis", async () => {
+  const { url } = await redis();
+  const project = `conf${++projects}`;
+  return { store: redisStore({ url, project }), reopen: async () => redisStore({ url, project }) };
+});
+
+const view = conformanceRepo.view("conf_stats");
+const driver = entity({ name: "driver", joinKeys: ["driver_id"] });
+const forever = featureRepo({
+  project: "redis_test",
+  definitions: [
+    streamFeatureView({
+      name: "forever",
+      entities: [driver],
+      source: pushSource({ name: "forever_push", timestampField: "ts" }),
+      schema: v.object({ driver_id: v.number(), ts: v.string(), x: v.unknown() }),
+      ttl: 0,
+    }),
+  ],
+}).view("forever");
+
+const rows = (n: number, eventTime: number, from = 0): FeatureRow[] =>
+  Array.from({ length: n }, (_, i) => ({ entityKey: `driver_id=${from + i}`, values: { conv_rate: i / n, trips: i, label: `l${i}` }, eventTime }));
+
+/** calls=N of the script commands, from INFO commandstats. */
+async function scriptCalls(admin: IORedis): Promise<number> {
+  const info = await admin.info("commandstats");
+  let calls = 0;
+  for (const m of info.matchAll(/^cmdstat_(?:eval|evalsha):calls=(\d+)/gm)) calls += Number(m[1]);
+  return calls;
+}
+
+describe("redis store", () => {
+  it("writes a batch of 1000 rows with exactly one script call (P7), and reads them in one pipeline", async () => {
+    const { url } = await redis();
+    const store = redisStore({ url, project: "p7" });
+    const admin = new IORedis(url);
+    try {
+      const t = Date.now();
+      await store.write(view, rows(1, t - 1)); // loads the script (EVALSHA, NOSCRIPT, EVAL)
+      const before = await scriptCalls(admin);
+      assert.deepEqual(await store.write(view, rows(1000, t)), { written: 1000, stale: 0 });
+      assert.equal(await scriptCalls(admin) - before, 1);
+      assert.deepEqual(await store.write(view, rows(1000, t)), { written: 0, stale: 1000 });
+      assert.equal(await scriptCalls(admin) - before, 2);
+      const got = await store.read(view, rows(1000, t).map((r) => r.entityKey), ["trips", "label"]);
+      assert.equal(got.length, 1000);
+      assert.deepEqual(got[999].trips, { value: 999, status: "PRESENT", eventTime: t });
+      assert.equal(got[5].label.value, "l5");
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
+  });
+
+  it("lays keys out as prefix:project:view:entity, with a PTTL of the view's ttl (none for ttl 0)", async () => {
+    const { url } = await redis();
+    const store = redisStore({ url, project: "layout" });
+    const admin = new IORedis(url);
+    try {
+      const t = Date.now();
+      await store.write(view, [{ entityKey: "driver_id=7", values: { trips: 3 }, eventTime: t, createdTime: t + 1 }]);
+      const key = "freshet:layout:conf_stats:driver_id=7";
+      const pttl = await admin.pttl(key);
+      assert.ok(pttl > 3600_000 - 10_000 && pttl <= 3600_000, `PTTL ${pttl}`);
+      assert.deepEqual(await admin.hgetall(key), { _ts: String(t), _ct: String(t + 1), trips: "3" });
+      await store.write(forever, [{ entityKey: "driver_id=7", values: { x: 1 }, eventTime: t }]);
+      assert.equal(await admin.pttl("freshet:layout:forever:driver_id=7"), -1);
+      const custom = redisStore({ url, prefix: "fx", project: "p" });
+      await custom.write(view, [{ entityKey: "driver_id=7", values: { trips: 1 }, eventTime: t }]);
+      assert.equal(await admin.exists("fx:p:conf_stats:driver_id=7"), 1);
+      await custom.close();
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
+  });
+
+  it("round-trips value types, replaces the whole row, and keeps features named like its own fields apart", async () => {
+    const { url } = await redis();
+    const store = redisStore({ url, project: "types" });
+    try {
+      const t = Date.now();
+      const values = { n: 1.5, big: 2 ** 53 - 1, neg: -0.001, s: "123", u: "héllo ☃ 𝄞", b: false, z: null, arr: [1, "a", null], obj: { a: [1] }, _ts: "mine", _ct: 5 };
+      await store.write(forever, [{ entityKey: "driver_id=1", values, eventTime: t }]);
+      const names = [...Object.keys(values), "missing"];
+      const [r] = await store.read(forever, ["driver_id=1"], names);
+      for (const [k, want] of Object.entries(values)) assert.deepEqual(r[k].value, want, k);
+      assert.equal(r.z.status, "NULL_VALUE");
+      assert.equal(r._ts.eventTime, t);
+      assert.equal(r.missing.status, "NOT_FOUND");
+      // A newer row replaces the row: a feature it lacks is gone.
+      await store.write(forever, [{ entityKey: "driver_id=1", values: { n: 2 }, eventTime: t + 1 }]);
+      const [r2] = await store.read(forever, ["driver_id=1"], ["n", "s"]);
+      assert.equal(r2.n.value, 2);
+      assert.equal(r2.s.status, "NOT_FOUND");
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("rejects bad rows and checkpoints before sending anything", async () => {
+    const { url } = await redis();
+    const store = redisStore({ url, project: "bad" });
+    try {
+      await assert.rejects(store.write(view, [{ entityKey: "driver_id=1", values: {}, eventTime: Number.NaN }]), (e: unknown) => e instanceof FreshetError && e.code === "INVALID_INPUT" && !e.retriable);
+      await assert.rejects(store.meta.setCheckpoint("k", "12a"), (e: unknown) => e instanceof FreshetError && e.code === "INVALID_INPUT");
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("fails fast with STORE_UNAVAILABLE while Redis is down, and recovers by itself when it is back", async () => {
+    const own = await startRedis(); // its own server: the others stay up
+    const store = redisStore({ url: own.url, project: "outage" });
+    try {
+      const t = Date.now();
+      assert.deepEqual(await store.write(view, rows(10, t)), { written: 10, stale: 0 });
+      await own.stop();
+      for (const op of [() => store.write(view, rows(10, t + 1)), () => store.read(view, ["driver_id=1"], ["trips"]), () => store.meta.claim("c", 1000), () => store.ping()]) {
+        const started = Date.now();
+        await assert.rejects(op(), (e: unknown) => e instanceof FreshetError && e.code === "STORE_UNAVAILABLE" && e.retriable && e.message.startsWith("[freshet] [redis]"));
+        assert.ok(Date.now() - started < 2000, `rejected after ${Date.now() - started} ms`);
+      }
+      await own.restart(); // empty, and without the scripts: EVALSHA falls back to EVAL
+      const deadline = Date.now() + 10_000;
+      let w;
+      for (;;) {
+        try {
+          w = await store.write(view, rows(10, t + 2));
+          break;
+        } catch (e) {
+          assert.ok(e instanceof FreshetError && e.code === "STORE_UNAVAILABLE", String(e));
+          if (Date.now() > deadline) throw e;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+      assert.deepEqual(w, { written: 10, stale: 0 });
+      assert.equal((await store.read(view, ["driver_id=3"], ["trips"]))[0].trips.value, 3);
+    } finally {
+      await store.close();
+      await own.stop();
+    }
+  });
+
+  it("fails within the connect timeout when nothing listens, and close() is final", async () => {
+    const { freePort } = await import("../services/system.ts");
+    const store = redisStore({ url: `redis://127.0.0.1:${await freePort()}`, connectTimeoutMs: 300 });
+    const started = Date.now();
+    await assert.rejects(store.write(view, rows(1, Date.now())), (e: unknown) => e instanceof FreshetError && e.code === "STORE_UNAVAILABLE" && e.retriable);
+    assert.ok(Date.now() - started < 1500);
+    await store.close();
+    await assert.rejects(store.ping(), (e: unknown) => e instanceof FreshetError && !e.retriable);
+  });
+});
