@@ -12,6 +12,8 @@ import { parseEventTime } from "./time.ts";
 
 /** Progress of a backfill. */
 export interface MaterializeProgress {
+  /** The view being materialized, for logs. */
+  view?: string;
   /** Rows read from the batch source so far. */
   read: number;
   /** Rows inside the range. */
@@ -59,7 +61,7 @@ export async function materialize(store: OnlineStore, view: FeatureView, opts: M
   if (!tsField) throw new FreshetError("INVALID_CONFIG", "the view has no timestamp field; resolve it through featureRepo() first", { definition: view.name });
   const mapping = source?.batchSource?.fieldMapping;
   const createdField = view.createdTimestampField ?? source?.batchSource?.createdTimestampColumn;
-  const p: MaterializeProgress = { read: 0, inRange: 0, invalid: 0, written: 0, stale: 0, total: opts.total, done: false };
+  const p: MaterializeProgress = { view: view.name, read: 0, inRange: 0, invalid: 0, written: 0, stale: 0, total: opts.total, done: false };
   const latest = new Map<string, FeatureRow>();
   let order = 0;
   for await (const chunk of opts.read) {
