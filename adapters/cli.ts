@@ -101,7 +101,8 @@ async function serveCommand(config: HostConfig, port: number, hostname: string) 
   const view = pushSource && host.registry.viewsForSource(pushSource.name)[0];
   console.log(`[freshet] serving project "${host.registry.project}" on http://localhost:${server.port} (${runtime}, store ${host.online.name})`);
   if (view && pushSource) {
-    const sample = sampleRow(view.joinKeys, view.features, view.timestampField!);
+    const inputs = Object.keys(view.schema.entries ?? {}).filter((f) => !view.joinKeys.includes(f) && f !== view.timestampField);
+    const sample = sampleRow(view.joinKeys, inputs, view.timestampField!);
     console.log(`[freshet] push a row:\n  curl -s -X POST http://localhost:${server.port}/push -H 'content-type: application/json' -d '${JSON.stringify({ push_source_name: pushSource.name, df: sample, to: "online" })}'`);
     console.log(`[freshet] read it back:\n  curl -s -X POST http://localhost:${server.port}/get-online-features -H 'content-type: application/json' -d '${JSON.stringify({ entities: { [view.joinKeys[0]]: [1001] }, features: view.features.map((f) => `${view.name}:${f}`) })}'`);
   }
@@ -172,7 +173,7 @@ async function materializeCommand(config: HostConfig, viewName: string | undefin
   for (const view of views) {
     const batch = view.source.batchSource;
     if (!batch) throw new FreshetError("INVALID_CONFIG", `view "${view.name}" has no batch source; set batchSource on source "${view.source.name}"`);
-    const p = await materialize(host.online, view, { start, end, read: readFileSource(batch), onProgress: progressLogger(view.name) });
+    const p = await materialize(host.online, view, { start, end, read: readFileSource(batch), onProgress: progressLogger() });
     console.log(`[freshet] materialized ${view.name}: ${p.read} rows read, ${p.inRange} in range, ${p.invalid} invalid, ${p.written} entities written, ${p.stale} stale`);
   }
   await host.close();
