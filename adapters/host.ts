@@ -78,7 +78,7 @@ export async function openStores(url: string, dataDir: string, opts: { project?:
   }
   if (url.startsWith("redis://") || url.startsWith("rediss://")) {
     const { redisStore } = await import("../plugins/stores/redis.ts");
-    return { online: redisStore({ url, prefix: opts.project }), offline };
+    return { online: redisStore({ url, project: opts.project }), offline };
   }
   if (url.startsWith("https://") || url.startsWith("upstash:")) {
     const { upstashStore } = await import("../plugins/stores/upstash.ts");
