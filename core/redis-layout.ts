@@ -244,7 +244,11 @@ while a <= n do
         h[j + 2] = ARGV[a + 2 + i]
         j = j + 2
       end
-      redis.call('HSET', key, unpack(h))
+      if j <= 7000 then
+        redis.call('HSET', key, unpack(h))
+      else -- unpack is bounded by Lua's C stack (~8000 values): in slices of whole pairs
+        for s = 1, j, 7000 do redis.call('HSET', key, unpack(h, s, math.min(s + 6999, j))) end
+      end
       if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
       written = written + 1
     else
@@ -319,6 +323,25 @@ end
 // TIME is non-deterministic: on Redis < 5 a script must ask for effects
 // replication before it writes. A no-op on Redis 7 and on Upstash.
 const EFFECTS = `if redis.replicate_commands then pcall(redis.replicate_commands) end`;
+
+/**
+ * Claims an idempotency key: `SET NX PX` with a token unique to the call.
+ * KEYS: the claim. ARGV: token, ttlMs (0: no expiry). Returns 1 when this
+ * call holds the claim, also when a retry of the same call (same token)
+ * finds its own earlier SET, so a request retried after a lost response is
+ * not taken for a duplicate of itself; 0 when another call holds it.
+ */
+export const CLAIM: LuaScript = script("freshet_claim", `
+local ok
+if tonumber(ARGV[2]) > 0 then
+  ok = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+else
+  ok = redis.call('SET', KEYS[1], ARGV[1], 'NX')
+end
+if ok then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+return 0
+`);
 
 /**
  * Moves a checkpoint forward. KEYS: checkpoint, and the lease when fenced.
@@ -416,7 +439,7 @@ return out
 `);
 
 /** Every script, for SCRIPT LOAD or a check that EVALSHA will find them. */
-export const REDIS_SCRIPTS: readonly LuaScript[] = [WRITE_ROWS, SET_CHECKPOINT, ACQUIRE_LEASE, RELEASE_LEASE, LIST_LEASES];
+export const REDIS_SCRIPTS: readonly LuaScript[] = [WRITE_ROWS, CLAIM, SET_CHECKPOINT, ACQUIRE_LEASE, RELEASE_LEASE, LIST_LEASES];
 
 /**
  * The lease from an {@link ACQUIRE_LEASE} reply, or undefined for nil.

@@ -22,6 +22,7 @@ import type { Redis, RedisOptions } from "ioredis";
 import {
   ACQUIRE_LEASE,
   assertDecimal,
+  CLAIM,
   decodeLease,
   decodeLeaseList,
   decodeRead,
@@ -198,11 +199,7 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
 
   const meta: MetaStore = {
     claim: (key, ttlMs) =>
-      call(undefined, async (c) => {
-        const k = layout.claimKey(key);
-        const r = ttlMs > 0 ? await c.set(k, "1", "PX", Math.ceil(ttlMs), "NX") : await c.set(k, "1", "NX");
-        return r === "OK";
-      }),
+      call(undefined, async (c) => Number(await run(c, CLAIM, [layout.claimKey(key)], [claimToken(), String(Math.max(0, Math.ceil(ttlMs)))])) === 1),
     unclaim: (key) => call(undefined, async (c) => void await c.del(layout.claimKey(key))),
     getCheckpoint: (key) => call(undefined, async (c) => (await c.get(layout.checkpointKey(key))) ?? undefined),
     async setCheckpoint(key, value, fence) {
@@ -264,6 +261,11 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
       else c.disconnect();
     },
   };
+}
+
+/** A value unique to one claim call. */
+function claimToken(): string {
+  return globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
 }
 
 /** The url without its password, for messages. */

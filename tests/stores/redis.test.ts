@@ -20,7 +20,7 @@ let projects = 0;
 testOnlineStore("redis", async () => {
   const { url } = await redis();
   const project = `conf${++projects}`;
-  return { store: redisStore({ url, project }), reopen: async () => redisStore({ url, project }) };
+  return { store: redisStore({ url, project }), reopen: () => Promise.resolve(redisStore({ url, project })) };
 });
 
 const view = conformanceRepo.view("conf_stats");
@@ -113,6 +113,11 @@ describe("redis store", () => {
       const [r2] = await store.read(forever, ["driver_id=1"], ["n", "s"]);
       assert.equal(r2.n.value, 2);
       assert.equal(r2.s.status, "NOT_FOUND");
+      // A row wider than Lua's unpack limit.
+      const wide = Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`f${i}`, i]));
+      await store.write(forever, [{ entityKey: "driver_id=2", values: wide, eventTime: t }]);
+      const [r3] = await store.read(forever, ["driver_id=2"], Object.keys(wide));
+      assert.equal(Object.values(r3).filter((x, i) => x.value === i).length, 5000);
     } finally {
       await store.close();
     }
