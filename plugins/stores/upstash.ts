@@ -1,0 +1,382 @@
+/**
+ * @module
+ * The Upstash online store: Redis over Upstash's REST API, with `fetch`
+ * only (no TCP), so it runs on Cloudflare Workers as well as on Node, Bun
+ * and Deno.
+ *
+ * It runs the same Lua scripts and key layout as the Redis store
+ * (core/redis-layout.ts): a write is one EVALSHA per batch, or a few when
+ * the request would pass Upstash's 1 MB limit (each one is still atomic per
+ * entity, and latest-wins per row keeps the result the same). Reads are one
+ * pipeline request of HMGETs. 429 and 5xx answers and network errors are
+ * retried with jittered exponential backoff, a bounded number of times,
+ * then fail as a retriable `STORE_UNAVAILABLE`. A bad token fails at once
+ * with a non-retriable `INVALID_CONFIG`.
+ *
+ * @example
+ * ```ts
+ * import { upstashStore } from "freshet/stores/upstash"
+ * const online = upstashStore({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN, project: "driver_stats" })
+ * ```
+ */
+import type { Redis, Requester } from "@upstash/redis";
+import {
+  ACQUIRE_LEASE,
+  assertDecimal,
+  CLAIM,
+  decodeLease,
+  decodeLeaseList,
+  decodeRead,
+  type EncodedRow,
+  encodeRows,
+  LIST_LEASES,
+  type LuaScript,
+  readFields,
+  redisLayout,
+  RELEASE_LEASE,
+  SET_CHECKPOINT,
+  WRITE_ROWS,
+  writeScriptArgs,
+} from "../../core/redis-layout.ts";
+import { FreshetError, storeUnavailable } from "../../core/errors.ts";
+import type { FeatureRow, FeatureValue, MetaStore, OnlineStore, WriteResult } from "../../core/contracts.ts";
+import type { FeatureView } from "../../core/definitions.ts";
+
+/**
+ * Options of {@link upstashStore}. Give `url` and `token`, or a `client`.
+ *
+ * @example
+ * ```ts
+ * const opts: UpstashStoreOptions = { url: "https://eu1-example.upstash.io", token: "AX...", project: "driver_stats", retries: 3 }
+ * ```
+ */
+export interface UpstashStoreOptions {
+  /** The REST URL (UPSTASH_REDIS_REST_URL). */
+  url?: string;
+  /** The REST token (UPSTASH_REDIS_REST_TOKEN). */
+  token?: string;
+  /**
+   * An `@upstash/redis` client, used through its own transport instead of
+   * `url`/`token`. Its HTTP errors carry no status code, so they are told
+   * apart by their message; `url` and `token` give exact status handling.
+   */
+  client?: Redis;
+  /** First segment of every key. Default "freshet". */
+  prefix?: string;
+  /** Second segment of every key, usually the feature repo's project. Default "default". */
+  project?: string;
+  /** The clock for ttl on read (OUTSIDE_MAX_AGE). Default `Date.now`. Leases use Redis' clock. */
+  now?: () => number;
+  /** Retries after a 429, a 5xx or a network error. Default 5. */
+  retries?: number;
+  /** First backoff delay; it doubles on each retry, with jitter. Default 50 ms. */
+  retryBaseMs?: number;
+  /** Largest backoff delay, also the cap on a 429's Retry-After. Default 2000 ms. */
+  retryMaxMs?: number;
+  /** Largest request body; a bigger write is split. Default 1_000_000 (Upstash's 1 MB). */
+  maxRequestBytes?: number;
+  /** Time limit of one HTTP request. Default 10_000 ms. */
+  requestTimeoutMs?: number;
+}
+
+/**
+ * What {@link upstashStore} returns: an OnlineStore whose `ping` and `close` are always there.
+ *
+ * @example
+ * ```ts
+ * const store: UpstashOnlineStore = upstashStore({ url, token })
+ * await store.ping()
+ * ```
+ */
+export interface UpstashOnlineStore extends OnlineStore {
+  /** PING; rejects with STORE_UNAVAILABLE when Upstash cannot be reached. */
+  ping(): Promise<void>;
+  /** Marks the store closed (HTTP holds no connection to release). */
+  close(): Promise<void>;
+}
+
+const PLUGIN = "upstash";
+
+/** One command's answer, as Upstash gives it. */
+interface Reply {
+  result?: unknown;
+  error?: string;
+}
+
+/** What one HTTP attempt gave: an answer, or a reason to try again. */
+type Attempt = { body: unknown } | { retry: string; cause?: unknown; afterMs?: number };
+
+/** Sends one request body to `/` (a command) or `/pipeline`. Throws a FreshetError when retrying cannot help. */
+type Wire = (path: "" | "pipeline", body: unknown[]) => Promise<Attempt>;
+
+/** The REST API over fetch, with the HTTP status at hand. */
+function fetchWire(url: string, token: string, timeoutMs: number): Wire {
+  const base = url.replace(/\/+$/, "");
+  let syncToken = "";
+  return async (path, body) => {
+    let res: Response;
+    try {
+      const headers: Record<string, string> = { Authorization: `Bearer ${token}`, "Content-Type": "application/json" };
+      // Read-your-writes across Upstash replicas, as @upstash/redis does it.
+      if (syncToken) headers["upstash-sync-token"] = syncToken;
+      res = await fetch(path ? `${base}/${path}` : base, { method: "POST", headers, body: JSON.stringify(body), signal: AbortSignal.timeout(timeoutMs) });
+    } catch (e) {
+      return { retry: `request failed: ${(e as Error)?.message ?? String(e)}`, cause: e };
+    }
+    syncToken = res.headers.get("upstash-sync-token") ?? syncToken;
+    const text = await res.text().catch(() => "");
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch { /* a proxy's HTML page, or nothing */ }
+    const said = typeof (parsed as Reply)?.error === "string" ? `: ${(parsed as Reply).error}` : "";
+    if (res.status === 401 || res.status === 403) {
+      throw new FreshetError("INVALID_CONFIG", `Upstash refused the token (HTTP ${res.status}${said}): check token (UPSTASH_REDIS_REST_TOKEN) and url`, { plugin: PLUGIN, retriable: false });
+    }
+    if (res.status === 429 || res.status >= 500) {
+      const ra = Number(res.headers.get("retry-after"));
+      return { retry: `HTTP ${res.status}${said}`, afterMs: Number.isFinite(ra) && ra > 0 ? ra * 1000 : undefined };
+    }
+    if (parsed === undefined) return { retry: `HTTP ${res.status} with a body that is not JSON` };
+    // 400 carries a Redis error for the command: the caller decides.
+    if (res.ok || (res.status === 400 && path === "")) return { body: parsed };
+    throw new FreshetError("INTERNAL", `Upstash answered HTTP ${res.status}${said}`, { plugin: PLUGIN, retriable: false });
+  };
+}
+
+/** The transport of an `@upstash/redis` client. Its errors have no status, so they are sorted by message. */
+function requesterWire(requester: Requester): Wire {
+  return async (path, body) => {
+    try {
+      return { body: await requester.request({ path: path ? [path] : undefined, body }) };
+    } catch (e) {
+      // "<error>, command was: <the whole command>": keep the error only.
+      const msg = String((e as Error)?.message ?? e).split(", command was:")[0].slice(0, 300);
+      if (/^(Unauthorized|WRONGPASS|NOAUTH)/i.test(msg)) {
+        throw new FreshetError("INVALID_CONFIG", `Upstash refused the token (${msg}): check the client's token and url`, { plugin: PLUGIN, retriable: false, cause: e });
+      }
+      // A Redis error reply ("ERR ...", "NOSCRIPT ...") for a single command, unless it is a rate limit.
+      if (path === "" && /^[A-Z]{2,} /.test(msg) && !/limit/i.test(msg)) return { body: { error: msg } };
+      return { retry: msg, cause: e };
+    }
+  };
+}
+
+/** The transport inside an `@upstash/redis` client (a protected field, so reached at runtime). */
+function requesterOf(client: Redis): Requester {
+  const r = (client as unknown as { client?: Requester }).client;
+  if (!r || typeof r.request !== "function") {
+    throw new FreshetError("INVALID_CONFIG", "client is not an @upstash/redis Redis client: pass one made with new Redis({ url, token }), or pass url and token", { plugin: PLUGIN });
+  }
+  return r;
+}
+
+/** UTF-8 bytes of `JSON.stringify(s)`. */
+function jsonBytes(s: string): number {
+  let n = 2;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += c === 34 || c === 92 ? 2 : c < 0x20 ? 6 : 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c < 0xdc00 && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 4;
+      i++;
+    } else n += c >= 0xd800 && c < 0xe000 ? 6 : 3; // a lone surrogate is escaped as \\uXXXX
+  }
+  return n;
+}
+
+/** Splits encoded rows into runs whose script call stays under `budget` bytes (exact for the EVALSHA body). */
+function chunkRows(rows: EncodedRow[], budget: number): EncodedRow[][] {
+  const chunks: EncodedRow[][] = [];
+  let cur: EncodedRow[] = [];
+  let size = 0;
+  let fields: string[] | undefined;
+  for (const r of rows) {
+    let bytes = jsonBytes(r.key) + jsonBytes(r.ts) + jsonBytes(r.ct) + 3;
+    for (const v of r.values) bytes += jsonBytes(v) + 1;
+    // Where the fields change, writeScriptArgs starts a segment: count, fields, rows.
+    const header = fields && sameFields(fields, r.fields) ? 0 : r.fields.reduce((n, f) => n + jsonBytes(f) + 1, 32);
+    if (cur.length > 0 && size + bytes + header > budget) {
+      chunks.push(cur);
+      cur = [];
+      size = 0;
+      fields = undefined;
+      bytes += r.fields.reduce((n, f) => n + jsonBytes(f) + 1, 32);
+    } else bytes += header;
+    size += bytes;
+    fields = r.fields;
+    cur.push(r);
+  }
+  if (cur.length) chunks.push(cur);
+  return chunks;
+}
+
+function sameFields(a: string[], b: string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * An online store on Upstash Redis, over its REST API.
+ *
+ * @example
+ * ```ts
+ * const store = upstashStore({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN, project: "driver_stats" })
+ * const { written, stale } = await store.write(view, rows)
+ * const [driver] = await store.read(view, ["driver_id=1001"], ["conv_rate"])
+ * ```
+ */
+export function upstashStore(opts: UpstashStoreOptions = {}): UpstashOnlineStore {
+  if (!opts.client && (!opts.url || !opts.token)) {
+    throw new FreshetError("INVALID_CONFIG", "upstashStore needs url and token (UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN), or an @upstash/redis client", { plugin: PLUGIN });
+  }
+  if (opts.url && !/^https?:\/\/[^\s/]/.test(opts.url)) {
+    throw new FreshetError("INVALID_CONFIG", `url ${JSON.stringify(opts.url)} is not an http(s) URL: use the REST URL, e.g. https://eu1-example.upstash.io`, { plugin: PLUGIN });
+  }
+  const layout = redisLayout({ prefix: opts.prefix, project: opts.project });
+  const now = opts.now ?? Date.now;
+  const retries = Math.max(0, opts.retries ?? 5);
+  const baseMs = opts.retryBaseMs ?? 50;
+  const maxMs = opts.retryMaxMs ?? 2000;
+  const maxRequestBytes = opts.maxRequestBytes ?? 1_000_000;
+  let wire: Wire | undefined;
+  let closed = false;
+
+  const send = async (path: "" | "pipeline", body: unknown[], definition?: string): Promise<unknown> => {
+    if (closed) throw new FreshetError("STORE_UNAVAILABLE", "the store is closed", { plugin: PLUGIN, definition, retriable: false });
+    wire ??= opts.client ? requesterWire(requesterOf(opts.client)) : fetchWire(opts.url!, opts.token!, opts.requestTimeoutMs ?? 10_000);
+    for (let attempt = 0; ; attempt++) {
+      const a = await wire(path, body);
+      if ("body" in a) return a.body;
+      if (attempt >= retries) {
+        throw new FreshetError("STORE_UNAVAILABLE", `store unavailable: ${a.retry} (after ${attempt + 1} attempts)`, { plugin: PLUGIN, definition, retriable: true, cause: a.cause });
+      }
+      // Exponential backoff with "equal jitter": half fixed, half random.
+      const cap = Math.min(maxMs, baseMs * 2 ** attempt);
+      const delay = Math.min(maxMs, Math.max(a.afterMs ?? 0, cap / 2 + Math.random() * cap / 2));
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  };
+
+  /** One command; a Redis error reply is thrown (non-retriable), except what `handle` takes. */
+  const command = async (cmd: string[], definition?: string): Promise<Reply> => {
+    const r = (await send("", cmd, definition)) as Reply;
+    if (r === null || typeof r !== "object") throw storeUnavailable(PLUGIN, new Error(`unexpected answer ${JSON.stringify(r)}`), definition);
+    return r;
+  };
+
+  const replyError = (msg: string, definition?: string) =>
+    /^(BUSY|LOADING|MASTERDOWN|READONLY|TRYAGAIN|OOM)\b/.test(msg)
+      ? new FreshetError("STORE_UNAVAILABLE", `store unavailable: ${msg}`, { plugin: PLUGIN, definition, retriable: true })
+      : /max request size/i.test(msg)
+      ? new FreshetError("INVALID_INPUT", `a single row is larger than the request limit (${msg}); make the row smaller`, { plugin: PLUGIN, definition, retriable: false })
+      : new FreshetError("INTERNAL", `Upstash replied with an error: ${msg}`, { plugin: PLUGIN, definition, retriable: false });
+
+  /** EVALSHA, then EVAL when the script is not loaded yet. */
+  const run = async (s: LuaScript, keys: string[], args: string[], definition?: string): Promise<unknown> => {
+    const rest = ([String(keys.length)] as string[]).concat(keys, args);
+    let r = await command(["EVALSHA", s.sha].concat(rest), definition);
+    if (r.error?.startsWith("NOSCRIPT")) r = await command(["EVAL", s.source].concat(rest), definition);
+    if (r.error !== undefined && r.error !== null) throw replyError(r.error, definition);
+    return r.result;
+  };
+
+  /** A pipeline, split so that no request passes the size limit; answers in order. */
+  const pipeline = async (cmds: string[][], definition?: string): Promise<unknown[]> => {
+    const batches: string[][][] = [];
+    let cur: string[][] = [];
+    let size = 2;
+    for (const c of cmds) {
+      const bytes = c.reduce((n, a) => n + jsonBytes(a) + 1, 3);
+      if (cur.length && size + bytes > maxRequestBytes - 1000) {
+        batches.push(cur);
+        cur = [];
+        size = 2;
+      }
+      cur.push(c);
+      size += bytes;
+    }
+    if (cur.length) batches.push(cur);
+    const answers = await Promise.all(batches.map((b) => send("pipeline", b, definition)));
+    const out: unknown[] = [];
+    for (const a of answers) {
+      if (!Array.isArray(a)) throw storeUnavailable(PLUGIN, new Error("a pipeline answer was not an array"), definition);
+      for (const r of a as Reply[]) {
+        if (r?.error) throw replyError(r.error, definition);
+        out.push(r?.result);
+      }
+    }
+    return out;
+  };
+
+  // What an EVAL of the write script adds besides the rows (the fallback sends the source).
+  const writeOverhead = jsonBytes(WRITE_ROWS.source) + 200;
+
+  const meta: MetaStore = {
+    async claim(key, ttlMs) {
+      const token = globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+      return Number(await run(CLAIM, [layout.claimKey(key)], [token, String(Math.max(0, Math.ceil(ttlMs)))])) === 1;
+    },
+    async unclaim(key) {
+      const r = await command(["DEL", layout.claimKey(key)]);
+      if (r.error) throw replyError(r.error);
+    },
+    async getCheckpoint(key) {
+      const r = await command(["GET", layout.checkpointKey(key)]);
+      if (r.error) throw replyError(r.error);
+      return r.result === null || r.result === undefined ? undefined : String(r.result);
+    },
+    async setCheckpoint(key, value, fence) {
+      assertDecimal(value, PLUGIN);
+      const keys = fence ? [layout.checkpointKey(key), layout.leaseKey(fence.lease)] : [layout.checkpointKey(key)];
+      const args = fence ? [value, fence.owner, String(fence.counter)] : [value];
+      return Number(await run(SET_CHECKPOINT, keys, args)) === 1;
+    },
+    async acquireLease(key, owner, ttlMs) {
+      return decodeLease(key, owner, await run(ACQUIRE_LEASE, [layout.leaseKey(key), layout.leaseIndexKey], [owner, String(Math.ceil(ttlMs)), key]));
+    },
+    async releaseLease(key, owner) {
+      await run(RELEASE_LEASE, [layout.leaseKey(key)], [owner]);
+    },
+    async listLeases(prefix) {
+      return decodeLeaseList(await run(LIST_LEASES, [layout.leaseIndexKey], [prefix, layout.leaseKey("")]));
+    },
+  };
+
+  return {
+    name: "upstash",
+    meta,
+    async write(view: FeatureView, rows: FeatureRow[]): Promise<WriteResult> {
+      if (rows.length === 0) return { written: 0, stale: 0 };
+      const encoded = encodeRows(layout, view, rows, PLUGIN);
+      let written = 0;
+      let stale = 0;
+      // In order: a later chunk may hold a newer row for the same entity.
+      for (const chunk of chunkRows(encoded, maxRequestBytes - writeOverhead)) {
+        const { keys, args } = writeScriptArgs(chunk, view.ttlMs);
+        const r = await run(WRITE_ROWS, keys, args, view.name);
+        if (!Array.isArray(r)) throw storeUnavailable(PLUGIN, new Error(`unexpected write answer ${JSON.stringify(r)}`), view.name);
+        written += Number(r[0]);
+        stale += Number(r[1]);
+      }
+      return { written, stale };
+    },
+    async read(view: FeatureView, entityKeys: string[], features: string[]): Promise<Record<string, FeatureValue>[]> {
+      if (entityKeys.length === 0) return [];
+      const fields = readFields(features);
+      const replies = await pipeline(entityKeys.map((ek) => ["HMGET", layout.entityKey(view.name, ek), ...fields]), view.name);
+      const t = now();
+      return replies.map((r) => decodeRead(view, r as (string | null)[] | null, features, t));
+    },
+    async ping() {
+      const r = await command(["PING"]);
+      if (r.error) throw replyError(r.error);
+    },
+    close() {
+      closed = true;
+      return Promise.resolve();
+    },
+  };
+}

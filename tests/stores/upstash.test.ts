@@ -1,0 +1,146 @@
+// The Upstash online store against the fake Upstash REST server
+// (tests/services/upstash-server.ts), which runs every command on a real
+// redis-server: the conformance suite, then retries, request splitting and
+// bad credentials.
+import { after, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { Redis as UpstashRedis } from "@upstash/redis";
+import { FreshetError, type FeatureRow } from "../../mod.ts";
+import { upstashStore } from "../../plugins/stores/upstash.ts";
+import { conformanceRepo, testOnlineStore } from "../conformance/online-store.ts";
+import { startRedis, type RedisService } from "../services/redis.ts";
+import { startUpstash, type UpstashService } from "../services/upstash-server.ts";
+
+let services: Promise<{ redis: RedisService; upstash: UpstashService }> | undefined;
+const fake = () =>
+  (services ??= (async () => {
+    const redis = await startRedis();
+    return { redis, upstash: await startUpstash({ redisUrl: redis.url }) };
+  })());
+after(async () => {
+  if (!services) return;
+  const { redis, upstash } = await services;
+  await upstash.stop();
+  await redis.stop();
+});
+
+let projects = 0;
+testOnlineStore("upstash", async () => {
+  const { upstash } = await fake();
+  const project = `conf${++projects}`;
+  const open = () => upstashStore({ url: upstash.url, token: upstash.token, project });
+  return { store: open(), reopen: () => Promise.resolve(open()) };
+});
+
+const view = conformanceRepo.view("conf_stats");
+const rows = (n: number, eventTime: number, pad = 0): FeatureRow[] =>
+  Array.from({ length: n }, (_, i) => ({ entityKey: `driver_id=${i}`, values: { conv_rate: i / n, trips: i, label: "x".repeat(pad) + i }, eventTime }));
+const isCode = (code: string, retriable: boolean) => (e: unknown) => e instanceof FreshetError && e.code === code && e.retriable === retriable && e.message.startsWith("[freshet] [upstash]");
+const total = (u: UpstashService) => Object.values(u.requests).reduce((a, b) => a + b, 0);
+
+describe("upstash store", () => {
+  it("retries 429s and 5xx answers, then succeeds", async () => {
+    const { upstash } = await fake();
+    const store = upstashStore({ url: upstash.url, token: upstash.token, project: "retry", retryBaseMs: 5 });
+    const t = Date.now();
+    const before = total(upstash);
+    upstash.faults.next429 = 2;
+    upstash.faults.next5xx = 2;
+    assert.deepEqual(await store.write(view, rows(20, t)), { written: 20, stale: 0 });
+    assert.ok(total(upstash) - before >= 5, "4 failed attempts, then the write");
+    upstash.faults.next5xx = 1;
+    upstash.faults.status5xx = 503;
+    const got = await store.read(view, ["driver_id=3", "driver_id=4"], ["trips"]);
+    assert.deepEqual(got.map((r) => r.trips.value), [3, 4]);
+    upstash.faults.status5xx = 502;
+  });
+
+  it("gives up after `retries` with a retriable STORE_UNAVAILABLE, and works again afterwards", async () => {
+    const { upstash } = await fake();
+    const store = upstashStore({ url: upstash.url, token: upstash.token, project: "persistent", retries: 3, retryBaseMs: 5 });
+    const before = total(upstash);
+    upstash.faults.next5xx = 1000;
+    try {
+      await assert.rejects(store.write(view, rows(5, Date.now())), isCode("STORE_UNAVAILABLE", true));
+      assert.equal(total(upstash) - before, 4, "1 attempt + 3 retries");
+      await assert.rejects(store.meta.claim("k", 1000), isCode("STORE_UNAVAILABLE", true));
+    } finally {
+      upstash.faults.next5xx = 0;
+    }
+    upstash.faults.down = true;
+    try {
+      await assert.rejects(store.ping(), isCode("STORE_UNAVAILABLE", true));
+    } finally {
+      upstash.faults.down = false;
+    }
+    await store.ping();
+  });
+
+  it("splits a write larger than the request limit into several script calls, and every row lands", async () => {
+    const { upstash } = await fake();
+    const store = upstashStore({ url: upstash.url, token: upstash.token, project: "big" });
+    const t = Date.now();
+    const big = rows(3000, t, 1000); // ~3.2 MB of values
+    const before = upstash.requests["/"] ?? 0;
+    assert.deepEqual(await store.write(view, big), { written: 3000, stale: 0 });
+    const calls = (upstash.requests["/"] ?? 0) - before;
+    // 4 chunks at least; +1 for the EVAL after the first NOSCRIPT. Each one under 1 MB, or the fake would have refused it.
+    assert.ok(calls >= 4 && calls <= 6, `${calls} requests`);
+    const got = await store.read(view, big.map((r) => r.entityKey), ["label"]);
+    assert.equal(got.length, 3000);
+    for (let i = 0; i < 3000; i += 97) assert.equal(got[i].label.value, "x".repeat(1000) + i);
+    assert.equal(got[2999].label.status, "PRESENT");
+    // Replay in one go: every row stale, still split.
+    assert.deepEqual(await store.write(view, big), { written: 0, stale: 3000 });
+  });
+
+  it("keeps latest-wins across the chunks of one split write", async () => {
+    const { upstash } = await fake();
+    const store = upstashStore({ url: upstash.url, token: upstash.token, project: "chunks", maxRequestBytes: 20_000 });
+    upstash.faults.maxRequestBytes = 20_000;
+    try {
+      const t = Date.now();
+      const batch: FeatureRow[] = [];
+      for (let k = 0; k < 5; k++) for (let i = 0; i < 40; i++) batch.push({ entityKey: `driver_id=${i}`, values: { trips: k, label: "y".repeat(200) }, eventTime: t + (k === 2 ? 100 : k) });
+      const w = await store.write(view, batch);
+      assert.equal(w.written + w.stale, 200);
+      const got = await store.read(view, Array.from({ length: 40 }, (_, i) => `driver_id=${i}`), ["trips"]);
+      for (const r of got) assert.equal(r.trips.value, 2);
+    } finally {
+      upstash.faults.maxRequestBytes = 1_000_000;
+    }
+  });
+
+  it("refuses a bad token at once, with a clear non-retriable error", async () => {
+    const { upstash } = await fake();
+    const store = upstashStore({ url: upstash.url, token: "wrong", project: "auth" });
+    const before = total(upstash);
+    await assert.rejects(store.write(view, rows(1, Date.now())), (e: unknown) => {
+      assert.ok(isCode("INVALID_CONFIG", false)(e), String(e));
+      assert.match((e as Error).message, /token/);
+      return true;
+    });
+    assert.equal(total(upstash) - before, 1, "not retried");
+    assert.throws(() => upstashStore({ url: upstash.url }), isCode("INVALID_CONFIG", false));
+  });
+
+  it("works through an @upstash/redis client as well (base64 answers, its own transport)", async () => {
+    const { upstash } = await fake();
+    const client = new UpstashRedis({ url: upstash.url, token: upstash.token, enableTelemetry: false });
+    const store = upstashStore({ client, project: "sdk" });
+    const t = Date.now();
+    assert.deepEqual(await store.write(view, rows(3, t)), { written: 3, stale: 0 });
+    assert.deepEqual(await store.write(view, rows(3, t)), { written: 0, stale: 3 });
+    const [r] = await store.read(view, ["driver_id=2"], ["trips", "label"]);
+    assert.deepEqual(r.label, { value: "2", status: "PRESENT", eventTime: t });
+    assert.equal(await store.meta.claim("c", 10_000), true);
+    assert.equal(await store.meta.claim("c", 10_000), false);
+    assert.equal(await store.meta.setCheckpoint("cp", "49590338271490256608559692538361571095921575989136588898"), true);
+    assert.equal(await store.meta.getCheckpoint("cp"), "49590338271490256608559692538361571095921575989136588898");
+    const lease = await store.meta.acquireLease("shard-0", "w", 10_000);
+    assert.ok(lease && lease.counter >= 1);
+    assert.deepEqual((await store.meta.listLeases("shard-")).map((l) => l.owner), ["w"]);
+    const bad = upstashStore({ client: new UpstashRedis({ url: upstash.url, token: "wrong", enableTelemetry: false, retry: false }), project: "sdk" });
+    await assert.rejects(bad.ping(), isCode("INVALID_CONFIG", false));
+  });
+});
