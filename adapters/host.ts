@@ -84,7 +84,7 @@ export async function openStores(url: string, dataDir: string, opts: { project?:
     const { upstashStore } = await import("../plugins/stores/upstash.ts");
     const restUrl = url.startsWith("upstash:") ? url.slice("upstash:".length) : url;
     if (!opts.upstashToken) throw new FreshetError("INVALID_CONFIG", "an Upstash store needs a token: set UPSTASH_REDIS_REST_TOKEN");
-    return { online: upstashStore({ url: restUrl, token: opts.upstashToken, prefix: opts.project }), offline };
+    return { online: upstashStore({ url: restUrl, token: opts.upstashToken, project: opts.project }), offline };
   }
   if (url.startsWith("file:") || !url.includes("://")) {
     const { fileStore } = await import("../plugins/stores/file.ts");

@@ -58,7 +58,7 @@ function build(registry: Registry, env: WorkerEnv, opts: WorkerOptions) {
   if (!opts.store && (!url || !token)) {
     throw new FreshetError("INVALID_CONFIG", "set UPSTASH_REDIS_REST_URL (a [vars] entry) and UPSTASH_REDIS_REST_TOKEN (wrangler secret put UPSTASH_REDIS_REST_TOKEN)", { plugin: "workers" });
   }
-  const online = opts.store ? opts.store(env) : upstashStore({ url, token, prefix: registry.project });
+  const online = opts.store ? opts.store(env) : upstashStore({ url, token, project: registry.project });
   const deadLetters = opts.deadLetters ? opts.deadLetters(env) : upstashListDeadLetters(new Redis({ url: url!, token: token! }), `freshet:${registry.project}:dead-letters`);
   const processor = createProcessor({ registry, online, deadLetters });
   return pushApp({ processor, webhookSecret: env.WEBHOOK_SECRET, maxBodyBytes: env.MAX_BODY_BYTES ? Number(env.MAX_BODY_BYTES) : undefined });

@@ -79,7 +79,7 @@ export function pushApp(opts: PushAppOptions): Hono {
             "webhook-id": id ?? "",
             "webhook-timestamp": c.req.header("webhook-timestamp") ?? "",
             "webhook-signature": c.req.header("webhook-signature") ?? "",
-          });
+          }, { jsonParse: false }); // a signed but malformed body is a 400 below, not a bad signature
         } catch (e) {
           return fail(c, 401, "invalid_signature", `webhook signature check failed: ${(e as Error).message}`, "webhook-signature");
         }
@@ -101,7 +101,15 @@ export function pushApp(opts: PushAppOptions): Hono {
       if (idemKey) {
         if (inFlight.has(idemKey)) return fail(c, 409, "in_progress", `webhook-id ${id} is being processed; retry later`, "webhook-id");
         if (!store) return fail(c, 500, "no_store", "idempotency by webhook-id needs an online store");
-        if (!(await store.meta.claim(idemKey, idemTtl))) {
+        let claimed: boolean;
+        try {
+          claimed = await store.meta.claim(idemKey, idemTtl);
+        } catch (e) {
+          // The claim may have landed before the failure: release it, so that the client's retry is not taken for a duplicate.
+          await store.meta.unclaim(idemKey).catch(() => {});
+          throw e;
+        }
+        if (!claimed) {
           metrics.inc("freshet_records_total", { source, view: "", outcome: "duplicate" }, rows.length);
           return c.json({ status: "duplicate", webhook_id: id, records: rows.length });
         }

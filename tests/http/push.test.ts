@@ -145,6 +145,8 @@ describe("POST /push and /get-online-features", () => {
     assert.equal((await post("/push", body, signed("msg_3", new Date(Date.now() + 10 * 60_000)))).status, 401);
     assert.equal((await post("/push", body)).status, 401);
     assert.equal(online.size, 0);
+    const junk = await post("/push", "{nope", signed("msg_5", new Date(), "{nope"));
+    assert.equal(junk.status, 400, "signed but malformed JSON is a 400, not a 401");
     const ok = await post("/push", body, signed("msg_4", new Date()));
     assert.equal(ok.status, 200);
     assert.equal(online.size, 1);
