@@ -1,0 +1,25 @@
+/**
+ * The P3 baseline: a bare Hono app that answers 200, served by the same
+ * Freshet adapter (adapters/node.ts, bun.ts or deno.ts) as `freshet serve`.
+ * It does not read the body: it is the ceiling of "HTTP on this runtime".
+ *
+ *   node --import tsx bench/bare-hono.ts --port 8081
+ *   node_modules/.bin/bun bench/bare-hono.ts --port 8081
+ *   node_modules/.bin/deno run -A bench/bare-hono.ts --port 8081
+ */
+import process from "node:process";
+import { Hono } from "hono";
+
+const runtime = "Bun" in globalThis ? "bun" : "Deno" in globalThis ? "deno" : "node";
+
+const app = new Hono();
+app.get("/health", (c) => c.json({ status: "ok" }));
+app.all("*", (c) => c.json({ status: "ok" }));
+
+const args = process.argv.slice(2);
+const at = args.indexOf("--port");
+const port = at >= 0 ? Number(args[at + 1]) : 8081;
+const adapter = runtime === "bun" ? await import("../adapters/bun.ts") : runtime === "deno" ? await import("../adapters/deno.ts") : await import("../adapters/node.ts");
+const server = await adapter.serve(app, { port, hostname: "127.0.0.1" });
+console.log(`[bare-hono] listening on http://127.0.0.1:${server.port} (${runtime})`);
+adapter.onShutdown(() => server.close());

@@ -1,0 +1,48 @@
+/**
+ * Runs the benchmarks and prints one table: `npm run bench`, or
+ * `npm run bench -- http --runtime bun`, or a smoke run
+ * `npm run bench -- --small --runs 1 --results /tmp/bench`.
+ *
+ * Benchmarks: http (P3, P4, P6 on Node, Bun and Deno) and redis-roundtrips
+ * (P7). Options: see bench/lib.ts. Results go to `<results>/<name>.json`
+ * (and a `<name>.txt` with the table and notes). A missed goal is printed
+ * as MISSED; it is a result, not an error: the exit code is non-zero only
+ * when a benchmark could not run.
+ */
+import process from "node:process";
+import { parseOptions, table, versions, machine, writeResults, type Entry } from "./lib.ts";
+import { runHttp } from "./http.ts";
+import { runRoundtrips } from "./redis-roundtrips.ts";
+
+const BENCHES: Record<string, (o: ReturnType<typeof parseOptions>) => Promise<{ entries: Entry[]; notes: string[]; failures: string[] }>> = {
+  http: (o) => runHttp(o),
+  "redis-roundtrips": (o) => runRoundtrips(o),
+};
+const ALIASES: Record<string, string> = { p3: "http", p4: "http", p6: "http", p7: "redis-roundtrips", roundtrips: "redis-roundtrips" };
+
+const opts = parseOptions();
+const names = opts.names.length ? [...new Set(opts.names.map((n) => ALIASES[n.toLowerCase()] ?? n))] : Object.keys(BENCHES);
+for (const n of names) {
+  if (!BENCHES[n]) {
+    console.error(`unknown benchmark "${n}": use ${Object.keys(BENCHES).join(", ")}`);
+    process.exit(2);
+  }
+}
+console.log(`freshet bench: ${names.join(", ")} on ${opts.runtimes.join(", ")}; ${opts.runs} paired run(s) of ${opts.duration}s${opts.small ? " (small)" : ""}`);
+console.log(`machine: ${machine()}; versions: ${Object.entries(versions()).map(([k, v]) => `${k} ${v}`).join(", ")}\n`);
+
+const all: Entry[] = [];
+const failures: string[] = [];
+for (const name of names) {
+  console.log(`### ${name}`);
+  const r = await BENCHES[name](opts);
+  failures.push(...r.failures.map((f) => `${name}: ${f}`));
+  if (r.entries.length) console.log(`wrote ${writeResults(opts.resultsDir, name, r.entries, r.notes)}\n`);
+  all.push(...r.entries);
+}
+console.log("\n" + table(all));
+if (failures.length) {
+  console.error(`${failures.length} benchmark run(s) failed:\n${failures.join("\n")}`);
+  process.exit(1);
+}
+process.exit(0);
