@@ -125,11 +125,14 @@ export function spyMeta(meta: MetaStore) {
     while (gate) await gate;
     if (dead) await new Promise<never>(() => {});
   };
+  const hooks: { beforeCheckpoint?: (key: string, value: string) => void } = {};
   const spied: MetaStore = {
     claim: async (k, t) => (await pass(), meta.claim(k, t)),
     unclaim: async (k) => (await pass(), meta.unclaim(k)),
     getCheckpoint: async (k) => (await pass(), meta.getCheckpoint(k)),
     async setCheckpoint(key, value, fence) {
+      await pass();
+      hooks.beforeCheckpoint?.(key, value);
       await pass();
       const accepted = await meta.setCheckpoint(key, value, fence);
       writes.push({ key, value, owner: fence?.owner, counter: fence?.counter, accepted, at: Date.now() });
@@ -142,6 +145,7 @@ export function spyMeta(meta: MetaStore) {
   return {
     meta: spied,
     writes,
+    hooks,
     freeze() {
       gate ??= new Promise<void>((r) => (open = r));
     },
@@ -162,11 +166,18 @@ export function batchGate() {
   let gate: Promise<void> | undefined;
   let release: (() => void) | undefined;
   let dead = false;
+  let waiting = 0;
   return {
     async pass(): Promise<void> {
       if (dead) await new Promise<never>(() => {});
+      waiting++;
       while (gate) await gate;
+      waiting--;
       if (dead) await new Promise<never>(() => {});
+    },
+    /** How many callers wait at the gate now. */
+    get waiting() {
+      return waiting;
     },
     close() {
       gate ??= new Promise<void>((r) => (release = r));

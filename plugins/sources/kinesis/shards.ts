@@ -5,7 +5,7 @@
  * backoff on throttling and a fresh iterator after expiry).
  */
 import type * as KinesisSdk from "@aws-sdk/client-kinesis";
-import { FreshetError, isRetriable, type Logger, type MetaStore, type RawRecord, type SourceBatch, sleep } from "../../../core/index.ts";
+import { type FreshetError, isRetriable, type Logger, type MetaStore, type RawRecord, type SourceBatch, sleep } from "../../../core/index.ts";
 import { type CheckpointFence, type KinesisKeys, SHARD_END, type ShardCheckpoint, writeCheckpoint } from "./checkpoints.ts";
 import { deaggregate } from "./deaggregate.ts";
 import { type HeldLease, leaseValid } from "./leases.ts";
@@ -13,8 +13,12 @@ import { type HeldLease, leaseValid } from "./leases.ts";
 /** The SDK module, loaded lazily by the consumer. */
 export type Sdk = typeof KinesisSdk;
 
-/** Kinesis allows 5 GetRecords calls per second per shard; 210 ms keeps a margin under it. */
-export const MIN_CALL_INTERVAL_MS = 210;
+/**
+ * Kinesis allows 5 GetRecords calls per second per shard. A call on a shard
+ * is sent at least this long after the previous one was answered, so that
+ * calls arrive at least this far apart whatever the network's jitter.
+ */
+export const MIN_CALL_INTERVAL_MS = 200;
 
 /** A shard as discovery sees it. */
 export interface ShardInfo {
@@ -190,30 +194,30 @@ export async function readShard(ctx: ShardReaderContext): Promise<ShardOutcome> 
 
     if (iterator === undefined) {
       if (!(await pace(nextIteratorCall))) return "stopped";
-      nextIteratorCall = Date.now() + MIN_CALL_INTERVAL_MS;
       try {
         iterator = await fetchIterator();
         failures = 0;
       } catch (e) {
+        nextIteratorCall = Date.now() + MIN_CALL_INTERVAL_MS;
         if (stop.aborted) return "stopped";
         const name = errorName(e);
         logger?.warn(`${where}: GetShardIterator ${resume.type} failed: ${name} ${(e as Error).message}`);
         backoff(name === "ProvisionedThroughputExceededException" || name === "LimitExceededException" ? "throttle" : "error");
         continue;
       }
+      nextIteratorCall = Date.now() + MIN_CALL_INTERVAL_MS;
       if (iterator === undefined) return endShard();
     }
 
     if (!(await pace(nextRecordsCall))) return "stopped";
     if (!leaseValid(lease)) return "lost";
-    const calledAt = Date.now();
-    nextRecordsCall = calledAt + MIN_CALL_INTERVAL_MS;
     let res: KinesisSdk.GetRecordsCommandOutput;
     try {
       res = await client.send(new sdk.GetRecordsCommand({ ShardIterator: iterator, Limit: ctx.limit }), { abortSignal: stop });
       throttled = 0;
       failures = 0;
     } catch (e) {
+      nextRecordsCall = Date.now() + MIN_CALL_INTERVAL_MS;
       if (stop.aborted) return "stopped";
       const name = errorName(e);
       if (name === "ProvisionedThroughputExceededException") {
@@ -231,8 +235,11 @@ export async function readShard(ctx: ShardReaderContext): Promise<ShardOutcome> 
       continue;
     }
 
+    const answeredAt = Date.now();
     ctx.lag.set(shardId, res.MillisBehindLatest ?? 0);
     const records = res.Records ?? [];
+    // Caught up: wait the poll interval before asking again.
+    nextRecordsCall = answeredAt + (records.length === 0 ? idleMs : MIN_CALL_INTERVAL_MS);
     const closed = !res.NextShardIterator;
     if (records.length > 0) {
       const last = records[records.length - 1].SequenceNumber!;
@@ -266,8 +273,6 @@ export async function readShard(ctx: ShardReaderContext): Promise<ShardOutcome> 
     }
     if (closed) return endShard();
     iterator = res.NextShardIterator;
-    // Caught up: wait the poll interval before asking again.
-    if (records.length === 0) nextRecordsCall = calledAt + idleMs;
   }
 }
 
