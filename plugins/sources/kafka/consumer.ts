@@ -1,0 +1,289 @@
+/**
+ * @module
+ * The Kafka consumer: a kafkajs consumer group read with `eachBatch`, with
+ * offsets committed only when Freshet acknowledges a batch.
+ *
+ * - At-least-once: every kafkajs batch (one partition) is handed on in chunks
+ *   of `batchSize`; a chunk's `ack()` commits the offset after its last
+ *   record. Nothing else commits (autoCommit and auto-resolve are off).
+ * - Rebalance-safe: a chunk is stale once this member may have lost its
+ *   partition (a heartbeat or commit answered "rebalancing", "illegal
+ *   generation" or "unknown member", the member rejoined, or a seek is
+ *   pending); a stale chunk is neither written nor committed, and the broker
+ *   fences a late commit by generation as well.
+ * - Backpressure: kafkajs fetches again only after every batch of the last
+ *   fetch was handled, so a slow or down store holds the fetch loop (bounded
+ *   memory) while this module keeps heartbeating so the member stays in the
+ *   group.
+ * - A clean stop: on abort no new chunk starts, in-flight chunks finish and
+ *   are committed, then the member leaves the group and disconnects.
+ */
+import type { Admin, Consumer, EachBatchPayload, Kafka, KafkaMessage, RetryOptions } from "kafkajs";
+import type { KafkaSource, Logger, RawRecord, SourceBatch, SourceLag, StreamSource } from "../../../core/index.ts";
+import { FreshetError } from "../../../core/errors.ts";
+import { parseEventTime } from "../../../core/time.ts";
+import { createKafka } from "./client.ts";
+
+/**
+ * Options of {@link kafkaConsumer}. The kafkajs group settings default to
+ * kafkajs' own (session 30 s, heartbeat 3 s, rebalance 60 s).
+ *
+ * @example
+ * ```ts
+ * const opts: KafkaConsumerOptions = { logger: console, partitionsConsumedConcurrently: 8 }
+ * ```
+ */
+export interface KafkaConsumerOptions {
+  /** Where kafkajs warnings and consumer events go. Default `console`. */
+  logger?: Logger;
+  /** A kafkajs client of your own; its brokers, TLS and SASL are used instead of the definition's. */
+  kafka?: Kafka;
+  /** How many partitions are processed at once. Default 4. */
+  partitionsConsumedConcurrently?: number;
+  /** Group session timeout, ms: a member silent this long is removed from the group. */
+  sessionTimeout?: number;
+  /** How often the member heartbeats, ms, also while a slow batch is in flight. */
+  heartbeatInterval?: number;
+  /** How long the group waits for members to rejoin during a rebalance, ms. */
+  rebalanceTimeout?: number;
+  /** Largest fetch per partition, bytes (kafkajs default 1 MiB; a larger record is still fetched whole). */
+  maxBytesPerPartition?: number;
+  /** kafkajs' retry policy for connections and requests. */
+  retry?: RetryOptions;
+  /** Sees assignments, commits and stale batches: for metrics, logs and tests. */
+  onEvent?: (event: KafkaConsumerEvent) => void;
+}
+
+/** What the consumer reports through `onEvent`. `generation` counts this member's joins of the group. */
+export type KafkaConsumerEvent =
+  | { type: "assigned"; generation: number; partitions: number[] }
+  | { type: "committed"; generation: number; partition: number; offset: string }
+  | { type: "stale"; generation: number; partition: number; firstOffset: string; lastOffset: string; reason: string };
+
+/** A Kafka source: a {@link StreamSource} with lag in records. */
+export interface KafkaStreamSource extends StreamSource {
+  readonly kind: "kafka";
+  readonly lagUnit: "records";
+  /** High watermark minus the next offset to process, per assigned partition, as of the last fetch. */
+  lag(): SourceLag;
+}
+
+/** Errors after which the member no longer owns its partitions until it rejoins. */
+const GROUP_CHANGED = new Set(["REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID", "FENCED_INSTANCE_ID"]);
+const groupChanged = (e: unknown): e is Error => GROUP_CHANGED.has((e as { type?: string })?.type ?? "");
+
+/**
+ * Consumes a Kafka topic as a stream source, on kafkajs `eachBatch`.
+ *
+ * @example
+ * ```ts
+ * const source = kafkaConsumer(trips, { logger: console })
+ * const ac = new AbortController()
+ * await consume(source, processor, { signal: ac.signal })
+ * ```
+ */
+export function kafkaConsumer(def: KafkaSource, opts: KafkaConsumerOptions = {}): KafkaStreamSource {
+  if (def?.kind !== "kafka") throw new FreshetError("INVALID_CONFIG", "kafkaConsumer needs a kafkaSource(...) definition", { plugin: "kafka" });
+  const label = def.name;
+  const fail = (msg: string) => new FreshetError("INVALID_CONFIG", msg, { plugin: "kafka", definition: label });
+  const batchSize = def.batchSize ?? 500;
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw fail(`batchSize ${def.batchSize} must be a positive integer`);
+  const concurrency = opts.partitionsConsumedConcurrently ?? 4;
+  if (!Number.isInteger(concurrency) || concurrency < 1) throw fail(`partitionsConsumedConcurrently ${concurrency} must be a positive integer`);
+  let startAt: number | undefined;
+  if (typeof def.startFrom === "object" && def.startFrom !== null) {
+    startAt = parseEventTime(def.startFrom.timestamp);
+    if (startAt === undefined) throw fail(`startFrom.timestamp ${JSON.stringify(def.startFrom.timestamp)} is not a time: use epoch ms or ISO 8601`);
+  } else if (def.startFrom !== undefined && def.startFrom !== "earliest" && def.startFrom !== "latest") {
+    throw fail(`startFrom ${JSON.stringify(def.startFrom)} must be "earliest", "latest" or { timestamp }`);
+  }
+  const logger = opts.logger ?? console;
+  const groupId = def.groupId ?? `freshet-${def.name}`;
+  const topic = def.topic;
+  /** Per assigned partition: the high watermark of the last fetch and the next offset to process. */
+  const positions = new Map<number, { high: number; next: number }>();
+  let running = false;
+
+  async function run(onBatch: (batch: SourceBatch) => Promise<void>, signal: AbortSignal): Promise<void> {
+    if (running) throw fail("this source is already running; create one kafkaConsumer per consumer");
+    if (signal.aborted) return;
+    running = true;
+    const kafka = opts.kafka ?? await createKafka({ brokers: def.kafkaBootstrapServers, clientId: def.clientId, ssl: def.ssl, sasl: def.sasl, retry: opts.retry }, { label, logger });
+    const consumer: Consumer = kafka.consumer({
+      groupId,
+      sessionTimeout: opts.sessionTimeout,
+      heartbeatInterval: opts.heartbeatInterval,
+      rebalanceTimeout: opts.rebalanceTimeout,
+      maxBytesPerPartition: opts.maxBytesPerPartition,
+      // Also bounds how long a stop waits for an idle fetch.
+      maxWaitTimeInMs: def.lingerMs ?? 500,
+      retry: opts.retry,
+    });
+    const heartbeatEvery = opts.heartbeatInterval ?? 3000;
+    let admin: Admin | undefined;
+    let generation = 0;
+    let stopping = false;
+    let fatal: unknown;
+    let wake!: () => void;
+    const stopped = new Promise<void>((resolve) => (wake = resolve));
+    const stop = () => {
+      stopping = true;
+      wake();
+    };
+    const onAbort = () => stop();
+    signal.addEventListener("abort", onAbort, { once: true });
+    /** Partitions whose start position (startFrom timestamp) was settled in this generation. */
+    const settled = new Set<number>();
+    let timestampOffsets: Promise<Map<number, string>> | undefined;
+
+    consumer.on(consumer.events.GROUP_JOIN, (e) => {
+      generation++;
+      const partitions = [...(e.payload.memberAssignment[topic] ?? [])].sort((a, b) => a - b);
+      for (const p of positions.keys()) if (!partitions.includes(p)) positions.delete(p);
+      settled.clear();
+      logger.info(`[freshet] [kafka] "${label}": joined group "${groupId}", partitions [${partitions.join(", ")}] of ${topic}`);
+      opts.onEvent?.({ type: "assigned", generation, partitions });
+    });
+    consumer.on(consumer.events.CRASH, (e) => {
+      if (e.payload.restart) return; // kafkajs restarts the consumer by itself
+      fatal ??= new FreshetError("SOURCE_UNAVAILABLE", `the consumer stopped: ${e.payload.error.message}`, { plugin: "kafka", definition: label, cause: e.payload.error });
+      stop();
+    });
+
+    /**
+     * With startFrom a timestamp, a partition the group never committed is
+     * moved to the first offset at or after it. Nothing is committed until a
+     * batch from there is written, so a crash before that just repeats this.
+     */
+    async function needsSeek(p: EachBatchPayload): Promise<boolean> {
+      const { partition } = p.batch;
+      if (startAt === undefined || settled.has(partition)) return false;
+      admin ??= kafka.admin();
+      await admin.connect();
+      const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
+      settled.add(partition);
+      const mine = committed?.partitions.find((x) => x.partition === partition);
+      if (mine && Number(mine.offset) >= 0) return false;
+      timestampOffsets ??= admin.fetchTopicOffsetsByTimestamp(topic, startAt).then((list) => new Map(list.map((x) => [x.partition, x.offset])));
+      const target = (await timestampOffsets).get(partition);
+      if (target === undefined || target === p.batch.firstOffset()) return false;
+      logger.info(`[freshet] [kafka] "${label}": partition ${partition} starts at offset ${target} (startFrom ${new Date(startAt).toISOString()})`);
+      consumer.seek({ topic, partition, offset: target });
+      return true;
+    }
+
+    async function eachBatch(p: EachBatchPayload): Promise<void> {
+      const { batch } = p;
+      const { partition } = batch;
+      if (stopping || !p.isRunning()) return;
+      const mine = generation;
+      const first = batch.messages[0]?.offset;
+      if (first === undefined) return;
+      positions.set(partition, { high: Number(batch.highWatermark), next: positions.get(partition)?.next ?? Number(first) });
+      if (await needsSeek(p)) return;
+
+      let revoked: Error | undefined;
+      const staleReason = (): string | undefined =>
+        revoked ? `the group changed (${(revoked as { type?: string }).type ?? revoked.message})` : mine !== generation ? "the member rejoined the group" : p.isStale() ? "a seek is pending" : undefined;
+
+      for (let i = 0; i < batch.messages.length; i += batchSize) {
+        if (stopping || staleReason()) break;
+        const chunk = batch.messages.slice(i, i + batchSize);
+        const firstOffset = chunk[0].offset;
+        const lastOffset = chunk[chunk.length - 1].offset;
+        let acked = false;
+        const sourceBatch: SourceBatch = {
+          records: chunk.map((m) => toRecord(topic, partition, m)),
+          isStale: () => staleReason() !== undefined,
+          async ack() {
+            const why = staleReason();
+            if (why) throw new FreshetError("SOURCE_UNAVAILABLE", `partition ${partition} offsets ${firstOffset}-${lastOffset} not committed: ${why}; another member will redeliver them`, { plugin: "kafka", definition: label });
+            const next = (BigInt(lastOffset) + 1n).toString();
+            try {
+              await p.commitOffsetsIfNecessary({ topics: [{ topic, partitions: [{ partition, offset: next }] }] });
+            } catch (e) {
+              if (groupChanged(e)) revoked ??= e;
+              throw new FreshetError("SOURCE_UNAVAILABLE", `commit of partition ${partition} offset ${next} failed: ${(e as Error).message}`, { plugin: "kafka", definition: label, cause: e });
+            }
+            p.resolveOffset(lastOffset);
+            acked = true;
+            const pos = positions.get(partition);
+            if (pos) pos.next = Number(next);
+            opts.onEvent?.({ type: "committed", generation: mine, partition, offset: next });
+          },
+        };
+        // A slow store (consume() retrying) must not get the member kicked out of the group.
+        const keepAlive = setInterval(() => {
+          p.heartbeat().catch((e) => {
+            if (groupChanged(e)) revoked ??= e;
+          });
+        }, heartbeatEvery);
+        try {
+          await onBatch(sourceBatch);
+        } catch (e) {
+          if (!(signal.aborted && (e as FreshetError)?.code === "ABORTED")) {
+            fatal ??= e;
+            stop();
+          }
+          break;
+        } finally {
+          clearInterval(keepAlive);
+        }
+        if (!acked) {
+          const reason = staleReason() ?? (stopping ? "stopping" : "not acknowledged");
+          opts.onEvent?.({ type: "stale", generation: mine, partition, firstOffset, lastOffset, reason });
+          break;
+        }
+      }
+      // Rethrown, it makes kafkajs rejoin the group once the other in-flight batches are done.
+      if (revoked && !stopping) throw revoked;
+    }
+
+    try {
+      await consumer.connect();
+      await consumer.subscribe({ topics: [topic], fromBeginning: def.startFrom !== "latest" });
+      await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, partitionsConsumedConcurrently: concurrency, eachBatch });
+      await stopped;
+    } catch (e) {
+      fatal ??= new FreshetError("SOURCE_UNAVAILABLE", `cannot consume ${topic}: ${(e as Error).message}${connectHint(def, e)}`, { plugin: "kafka", definition: label, cause: e });
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+      stopping = true;
+      // Waits for in-flight batches (they finish and commit), leaves the group, closes the connections.
+      await consumer.disconnect().catch((e) => logger.warn(`[freshet] [kafka] "${label}": disconnect: ${(e as Error).message}`));
+      await admin?.disconnect().catch(() => {});
+      running = false;
+    }
+    if (fatal !== undefined) throw fatal;
+  }
+
+  return {
+    kind: "kafka",
+    name: def.name,
+    lagUnit: "records",
+    run,
+    lag() {
+      const out: SourceLag = {};
+      for (const [p, { high, next }] of positions) out[String(p)] = Math.max(0, high - next);
+      return out;
+    },
+  };
+}
+
+/** A hint for the usual cause of a failed first connection with TLS or SASL set. */
+function connectHint(def: KafkaSource, e: unknown): string {
+  const msg = String((e as Error)?.message ?? e);
+  if (def.sasl && /requested API version|SASL/i.test(msg)) return " (the SASL handshake was refused: does this listener take SASL?)";
+  if (def.ssl && /Connection error|ECONNRESET|socket disconnected|TLS|SSL/i.test(msg)) return " (with TLS: does this listener speak TLS?)";
+  return "";
+}
+
+function toRecord(topic: string, partition: number, m: KafkaMessage): RawRecord {
+  const brokerTime = Number(m.timestamp);
+  return {
+    // A null value (a tombstone) reaches the format as empty bytes, which it rejects with a reason.
+    value: m.value ?? new Uint8Array(0),
+    position: { kind: "kafka", topic, partition, offset: m.offset },
+    brokerTime: Number.isFinite(brokerTime) && brokerTime >= 0 ? brokerTime : undefined,
+  };
+}
