@@ -13,7 +13,7 @@ import { memoryDeadLetters, memoryStore } from "../../plugins/stores/memory.ts";
 import { redisStore } from "../../plugins/stores/redis.ts";
 import { createStream, kinesisClient, startKinesis, type KinesisKind, type KinesisService } from "../services/kinesis.ts";
 import { startRedis, type RedisService } from "../services/redis.ts";
-import { event, kinesisRepo, lastPerShard, putAll, unique, until, versions, type PutResult } from "./kinesis-fixtures.ts";
+import { batchGate, event, kinesisRepo, lastPerShard, putAll, sleep, unique, until, versions, type PutResult } from "./kinesis-fixtures.ts";
 
 const credentials = { accessKeyId: "AKIDLOCAL", secretAccessKey: "local-secret" };
 const DRIVERS = 20;
@@ -140,6 +140,68 @@ for (const kind of ["kinesalite", "kinesis-local"] as KinesisKind[]) {
       const subs = r.positions.filter((p) => p.kind === "kinesis" && p.sequenceNumber === r.results[0].sequenceNumber);
       assert.deepEqual(subs.map((p) => p.kind === "kinesis" && p.subSequence), [0, 1, 2]);
       assert.equal(r.deadLetters.letters.length, 0);
+    });
+
+    it("startFrom LATEST and AT_TIMESTAMP skip what came before, for shards without a checkpoint", async () => {
+      const stream = unique("start");
+      await createStream(client, stream, 1);
+      await putAll(client, stream, versions(4, 1, 2));
+      await sleep(400);
+      const since = Date.now();
+      await sleep(400);
+      const afterTs = await putAll(client, stream, versions(4, 3, 4));
+      const laterAll: PutResult[] = [];
+      for (const startFrom of ["LATEST", { timestamp: since }] as const) {
+        const { source, registry } = kinesisRepo({ streamName: stream, endpoint: svc.endpoint, region: "us-east-1", credentials, pollIntervalMs: 100, startFrom });
+        const store = memoryStore();
+        const consumer = kinesisConsumer(source, { meta: store.meta, workerId: "w", leaseTtlMs: 3000, discoverEveryMs: 250 });
+        const delivered: number[] = [];
+        const ac = new AbortController();
+        const done = consume(consumer, createProcessor({ registry, online: store, deadLetters: memoryDeadLetters() }), {
+          signal: ac.signal, logEveryMs: 0,
+          onBatch: (_r, b) => delivered.push(...b.records.map((r) => JSON.parse(new TextDecoder().decode(r.value as Uint8Array)).version)),
+        });
+        try {
+          // The first GetRecords answered: the iterator exists.
+          await until("the first read", () => Object.keys(consumer.lag!()).length === 1);
+          const later = await putAll(client, stream, versions(4, 5, 5));
+          laterAll.push(...later);
+          await until(`checkpoint at the last record (${startFrom === "LATEST" ? "LATEST" : "AT_TIMESTAMP"})`, async () =>
+            (await store.meta.getCheckpoint(kinesisKeys(source.name, stream).checkpoint(later[0].shardId))) === later[later.length - 1].sequenceNumber);
+          // LATEST: only what was put after the start; AT_TIMESTAMP: versions 3 and 4 too.
+          assert.deepEqual([...new Set(delivered)].sort(), startFrom === "LATEST" ? [5] : [3, 4, 5]);
+          assert.equal(delivered.length, startFrom === "LATEST" ? later.length : afterTs.length + laterAll.length);
+        } finally {
+          ac.abort();
+          await done;
+        }
+      }
+    });
+
+    it("a clean stop finishes and acknowledges the batch in flight, then releases the leases", async () => {
+      const stream = unique("stop");
+      await createStream(client, stream, 1);
+      const { source, registry, view } = kinesisRepo({ streamName: stream, endpoint: svc.endpoint, region: "us-east-1", credentials, pollIntervalMs: 100 });
+      const store = memoryStore();
+      const consumer = kinesisConsumer(source, { meta: store.meta, workerId: "w", leaseTtlMs: 3000, discoverEveryMs: 250 });
+      const gate = batchGate();
+      gate.close();
+      const ac = new AbortController();
+      let stopped = false;
+      const done = consume({ ...consumer, run: (onBatch, signal) => consumer.run(async (b) => (await gate.pass(), onBatch(b)), signal) },
+        createProcessor({ registry, online: store, deadLetters: memoryDeadLetters() }), { signal: ac.signal, logEveryMs: 0 }).then(() => (stopped = true));
+      const puts = await putAll(client, stream, versions(5, 1, 3));
+      await until("a batch in flight", () => gate.waiting === 1);
+      ac.abort();
+      await sleep(300);
+      assert.equal(stopped, false, "the source waits for the batch in flight");
+      gate.open();
+      await done;
+      const keys = kinesisKeys(source.name, stream);
+      assert.equal(await store.meta.getCheckpoint(keys.checkpoint(puts[0].shardId)), lastPerShard(puts).get(puts[0].shardId), "its checkpoint was written");
+      assert.deepEqual(await readVersions(store, view, [1, 2, 3, 4, 5]), [3, 3, 3, 3, 3]);
+      const leases = await store.meta.listLeases(keys.shardLeasePrefix);
+      assert.ok(leases.length === 1 && leases[0].owner === "", "lease released");
     });
   });
 }
