@@ -6,17 +6,24 @@
  *   node --import tsx bench/bare-hono.ts --port 8081
  *   node_modules/.bin/bun bench/bare-hono.ts --port 8081
  *   node_modules/.bin/deno run -A bench/bare-hono.ts --port 8081
+ *
+ * `--read-body` also reads and parses the body (for the analysis of P3, not
+ * its baseline).
  */
 import process from "node:process";
 import { Hono } from "hono";
 
 const runtime = "Bun" in globalThis ? "bun" : "Deno" in globalThis ? "deno" : "node";
 
+const args = process.argv.slice(2);
+// --read-body (analysis only, not the P3 baseline): also read the body and JSON.parse it.
+const readBody = args.includes("--read-body");
+
 const app = new Hono();
 app.get("/health", (c) => c.json({ status: "ok" }));
-app.all("*", (c) => c.json({ status: "ok" }));
+if (readBody) app.all("*", async (c) => c.json({ status: "ok", keys: Object.keys(JSON.parse(await c.req.text())).length }));
+else app.all("*", (c) => c.json({ status: "ok" }));
 
-const args = process.argv.slice(2);
 const at = args.indexOf("--port");
 const port = at >= 0 ? Number(args[at + 1]) : 8081;
 const adapter = runtime === "bun" ? await import("../adapters/bun.ts") : runtime === "deno" ? await import("../adapters/deno.ts") : await import("../adapters/node.ts");

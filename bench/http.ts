@@ -100,7 +100,7 @@ end
  * shape: distinct user_ids (from `base` up), 10 numeric features and the
  * current time (epoch seconds) as event time, built per request.
  */
-function pushScript(rows: number, base: number): string {
+export function pushScript(rows: number, base: number): string {
   return `
 local rows, nf, base = ${rows}, ${FEATURES.length}, ${base}
 local counter = 0
@@ -122,7 +122,7 @@ end
 ${DONE_LUA}`;
 }
 
-function staticScript(method: string, body: string): string {
+export function staticScript(method: string, body: string): string {
   return `
 wrk.method = "${method}"
 wrk.body = '${body.replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'
@@ -132,7 +132,7 @@ ${DONE_LUA}`;
 
 let scriptDir: string | undefined;
 let scriptSeq = 0;
-async function wrk(url: string, script: string, connections: number, seconds: number): Promise<WrkResult> {
+export async function wrk(url: string, script: string, connections: number, seconds: number): Promise<WrkResult> {
   scriptDir ??= mkdtempSync(join(tmpdir(), "freshet-bench-wrk-"));
   const file = join(scriptDir, `s${scriptSeq++}.lua`);
   writeFileSync(file, script);
@@ -301,6 +301,7 @@ async function storeCeiling(ctx: Ctx): Promise<string> {
   const { benchStats } = await import("./feature_repo.ts");
   const store = redisStore({ url: ctx.redis.url, project: "bench_ceiling" });
   await ctx.client.flushall();
+  await ctx.client.config("RESETSTAT");
   let id = 0, rows = 0;
   const batch = () => {
     const t = Date.now();
@@ -313,7 +314,10 @@ async function storeCeiling(ctx: Ctx): Promise<string> {
   const runFor = async (seconds: number) => {
     const end = performance.now() + seconds * 1000;
     await Promise.all(Array.from({ length: P4_CONNECTIONS }, async () => {
-      while (performance.now() < end) rows += (await store.write(benchStats, batch())).written;
+      while (performance.now() < end) {
+        const w = await store.write(benchStats, batch());
+        rows += w.written;
+      }
     }));
   };
   await runFor(Math.min(1, ctx.opts.duration));
@@ -323,9 +327,17 @@ async function storeCeiling(ctx: Ctx): Promise<string> {
     await runFor(ctx.opts.duration);
     return (performance.now() - t0) / 1000;
   });
+  const inside = /cmdstat_evalsha:calls=(\d+),usec=(\d+)/.exec(await ctx.client.info("commandstats"));
   await store.close?.();
   await ctx.client.flushall();
-  const note = `P4 analysis: redisStore().write() alone (Node, ${P4_CONNECTIONS} writes of ${P4_ROWS} rows in flight, no HTTP, no processor): ${fmt(rows / seconds, 0)} rows/s, ${cpuNote(cpu)}`;
+  // The same data per row as one plain pipelined HSET (10 features + _ts, no read, no PEXPIRE, no Lua), over 200k keys.
+  const fields = FEATURES.flatMap((f, i) => [f, String(i)]).concat("_ts", String(Date.now()));
+  const wide = await run("redis-benchmark", ["-h", "127.0.0.1", "-p", String(ctx.redis.port), "-P", String(P4_ROWS), "-n", "1000000", "-r", "200000", "-q", "HSET", "bench:rb:__rand_int__", ...fields], { timeoutMs: 300_000 });
+  const wideRate = [...wide.matchAll(/: ([\d.]+) requests per second/g)].pop()?.[1];
+  await ctx.client.flushall();
+  const note = `P4 analysis: redisStore().write() alone (Node, ${P4_CONNECTIONS} writes of ${P4_ROWS} rows in flight, no HTTP, no processor): ${fmt(rows / seconds, 0)} rows/s, ${cpuNote(cpu)}` +
+    (inside ? `; Redis spent ${(Number(inside[2]) / Number(inside[1]) / P4_ROWS).toFixed(1)} us per row inside the write script (commandstats, EVALSHA usec over ${inside[1]} calls, warm-up included)` : "") +
+    (wideRate ? `; redis-benchmark HSET of the same 11 fields per row, -P ${P4_ROWS}: ${fmt(Number(wideRate), 0)} rows/s` : "");
   ctx.log("  " + note);
   ctx.notes.push(note);
   return note;
