@@ -2,7 +2,6 @@
  * @module
  * Serves a Freshet app with `Bun.serve`, and stops it cleanly.
  */
-import process from "node:process";
 import type { FetchApp, RunningServer } from "./node.ts";
 
 // A structural shim instead of @types/bun, whose globals clash with Node's.
@@ -24,18 +23,5 @@ export function serve(app: FetchApp, opts: { port?: number; hostname?: string } 
   return Promise.resolve({ port: server.port, close: () => server.stop(false) });
 }
 
-/** Runs `stop` once on SIGTERM or SIGINT, then exits. */
-export function onShutdown(stop: () => Promise<void>): void {
-  let stopping = false;
-  const handler = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    console.error(`[freshet] ${signal}: finishing in-flight work, then stopping`);
-    stop().then(() => process.exit(0), (e) => {
-      console.error("[freshet] error while stopping:", e);
-      process.exit(1);
-    });
-  };
-  process.on("SIGTERM", () => handler("SIGTERM"));
-  process.on("SIGINT", () => handler("SIGINT"));
-}
+// Node and Bun share the process-signal API.
+export { onShutdown } from "./shutdown.ts";

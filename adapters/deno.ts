@@ -3,6 +3,7 @@
  * Serves a Freshet app with `Deno.serve`, and stops it cleanly.
  */
 import type { FetchApp, RunningServer } from "./node.ts";
+import { shutdownHandler } from "./shutdown.ts";
 
 // A structural shim instead of Deno's lib types, so that the same sources type-check everywhere.
 declare const Deno: {
@@ -33,16 +34,7 @@ export function serve(app: FetchApp, opts: { port?: number; hostname?: string } 
 
 /** Runs `stop` once on SIGTERM or SIGINT, then exits. */
 export function onShutdown(stop: () => Promise<void>): void {
-  let stopping = false;
-  const handler = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    console.error(`[freshet] ${signal}: finishing in-flight work, then stopping`);
-    stop().then(() => Deno.exit(0), (e) => {
-      console.error("[freshet] error while stopping:", e);
-      Deno.exit(1);
-    });
-  };
-  Deno.addSignalListener("SIGTERM", () => handler("SIGTERM"));
-  Deno.addSignalListener("SIGINT", () => handler("SIGINT"));
+  const handle = shutdownHandler(stop, (code) => Deno.exit(code));
+  Deno.addSignalListener("SIGTERM", () => handle("SIGTERM"));
+  Deno.addSignalListener("SIGINT", () => handle("SIGINT"));
 }

@@ -44,25 +44,5 @@ export function serve(app: FetchApp, opts: { port?: number; hostname?: string } 
   });
 }
 
-/**
- * Runs `stop` once on SIGTERM or SIGINT, then exits (0, or 1 if `stop` threw).
- *
- * @example
- * ```ts
- * onShutdown(async () => { await server.close(); await host.close() })
- * ```
- */
-export function onShutdown(stop: () => Promise<void>): void {
-  let stopping = false;
-  const handler = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    console.error(`[freshet] ${signal}: finishing in-flight work, then stopping`);
-    stop().then(() => process.exit(0), (e) => {
-      console.error("[freshet] error while stopping:", e);
-      process.exit(1);
-    });
-  };
-  process.on("SIGTERM", () => handler("SIGTERM"));
-  process.on("SIGINT", () => handler("SIGINT"));
-}
+// Node and Bun share the process-signal API.
+export { onShutdown } from "./shutdown.ts";
