@@ -4,7 +4,6 @@
  */
 import { serve as honoServe } from "@hono/node-server";
 import type { AddressInfo } from "node:net";
-import process from "node:process";
 
 /** A running server. */
 export interface RunningServer {
