@@ -95,12 +95,14 @@ const bin = (name) => join(root, "node_modules", ".bin", name);
 function command(rt, list) {
   switch (rt) {
     case "node":
-      return [process.execPath, ["--import", "tsx", "--test", "--test-reporter=spec", `--test-concurrency=${process.env.TEST_CONCURRENCY ?? 1}`, ...list]];
+      // A test that hangs fails after 5 minutes, and a file whose handles stay
+      // open (a client still reconnecting) is not allowed to stall the run.
+      return [process.execPath, ["--import", "tsx", "--test", "--test-reporter=spec", "--test-timeout=300000", "--test-force-exit", `--test-concurrency=${process.env.TEST_CONCURRENCY ?? 1}`, ...list]];
     case "bun":
       // bun test treats arguments without "./" as name filters, not paths.
       // Its default per-test timeout is 5 s; Node and Deno have none, so give
       // it a large one (tests that need a bound set { timeout } themselves).
-      return [bin("bun"), ["test", "--timeout", "600000", ...list.map((f) => `./${f}`)]];
+      return [bin("bun"), ["test", "--timeout", "300000", ...list.map((f) => `./${f}`)]];
     case "deno":
       return [bin("deno"), ["test", "-A", ...(process.env.DENO_NO_CHECK === "1" ? ["--no-check"] : []), ...list]];
   }
