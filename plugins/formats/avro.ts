@@ -127,7 +127,7 @@ export function avroFormat(opts: AvroFormatOptions): Format {
     try {
       res = await doFetch(url, { headers: { accept: "application/vnd.schemaregistry.v1+json, application/json", ...opts.registryHeaders } });
     } catch (e) {
-      throw new Error(`schema registry ${url} unreachable: ${(e as Error).message}`);
+      throw registryDown(`schema registry ${url} unreachable: ${(e as Error).message}`, e);
     }
     if (res.status === 404) {
       await res.body?.cancel();
@@ -135,7 +135,8 @@ export function avroFormat(opts: AvroFormatOptions): Format {
     }
     if (!res.ok) {
       await res.body?.cancel();
-      throw new Error(`schema registry ${url} answered ${res.status}`);
+      const msg = `schema registry ${url} answered ${res.status}`;
+      throw res.status >= 500 || res.status === 429 ? registryDown(msg) : new Error(msg);
     }
     const body = (await res.json()) as { schema?: string; schemaType?: string };
     if (body.schemaType && body.schemaType !== "AVRO") throw new Error(`schema id ${id} is ${body.schemaType}, not AVRO`);
@@ -167,6 +168,15 @@ export function avroFormat(opts: AvroFormatOptions): Format {
       return d.reader ? read(d.reader, buf.subarray(5), d.resolver, ` (schema id ${id})`) : read(d.type, buf.subarray(5), undefined, ` (schema id ${id})`);
     },
   };
+}
+
+/**
+ * A registry that is down is not the record's fault: the error is retriable,
+ * for a processor that pauses on retriable decode errors instead of
+ * dead-lettering the record.
+ */
+function registryDown(message: string, cause?: unknown): FreshetError {
+  return new FreshetError("SOURCE_UNAVAILABLE", message, { plugin: "avro", retriable: true, cause });
 }
 
 function compile(avsc: Avsc, schema: Schema, what: string): Type {

@@ -69,11 +69,14 @@ test("avro confluent: schemas by id, resolved into the reader schema; bad magic,
   assert.deepEqual({ ...(await w.decode(framed(1, v1.toBuffer({ driver_id: 3, conv_rate: 1, event_timestamp: 3 })))) as object }, { driver_id: 3, conv_rate: 1, event_timestamp: 3 });
 });
 
-test("avro: a schema registry is asked once per id, and 404 is an unknown id", async () => {
+test("avro: a schema registry is asked once per id; 404 is an unknown id, 5xx a retriable error", async () => {
   const seen: string[] = [];
   const server = createServer((req, res) => {
     seen.push(`${req.url} ${req.headers.authorization ?? ""}`);
-    if (req.url === "/schemas/ids/7") {
+    if (req.url === "/schemas/ids/5") {
+      res.writeHead(503);
+      res.end();
+    } else if (req.url === "/schemas/ids/7") {
       res.writeHead(200, { "content-type": "application/vnd.schemaregistry.v1+json" });
       res.end(JSON.stringify({ schema: JSON.stringify(tripV1) }));
     } else {
@@ -91,7 +94,13 @@ test("avro: a schema registry is asked once per id, and 404 is an unknown id", a
     assert.deepEqual(out.map((o) => (o as { driver_id: number }).driver_id), [1, 2, 3]);
     await assert.rejects(async () => await f.decode(framed(8, new Uint8Array([2]))), /unknown schema id 8: the schema registry answered 404/);
     assert.deepEqual(seen, ["/schemas/ids/7 Basic dTpw", "/schemas/ids/8 Basic dTpw"]);
+    // A registry that is down is not the record's fault: the error is retriable (and not cached).
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(async () => await f.decode(framed(5, new Uint8Array([2]))), (e: unknown) => e instanceof FreshetError && e.retriable && /answered 503/.test(e.message));
+    }
+    assert.equal(seen.filter((u) => u.startsWith("/schemas/ids/5")).length, 2);
   } finally {
+    server.closeAllConnections?.(); // fetch keeps connections alive; close() alone would wait for them
     await new Promise((r) => server.close(r));
   }
 });
