@@ -124,13 +124,14 @@ async function consumeCommand(config: HostConfig, port: number | undefined, host
   const registry = await loadRepo(config.repo as string);
   const defs = [...registry.sources.values()].filter((s) => s.kind !== "push" && (!only || s.name === only));
   if (defs.length === 0) throw new FreshetError("INVALID_CONFIG", only ? `no Kafka or Kinesis source named "${only}"` : "the repo has no Kafka or Kinesis source to consume; `freshet serve` runs push sources");
-  let dlqOverride: DeadLetterSink | undefined;
-  const kafkaDlq = defs.find((d) => d.kind === "kafka" && d.deadLetterTopic);
-  if (kafkaDlq && kafkaDlq.kind === "kafka") {
-    const { kafkaDeadLetters } = await import("../plugins/sources/kafka.ts");
-    dlqOverride = kafkaDeadLetters({ brokers: kafkaDlq.kafkaBootstrapServers, topic: kafkaDlq.deadLetterTopic!, ssl: kafkaDlq.ssl, sasl: kafkaDlq.sasl });
+  const sourceDeadLetters: Record<string, DeadLetterSink> = {};
+  for (const def of defs) {
+    if (def.kind === "kafka" && def.deadLetterTopic) {
+      const { kafkaDeadLetters } = await import("../plugins/sources/kafka.ts");
+      sourceDeadLetters[def.name] = kafkaDeadLetters({ brokers: def.kafkaBootstrapServers, topic: def.deadLetterTopic, ssl: def.ssl, sasl: def.sasl });
+    }
   }
-  const host = await createHost({ ...config, repo: registry, deadLetterSink: dlqOverride });
+  const host = await createHost({ ...config, repo: registry, sourceDeadLetters });
   const ac = new AbortController();
   const { serve, onShutdown } = await adapter();
   const server = port === undefined ? undefined : await serve(host.app, { port, hostname });

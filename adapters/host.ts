@@ -27,8 +27,8 @@ export interface HostConfig {
   webhookSecret?: string;
   maxBodyBytes?: number;
   upstashToken?: string;
-  /** A dead-letter sink to use instead of the JSON Lines file (e.g. a Kafka topic). */
-  deadLetterSink?: DeadLetterSink;
+  /** Dead-letter sinks for particular sources, by name (e.g. a Kafka source's dead-letter topic); the others use the JSON Lines file. */
+  sourceDeadLetters?: Record<string, DeadLetterSink>;
   logger?: Logger;
 }
 
@@ -108,8 +108,8 @@ export async function createHost(config: HostConfig): Promise<Host> {
   const dataDir = config.dataDir ?? "./data";
   const { online, offline } = await openStores(config.store ?? `file:${dataDir}`, dataDir, { project: registry.project, upstashToken: config.upstashToken });
   const { fileDeadLetters } = await import("../plugins/stores/file.ts");
-  const deadLetters = config.deadLetterSink ?? fileDeadLetters(config.deadLetters ?? `${dataDir}/dead-letters.jsonl`);
-  const processor = createProcessor({ registry, online, offline, deadLetters, logger: config.logger });
+  const deadLetters = fileDeadLetters(config.deadLetters ?? `${dataDir}/dead-letters.jsonl`);
+  const processor = createProcessor({ registry, online, offline, deadLetters, sourceDeadLetters: config.sourceDeadLetters, logger: config.logger });
   const app = pushApp({ processor, webhookSecret: config.webhookSecret, maxBodyBytes: config.maxBodyBytes });
   return {
     registry,
@@ -122,6 +122,7 @@ export async function createHost(config: HostConfig): Promise<Host> {
       await online.close?.();
       await offline.close?.();
       await deadLetters.close?.();
+      for (const sink of Object.values(config.sourceDeadLetters ?? {})) await sink.close?.();
     },
   };
 }

@@ -77,7 +77,9 @@ export async function consume(source: StreamSource, processor: Processor, opts: 
         if (signal.aborted) throw new FreshetError("ABORTED", `stopped while the store was down; ${batch.records.length} records left unacknowledged for redelivery`, { plugin: source.kind, cause: e });
         metrics.inc("freshet_batches_total", { source: source.name, result: "retry" });
         logger?.warn(`[freshet] [${source.kind}] "${source.name}": ${(e as Error).message}; retry ${attempt} in ${delay} ms (source paused)`);
-        await sleep(delay * (0.5 + Math.random() / 2), signal);
+        // Sleep in short steps, so that a batch revoked meanwhile is given up at once.
+        const until = Date.now() + delay * (0.5 + Math.random() / 2);
+        while (Date.now() < until && !signal.aborted && !batch.isStale?.()) await sleep(Math.min(250, until - Date.now()), signal);
         delay = Math.min(delay * 2, max);
       }
     }

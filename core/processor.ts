@@ -8,7 +8,7 @@
 import type { DeadLetter, DeadLetterReason, DeadLetterSink, FeatureRow, Logger, OfflineStore, OnlineStore, Position, RawRecord, Row } from "./contracts.ts";
 import type { FeatureView, StreamSourceDef } from "./definitions.ts";
 import { entityKeyOf } from "./entity-key.ts";
-import { FreshetError, storeUnavailable } from "./errors.ts";
+import { FreshetError, isRetriable, storeUnavailable } from "./errors.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import type { Registry } from "./registry.ts";
 import { parseEventTime } from "./time.ts";
@@ -23,6 +23,8 @@ export interface ProcessorOptions {
   offline?: OfflineStore;
   /** Where invalid and late records go. Required: nothing is dropped silently. */
   deadLetters: DeadLetterSink;
+  /** Sinks for particular sources (e.g. a Kafka source's dead-letter topic), by source name; others use `deadLetters`. */
+  sourceDeadLetters?: Record<string, DeadLetterSink>;
   metrics?: Metrics;
   logger?: Logger;
 }
@@ -122,10 +124,11 @@ export function createProcessor(opts: ProcessorOptions): Processor {
     // Dead letters first: once the batch is acknowledged they must already be safe.
     if (issues.length > 0) {
       const letters = issues.map((issue) => toDeadLetter(source.name, issue, records[issue.index] ?? records[0]));
+      const sink = opts.sourceDeadLetters?.[source.name] ?? deadLetters;
       try {
-        await deadLetters.write(letters);
+        await sink.write(letters);
       } catch (e) {
-        throw storeUnavailable(`dead-letters:${deadLetters.name}`, e);
+        throw storeUnavailable(`dead-letters:${sink.name}`, e);
       }
       result.deadLettered = issues;
     }
@@ -185,6 +188,8 @@ async function decodeAll(source: StreamSourceDef, records: RawRecord[], issues: 
       }
       out[i] = mapFields(body as Row, source.fieldMapping);
     } catch (e) {
+      // A retriable failure (a schema registry that is down) is not the record's fault: pause, don't dead-letter.
+      if (isRetriable(e)) throw e;
       issues.push({ index: i, reason: "decode", message: `cannot decode with ${format?.name ?? "json"}: ${(e as Error)?.message ?? e}` });
     }
   }

@@ -1,7 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as v from "valibot";
-import { createProcessor, entity, featureRepo, kafkaSource, pushSource, streamFeatureView, type RawRecord } from "../../mod.ts";
+import { createProcessor, entity, featureRepo, FreshetError, kafkaSource, pushSource, streamFeatureView, type RawRecord } from "../../mod.ts";
 import { memoryDeadLetters, memoryOffline, memoryStore } from "../../plugins/stores/memory.ts";
 
 const driver = entity({ name: "driver", joinKeys: ["driver_id"] });
@@ -139,5 +139,29 @@ describe("processor", () => {
     const processor = createProcessor({ registry: repo, online, deadLetters: memoryDeadLetters() });
     await processor.process("pp", [{ value: { driver_id: 1, trips: 21, event_timestamp: T }, position: { kind: "push", requestId: "a", index: 0 } }]);
     assert.equal((await online.read(repo.view("s"), ["driver_id=1"], ["double"]))[0].double.value, 42);
+  });
+
+  it("pauses on a retriable decode failure instead of dead-lettering, and routes dead letters per source", async () => {
+    let registryDown = true;
+    const format = { name: "flaky-registry", decode: (b: Uint8Array) => {
+      if (registryDown) throw new FreshetError("SOURCE_UNAVAILABLE", "schema registry unreachable");
+      return JSON.parse(new TextDecoder().decode(b));
+    } };
+    const a = kafkaSource({ name: "a", kafkaBootstrapServers: "x:9092", topic: "a", timestampField: "event_timestamp", messageFormat: format });
+    const b = kafkaSource({ name: "b", kafkaBootstrapServers: "x:9092", topic: "b", timestampField: "event_timestamp" });
+    const repo = featureRepo({ project: "p", definitions: [
+      streamFeatureView({ name: "va", entities: [driver], source: a, schema, ttl: 0 }),
+      streamFeatureView({ name: "vb", entities: [driver], source: b, schema, ttl: 0 }),
+    ] });
+    const fallback = memoryDeadLetters();
+    const forA = memoryDeadLetters();
+    const processor = createProcessor({ registry: repo, online: memoryStore(), deadLetters: fallback, sourceDeadLetters: { a: forA } });
+    await assert.rejects(processor.process("a", [rec(enc({ driver_id: 1, trips: 1, event_timestamp: T }), 0)]), (e: FreshetError) => e.retriable);
+    assert.equal(forA.letters.length + fallback.letters.length, 0, "nothing dead-lettered while the registry is down");
+    registryDown = false;
+    await processor.process("a", [rec(enc({ trips: 1, event_timestamp: T }), 1)]);
+    await processor.process("b", [rec(enc({ trips: 1, event_timestamp: T }), 2)]);
+    assert.deepEqual(forA.letters.map((l) => l.source), ["a"]);
+    assert.deepEqual(fallback.letters.map((l) => l.source), ["b"]);
   });
 });
