@@ -12,8 +12,9 @@
  * - P4: POST /push with 500 rows per request, rows/s, against
  *   `redis-benchmark -t hset -P 500` on the same Redis.
  * - P6: POST /get-online-features, 10 features x 1 entity, p99 latency over
- *   one connection, against one raw HMGET round trip (bench/raw-hmget.ts,
- *   ioredis, run by the same runtime), also one at a time.
+ *   one connection (bench/http-latency.ts), against one raw HMGET round trip
+ *   (bench/raw-hmget.ts, ioredis): both closed loops timed on the same
+ *   runtime as the server, one request at a time.
  *
  * Every pushed row has a distinct entity key and a current event time, and
  * Redis is flushed before each Freshet run, so rows are written, not skipped
@@ -49,11 +50,12 @@ interface Server {
   child: Child;
 }
 
-async function startServer(rt: Runtime, kind: Server["kind"], redisUrl: string, dataDir: string): Promise<Server> {
+/** `store` is the freshet store URL; for the bare app, `extra` are more arguments (--read-body). */
+async function startServer(rt: Runtime, kind: Server["kind"], store: string, dataDir: string, extra: string[] = []): Promise<Server> {
   const port = await freePort();
   const [cmd, args] = kind === "freshet"
-    ? tsCommand(rt, "adapters/cli.ts", ["serve", "bench/feature_repo.ts", "--store", redisUrl, "--port", String(port), "--host", "127.0.0.1", "--data-dir", dataDir])
-    : tsCommand(rt, "bench/bare-hono.ts", ["--port", String(port)]);
+    ? tsCommand(rt, "adapters/cli.ts", ["serve", "bench/feature_repo.ts", "--store", store, "--port", String(port), "--host", "127.0.0.1", "--data-dir", dataDir])
+    : tsCommand(rt, "bench/bare-hono.ts", ["--port", String(port), ...extra]);
   const child = startChild(cmd, args, { cwd: ROOT });
   const url = `http://127.0.0.1:${port}`;
   await waitFor(`${kind} server on ${rt}`, async () => {
@@ -82,7 +84,7 @@ interface WrkResult {
   p99_us: number;
   mean_us: number;
   max_us: number;
-  /** CPU share of wrk itself (1 = one core). */
+  /** CPU share of wrk itself (1 = one core). Latencies above are wrk's, corrected for coordinated omission. */
   cpu?: number;
 }
 
@@ -240,11 +242,41 @@ async function p3(ctx: Ctx, rt: Runtime, bare: Server, freshet: Server): Promise
     const w = writtenNote(before, await quiesce(freshet.url));
     writtenAll += w.written;
     totalAll += w.total;
-    return { value: okRequests(r) / (r.duration_us / 1e6), notes: `${w.note}, p99 ${(r.p99_us / 1000).toFixed(2)} ms, ${cpuNote(cpu)}${wrkCpu(r)}${errorNote(r)}` };
+    return { value: okRequests(r) / (r.duration_us / 1e6), notes: `${w.note}, wrk p99 ${(r.p99_us / 1000).toFixed(2)} ms, ${cpuNote(cpu)}${wrkCpu(r)}${errorNote(r)}` };
   }, log);
   const e = pairedEntry("P3", rt, "requests/s", ">= 0.5", pairs);
   ctx.notes.push(`P3 ${rt}: ${totalAll ? ((100 * writtenAll) / totalAll).toFixed(1) : 0}% of ${totalAll} pushed rows written; ${P3_CONNECTIONS} connections; per run: ${pairs.map((p) => p.notes).join(" | ")}`);
   return e;
+}
+
+/**
+ * For the analysis of P3, once per runtime: where the CPU of one push goes.
+ * The P3 load against four servers: bare Hono, bare Hono that reads and
+ * parses the body, Freshet on the memory store, Freshet on Redis; for each,
+ * requests/s and the server's CPU time per request.
+ */
+async function p3Analysis(ctx: Ctx, rt: Runtime, bare: Server, freshet: Server, dataDir: string): Promise<void> {
+  const { opts, log } = ctx;
+  let body: Server | undefined, memory: Server | undefined;
+  try {
+    body = await startServer(rt, "bare", "", dataDir, ["--read-body"]);
+    memory = await startServer(rt, "freshet", "memory:", dataDir);
+    const parts: string[] = [];
+    for (const [name, s] of [["bare Hono", bare], ["bare Hono + read and parse the body", body], ["Freshet on the memory store", memory], ["Freshet on Redis", freshet]] as const) {
+      await ctx.client.flushall();
+      if (opts.warmup > 0) await wrk(s.url, pushScript(1, (ctx.base += 1e8)), P3_CONNECTIONS, opts.warmup);
+      const { result: r, cpu } = await withCpu({ server: s.pid }, () => wrk(s.url, pushScript(1, (ctx.base += 1e8)), P3_CONNECTIONS, opts.duration));
+      if (s.kind === "freshet") await quiesce(s.url);
+      const rps = okRequests(r) / (r.duration_us / 1e6);
+      parts.push(`${name}: ${fmt(rps, 0)} req/s, ${cpu.server === undefined ? "?" : Math.round((cpu.server * 1e6) / rps)} us server CPU per request${wrkCpu(r)}`);
+    }
+    const note = `P3 analysis ${rt} (one run each, 1 row per request): ${parts.join("; ")}`;
+    log("  " + note);
+    ctx.notes.push(note);
+  } finally {
+    await body?.child.stop();
+    await memory?.child.stop();
+  }
 }
 
 async function redisBenchmark(port: number, n: number): Promise<number> {
@@ -283,7 +315,7 @@ async function p4(ctx: Ctx, rt: Runtime, freshet: Server): Promise<Entry> {
     writtenAll += w.written;
     totalAll += w.total;
     // Rows/s counts rows Freshet answered for (200), as wrk saw them.
-    return { value: (okRequests(r) * P4_ROWS) / (r.duration_us / 1e6), notes: `${w.note}, ${fmt(okRequests(r) / (r.duration_us / 1e6), 1)} req/s, p99 ${(r.p99_us / 1000).toFixed(1)} ms, ${cpuNote(cpu)}${wrkCpu(r)}${errorNote(r)}` };
+    return { value: (okRequests(r) * P4_ROWS) / (r.duration_us / 1e6), notes: `${w.note}, ${fmt(okRequests(r) / (r.duration_us / 1e6), 1)} req/s, wrk p99 ${(r.p99_us / 1000).toFixed(1)} ms, ${cpuNote(cpu)}${wrkCpu(r)}${errorNote(r)}` };
   }, log);
   const e = pairedEntry("P4", rt, "rows/s", ">= 0.3", pairs);
   if (!opts.small) ctx.storeCeiling ??= await storeCeiling(ctx);
@@ -365,30 +397,37 @@ async function p6(ctx: Ctx, rt: Runtime, freshet: Server, bare: Server): Promise
   const statuses = check.results.slice(1).map((r) => r.statuses[0]);
   if (statuses.length !== FEATURES.length || statuses.some((s) => s !== "PRESENT")) throw new Error(`P6 setup: get-online-features answered ${JSON.stringify(check)}`);
 
-  const script = staticScript("POST", body);
+  // Both sides are timed the same way, by a closed loop on the runtime under test: raw-hmget.ts
+  // over ioredis, http-latency.ts over a raw socket (wrk's latencies are corrected for
+  // coordinated omission, which would not compare with a closed-loop HMGET).
+  const measure = (script: string, args: string[]) => async () => {
+    const [cmd, a] = tsCommand(rt, script, [...args, "--duration", String(opts.duration), "--warmup-ops", opts.small ? "200" : "5000"]);
+    const out = await run(cmd, a, { timeoutMs: (opts.duration + 90) * 1000 });
+    return JSON.parse(out.trim().split("\n").pop()!) as { count: number; p50_us: number; p99_us: number };
+  };
+  const raw = measure("bench/raw-hmget.ts", ["--url", redis.url, "--key", keys[0], "--fields", fields.join(",")]);
+  const http = (url: string) => measure("bench/http-latency.ts", ["--url", url, "--body", body]);
   const url = `${freshet.url}/get-online-features`;
-  if (opts.warmup > 0) await wrk(url, script, 1, opts.warmup);
-  const [cmd, baseArgs] = tsCommand(rt, "bench/raw-hmget.ts", ["--url", redis.url, "--key", keys[0], "--fields", fields.join(","), "--duration", String(opts.duration), "--warmup-ops", opts.small ? "200" : "5000"]);
+  if (opts.warmup > 0) await wrk(url, staticScript("POST", body), 1, opts.warmup);
   const pairs = await paired(opts.runs, async () => {
-    const out = await run(cmd, baseArgs, { timeoutMs: (opts.duration + 90) * 1000 });
-    const r = JSON.parse(out.trim().split("\n").pop()!) as { count: number; p50_us: number; p99_us: number };
+    const r = await raw();
     return { value: r.p99_us / 1000, notes: `${r.count} HMGETs, p50 ${(r.p50_us / 1000).toFixed(3)} ms` };
   }, async () => {
-    const { result: r, cpu } = await withCpu({ server: freshet.pid, redis: ctx.redisPid }, () => wrk(url, script, 1, opts.duration));
-    assertFewErrors(r, `P6 freshet ${rt}`);
-    return { value: r.p99_us / 1000, notes: `${r.requests} requests, p50 ${(r.p50_us / 1000).toFixed(3)} ms, ${cpuNote(cpu)}${errorNote(r)}` };
+    const { result: r, cpu } = await withCpu({ server: freshet.pid, redis: ctx.redisPid }, http(url));
+    return { value: r.p99_us / 1000, notes: `${r.count} requests, p50 ${(r.p50_us / 1000).toFixed(3)} ms, ${cpuNote(cpu)}` };
   }, log);
   const e = pairedEntry("P6", rt, "p99 ms", "<= 2", pairs);
-  // For the analysis: the same request, one connection, to the bare Hono app (no Redis, no work): the HTTP floor.
+  const runsNote = `P6 ${rt}: HMGET of ${fields.length} fields (10 features + _ts) on ${keys[0]}; closed loop, 1 connection, timed on ${rt}; per run: ${pairs.map((p) => p.notes).join(" | ")}`;
   if (opts.small) {
-    ctx.notes.push(`P6 ${rt}: HMGET of ${fields.length} fields on ${keys[0]}; per run: ${pairs.map((p) => p.notes).join(" | ")}`);
+    ctx.notes.push(runsNote);
     return e;
   }
-  const floor = await wrk(`${bare.url}/get-online-features`, script, 1, opts.duration);
-  const floorNote = `P6 analysis ${rt}: bare Hono, same request and connection: p50 ${(floor.p50_us / 1000).toFixed(3)} ms, p99 ${(floor.p99_us / 1000).toFixed(3)} ms (${fmt(floor.p99_us / 1000 / e.baseline!, 2)}x the raw HMGET p99)`;
+  // For the analysis: the same request, the same client, to the bare Hono app (no Redis, no work): the HTTP floor.
+  const floor = await http(`${bare.url}/get-online-features`)();
+  const floorNote = `P6 analysis ${rt}: bare Hono, same request and client: p50 ${(floor.p50_us / 1000).toFixed(3)} ms, p99 ${(floor.p99_us / 1000).toFixed(3)} ms (${fmt(floor.p99_us / 1000 / e.baseline!, 2)}x the raw HMGET p99)`;
   log("  " + floorNote);
   ctx.notes.push(floorNote);
-  ctx.notes.push(`P6 ${rt}: HMGET of ${fields.length} fields (10 features + _ts) on ${keys[0]}; per run: ${pairs.map((p) => p.notes).join(" | ")}`);
+  ctx.notes.push(runsNote);
   return e;
 }
 
@@ -412,6 +451,7 @@ export async function runHttp(opts: BenchOptions, log: (m: string) => void = (m)
         freshet = await startServer(rt, "freshet", redis.url, dataDir);
         bare = await startServer(rt, "bare", redis.url, dataDir);
         entries.push(await p3(ctx, rt, bare, freshet));
+        if (!opts.small) await p3Analysis(ctx, rt, bare, freshet, dataDir);
         entries.push(await p4(ctx, rt, freshet));
         entries.push(await p6(ctx, rt, freshet, bare));
       } catch (e) {
