@@ -3,8 +3,10 @@
  * `npm run bench -- http --runtime bun`, or a smoke run
  * `npm run bench -- --small --runs 1 --results /tmp/bench`.
  *
- * Benchmarks: http (P3, P4, P6 on Node, Bun and Deno) and redis-roundtrips
- * (P7). Options: see bench/lib.ts. Results go to `<results>/<name>.json`
+ * Benchmarks: http (P3, P4, P6 on Node, Bun and Deno), redis-roundtrips
+ * (P7), kafka (P1, P2, P5, P8; Node unless --runtime says otherwise; `p1`,
+ * `p5` or `p8` alone run only that part) and kinesis (P9, same runtimes).
+ * Options: see bench/lib.ts. Results go to `<results>/<name>.json`
  * (and a `<name>.txt` with the table and notes). A missed goal is printed
  * as MISSED; it is a result, not an error: the exit code is non-zero only
  * when a benchmark could not run.
@@ -13,12 +15,19 @@ import process from "node:process";
 import { parseOptions, table, versions, machine, writeResults, type Entry } from "./lib.ts";
 import { runHttp } from "./http.ts";
 import { runRoundtrips } from "./redis-roundtrips.ts";
+import { runKafka } from "./kafka.ts";
+import { runKinesis } from "./kinesis.ts";
 
 const BENCHES: Record<string, (o: ReturnType<typeof parseOptions>) => Promise<{ entries: Entry[]; notes: string[]; failures: string[] }>> = {
   http: (o) => runHttp(o),
   "redis-roundtrips": (o) => runRoundtrips(o),
+  kafka: (o) => runKafka(o),
+  kinesis: (o) => runKinesis(o),
 };
-const ALIASES: Record<string, string> = { p3: "http", p4: "http", p6: "http", p7: "redis-roundtrips", roundtrips: "redis-roundtrips" };
+const ALIASES: Record<string, string> = {
+  p3: "http", p4: "http", p6: "http", p7: "redis-roundtrips", roundtrips: "redis-roundtrips",
+  p1: "kafka", p2: "kafka", p5: "kafka", p8: "kafka", p9: "kinesis",
+};
 
 const opts = parseOptions();
 const names = opts.names.length ? [...new Set(opts.names.map((n) => ALIASES[n.toLowerCase()] ?? n))] : Object.keys(BENCHES);

@@ -40,7 +40,7 @@ describe("bench", () => {
   it("runs every benchmark on a tiny input and writes well-formed results", { timeout: 170_000 }, async () => {
     const dir = mkdtempSync(join(tmpdir(), "freshet-bench-test-"));
     try {
-      const { code, out } = await runBench(["--small", "--runs", "1", "--results", dir], 160_000);
+      const { code, out } = await runBench(["http", "redis-roundtrips", "--small", "--runs", "1", "--results", dir], 160_000);
       assert.equal(code, 0, `bench/run.ts exited with ${code}:\n${out.slice(-4000)}`);
       assert.match(out, /\bid\s+runtime\s+metric\s+value\s+baseline\s+ratio\s+goal/, "prints a table");
       const expected: Record<string, string[]> = { http: ["P3", "P4", "P6"], "redis-roundtrips": ["P7"] };
@@ -58,6 +58,30 @@ describe("bench", () => {
         }
         const txt = readFileSync(join(dir, `${name}.txt`), "utf8");
         assert.match(txt, /id\s+runtime/);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("runs the Kafka and Kinesis benchmarks on a tiny input (Node) and writes well-formed results", { timeout: 200_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "freshet-bench-test-"));
+    try {
+      const { code, out } = await runBench(["kafka", "kinesis", "--small", "--runs", "1", "--results", dir], 190_000);
+      assert.equal(code, 0, `bench/run.ts exited with ${code}:\n${out.slice(-4000)}`);
+      const expected: Record<string, string[]> = { kafka: ["P1", "P2", "P5", "P8"], kinesis: ["P9"] };
+      for (const [name, ids] of Object.entries(expected)) {
+        const entries = JSON.parse(readFileSync(join(dir, `${name}.json`), "utf8"));
+        assert.ok(Array.isArray(entries), `${name}.json holds an array`);
+        for (const e of entries) checkEntry(e);
+        assert.deepEqual(entries.map((e: { id: string; runtime: string }) => `${e.id}/${e.runtime}`).sort(), ids.map((id) => `${id}/node`).sort());
+        for (const e of entries) {
+          assert.equal(e.runs, 1);
+          if (e.id === "P5" || e.id === "P8") assert.ok(e.ratio === null && e.value > 0, `${e.id} measured something`);
+          else assert.ok(e.baseline > 0 && e.value > 0 && e.ratio > 0, `${e.id} measured something`);
+          if (!e.met) assert.match(out, new RegExp(`MISSED: ${e.id} on ${e.runtime}`), "a missed goal is said out loud");
+        }
+        assert.match(readFileSync(join(dir, `${name}.txt`), "utf8"), /Notes:/);
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });
