@@ -85,9 +85,11 @@ export function tsCommand(rt: Runtime, file: string, args: string[] = []): [stri
   return [process.execPath, ["--import", "tsx", file, ...args]];
 }
 
+// Any exit status: `wrk --version` prints its version and exits 1.
 const firstLine = (cmd: string, args: string[]) => {
   const r = spawnSync(cmd, args, { encoding: "utf8" });
-  return r.status === 0 ? (r.stdout || r.stderr).trim().split("\n")[0] : undefined;
+  if (r.error) return undefined;
+  return ((r.stdout || "") + (r.stderr || "")).trim().split("\n")[0] || undefined;
 };
 
 let versionsCache: Record<string, string> | undefined;
