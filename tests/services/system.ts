@@ -187,10 +187,26 @@ export function startChild(cmd: string, args: string[], opts: { cwd?: string; en
     output: out.get,
     async stop(signal = "SIGTERM", graceMs = 5000) {
       if (!gone && proc.exitCode === null && proc.signalCode === null) {
+        // Waiting on an unref'd child: Deno may end the test's event loop (or
+        // never deliver "exit") with nothing else alive. Re-ref it, and poll
+        // the pid as well, so that stop() always resolves once the child is gone.
+        (proc as { ref?: () => void }).ref?.();
         proc.kill(signal);
         const t = setTimeout(() => proc.kill("SIGKILL"), graceMs);
-        await exited;
+        const poll = setInterval(() => {
+          try {
+            process.kill(proc.pid!, 0);
+          } catch {
+            gone = true;
+          }
+        }, 50);
+        await Promise.race([exited, new Promise<void>((resolve) => {
+          const check = setInterval(() => gone && (clearInterval(check), resolve()), 50);
+        })]);
         clearTimeout(t);
+        clearInterval(poll);
+        live.delete(proc);
+        return;
       }
       await exited;
     },
