@@ -17,33 +17,13 @@ import process from "node:process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Redis } from "ioredis";
-import type { Admin, Kafka, Producer } from "kafkajs";
 import { redisStore } from "../../plugins/stores/redis.ts";
-import { startKafka, type KafkaService } from "../services/kafka.ts";
-import { startRedis, type RedisService } from "../services/redis.ts";
 import { startChild, type Child } from "../services/system.ts";
-import { caughtUp, connectProducer, missingSeqs, offsets, produce, seqEvent, seqRepo, sleep, testKafka, unique, until } from "../fixtures/kafka-harness.ts";
+import { caughtUp, missingSeqs, offsets, produce, seqEvent, seqRepo, sleep, unique, until, useKafkaTestBed } from "../fixtures/kafka-harness.ts";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-let kafkaSvc: KafkaService;
-let redis: RedisService;
-let kafka: Kafka;
-let producer: Producer;
-let admin: Admin;
 
-before(async () => {
-  [kafkaSvc, redis] = await Promise.all([startKafka(), startRedis()]);
-  kafka = testKafka(kafkaSvc.brokers);
-  producer = await connectProducer(kafka);
-  admin = kafka.admin();
-  await admin.connect();
-});
-
-after(async () => {
-  await producer?.disconnect();
-  await admin?.disconnect();
-  await Promise.all([kafkaSvc?.stop(), redis?.stop()]);
-});
+const bed = useKafkaTestBed();
 
 /** One run of the child, with what it reported. */
 class ConsumerProcess {
@@ -88,7 +68,7 @@ test("SIGKILLed consumer, many times: every event lands, commits reach the high 
   const project = unique("p");
   const N = 5000;
   const KILLS = 9;
-  const env = { KAFKA_BROKERS: kafkaSvc.brokers.join(","), TOPIC: topic, GROUP_ID: groupId, REDIS_URL: redis.url, PROJECT: project, BATCH_SIZE: "25", ACK_DELAY_MS: "80" };
+  const env = { KAFKA_BROKERS: bed.kafkaSvc.brokers.join(","), TOPIC: topic, GROUP_ID: groupId, REDIS_URL: bed.redis.url, PROJECT: project, BATCH_SIZE: "25", ACK_DELAY_MS: "80" };
   const perCycle = Math.ceil(N / KILLS);
   let produced = 0;
   let window = 0;
@@ -99,7 +79,7 @@ test("SIGKILLed consumer, many times: every event lands, commits reach the high 
     try {
       await until(`child ${i} joins`, () => proc.joined > 0, 30_000, 20);
       const batch = Array.from({ length: Math.min(perCycle, N - produced) }, (_, k) => ({ key: String(produced + k), value: seqEvent(produced + k) }));
-      await produce(producer, topic, batch, 100);
+      await produce(bed.producer, topic, batch, 100);
       produced += batch.length;
       if (i % 2 === 0) {
         // At a random moment of its work.
@@ -125,7 +105,7 @@ test("SIGKILLed consumer, many times: every event lands, commits reach the high 
   // The last run: clean, until everything is committed.
   const last = new ConsumerProcess(env);
   try {
-    await until("the last run to commit everything", () => caughtUp(admin, groupId, topic), 90_000, 250);
+    await until("the last run to commit everything", () => caughtUp(bed.admin, groupId, topic), 90_000, 250);
   } finally {
     await last.child.stop("SIGTERM", 15_000);
   }
@@ -133,13 +113,13 @@ test("SIGKILLed consumer, many times: every event lands, commits reach the high 
   assert.ok(last.lines.includes("S"), "the last run reports a clean stop");
   window += last.stale;
 
-  const { committed, high } = await offsets(admin, groupId, topic);
+  const { committed, high } = await offsets(bed.admin, groupId, topic);
   assert.deepEqual(committed, high, "committed offsets equal the high watermarks");
   assert.equal(Object.values(high).reduce((a, b) => a + b, 0), N);
 
-  const { view } = seqRepo({ kafkaBootstrapServers: kafkaSvc.brokers, topic });
-  const store = redisStore({ url: redis.url, project });
-  const counter = new Redis(redis.url);
+  const { view } = seqRepo({ kafkaBootstrapServers: bed.kafkaSvc.brokers, topic });
+  const store = redisStore({ url: bed.redis.url, project });
+  const counter = new Redis(bed.redis.url);
   try {
     assert.deepEqual(await missingSeqs(store, view, N), [], "every sequence number is in Redis");
     const attempts = Number(await counter.get(`attempts:${project}`));

@@ -11,42 +11,23 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import * as v from "valibot";
 import * as avscNs from "avsc";
-import type { Admin, IHeaders, Kafka, Producer } from "kafkajs";
+import type { IHeaders, Kafka } from "kafkajs";
 import { entity, featureRepo, kafkaSource, streamFeatureView, type DeadLetter } from "../../mod.ts";
 import { kafkaConsumer, kafkaDeadLetters } from "../../plugins/sources/kafka.ts";
 import { avroFormat } from "../../plugins/formats/avro.ts";
 import { jsonFormat } from "../../plugins/formats/json.ts";
 import { redisStore } from "../../plugins/stores/redis.ts";
 import { memoryDeadLetters } from "../../plugins/stores/memory.ts";
-import { startKafka, type KafkaService } from "../services/kafka.ts";
-import { startRedis, type RedisService } from "../services/redis.ts";
-import { caughtUp, connectProducer, produce, recordingLogger, startConsume, testKafka, unique, until } from "../fixtures/kafka-harness.ts";
+import { caughtUp, produce, recordingLogger, startConsume, unique, until, useKafkaTestBed } from "../fixtures/kafka-harness.ts";
 
 const avsc = ((avscNs as unknown as { default?: typeof avscNs }).default ?? avscNs) as typeof avscNs;
 const GROUP = { sessionTimeout: 6000, heartbeatInterval: 1000 };
-let kafkaSvc: KafkaService;
-let redis: RedisService;
-let kafka: Kafka;
-let producer: Producer;
-let admin: Admin;
 
-before(async () => {
-  [kafkaSvc, redis] = await Promise.all([startKafka(), startRedis()]);
-  kafka = testKafka(kafkaSvc.brokers);
-  producer = await connectProducer(kafka);
-  admin = kafka.admin();
-  await admin.connect();
-});
-
-after(async () => {
-  await producer?.disconnect();
-  await admin?.disconnect();
-  await Promise.all([kafkaSvc?.stop(), redis?.stop()]);
-});
+const bed = useKafkaTestBed();
 
 /** Reads `count` messages of a topic from the beginning (a throwaway group). */
 async function readTopic(topic: string, count: number): Promise<{ offset: string; key: string; value: string; headers: Record<string, string> }[]> {
-  const consumer = kafka.consumer({ groupId: unique("reader"), maxWaitTimeInMs: 100, sessionTimeout: 6000, heartbeatInterval: 1000 });
+  const consumer = bed.kafka.consumer({ groupId: unique("reader"), maxWaitTimeInMs: 100, sessionTimeout: 6000, heartbeatInterval: 1000 });
   const out: { offset: string; key: string; value: string; headers: Record<string, string> }[] = [];
   await consumer.connect();
   try {
@@ -87,9 +68,9 @@ test("poison records: each is dead-lettered to a Kafka topic with reason and pos
     { value: good(11) },
   ];
   // One send per record: the big one has a message set of its own.
-  for (const r of records) await produce(producer, topic, [{ partition: 0, value: r.value }]);
+  for (const r of records) await produce(bed.producer, topic, [{ partition: 0, value: r.value }]);
 
-  const source = kafkaSource({ name: "poisoned", kafkaBootstrapServers: kafkaSvc.brokers, topic, groupId: unique("g"), timestampField: "ts", batchSize: 3, deadLetterTopic: dlqTopic, messageFormat: jsonFormat() });
+  const source = kafkaSource({ name: "poisoned", kafkaBootstrapServers: bed.kafkaSvc.brokers, topic, groupId: unique("g"), timestampField: "ts", batchSize: 3, deadLetterTopic: dlqTopic, messageFormat: jsonFormat() });
   const view = streamFeatureView({
     name: "poisoned_view",
     entities: [entity({ name: "event", joinKeys: ["seq"] })],
@@ -105,11 +86,11 @@ test("poison records: each is dead-lettered to a Kafka topic with reason and pos
     },
   });
   const registry = featureRepo({ project: "kafka_poison", definitions: [source, view] });
-  const online = redisStore({ url: redis.url, project: unique("p") });
+  const online = redisStore({ url: bed.redis.url, project: unique("p") });
   const deadLetters = kafkaDeadLetters({ brokers: source.kafkaBootstrapServers, topic: source.deadLetterTopic!, logger: recordingLogger() });
   const run = startConsume(kafkaConsumer(source, { ...GROUP, logger: recordingLogger() }), { registry, online, deadLetters });
   try {
-    await until("all offsets committed", () => caughtUp(admin, source.groupId!, topic), 30_000, 200);
+    await until("all offsets committed", () => caughtUp(bed.admin, source.groupId!, topic), 30_000, 200);
     // Every good record is written, including those right after a poison one.
     const rows = await online.read(view, ["seq=0", "seq=6", "seq=8", "seq=11"], ["n"]);
     assert.deepEqual(rows.map((r) => r.n.value), [0, 12, 16, 22]);
@@ -171,15 +152,15 @@ test("bad Avro records are dead letters and the good ones around them are writte
     { value: Buffer.concat([ok(5), Buffer.from([9, 9, 9])]), message: /trailing bytes/ },
     { value: ok(6) },
   ];
-  await produce(producer, topic, cases.map((c) => ({ partition: 0, value: c.value })));
-  const source = kafkaSource({ name: "avro_poisoned", kafkaBootstrapServers: kafkaSvc.brokers, topic, groupId: unique("g"), timestampField: "ts", messageFormat: avroFormat({ schemas: { 1: schema } }) });
+  await produce(bed.producer, topic, cases.map((c) => ({ partition: 0, value: c.value })));
+  const source = kafkaSource({ name: "avro_poisoned", kafkaBootstrapServers: bed.kafkaSvc.brokers, topic, groupId: unique("g"), timestampField: "ts", messageFormat: avroFormat({ schemas: { 1: schema } }) });
   const view = streamFeatureView({ name: "avro_poisoned_view", entities: [entity({ name: "event", joinKeys: ["seq"] })], source, ttl: 0, schema: v.object({ seq: v.number(), n: v.number(), ts: v.number() }) });
   const registry = featureRepo({ project: "kafka_poison_avro", definitions: [source, view] });
-  const online = redisStore({ url: redis.url, project: unique("p") });
+  const online = redisStore({ url: bed.redis.url, project: unique("p") });
   const dlq = memoryDeadLetters();
   const run = startConsume(kafkaConsumer(source, { ...GROUP, logger: recordingLogger() }), { registry, online, deadLetters: dlq });
   try {
-    await until("all offsets committed", () => caughtUp(admin, source.groupId!, topic), 30_000, 200);
+    await until("all offsets committed", () => caughtUp(bed.admin, source.groupId!, topic), 30_000, 200);
     const rows = await online.read(view, ["seq=0", "seq=6"], ["n"]);
     assert.deepEqual(rows.map((r) => r.n.value), [0, 12]);
     const bad = cases.map((c, offset) => ({ ...c, offset })).filter((c) => c.message);
@@ -203,17 +184,17 @@ test("out of order for one key: the newest event wins, older ones within the wat
   const s = (sec: number) => B + sec * 1000;
   const ev = (driver_id: number, sec: number, v: string) => ({ partition: 0, value: JSON.stringify({ driver_id, ts: s(sec), v }) });
   // Batch 1 (max 105 s, watermark 95 s): driver 1 arrives 100, 95, 80, 105; driver 2 arrives 101, 99.
-  await produce(producer, topic, [ev(1, 100, "a"), ev(1, 95, "b"), ev(1, 80, "c"), ev(1, 105, "d"), ev(2, 101, "e"), ev(2, 99, "f")]);
+  await produce(bed.producer, topic, [ev(1, 100, "a"), ev(1, 95, "b"), ev(1, 80, "c"), ev(1, 105, "d"), ev(2, 101, "e"), ev(2, 99, "f")]);
   // Batch 2 (max 110 s, watermark 100 s): driver 1 at 104 is older than what the store holds; driver 2 at 110 is newer.
-  await produce(producer, topic, [ev(1, 104, "g"), ev(2, 110, "h")]);
-  const source = kafkaSource({ name: "ooo", kafkaBootstrapServers: kafkaSvc.brokers, topic, groupId: unique("g"), timestampField: "ts", batchSize: 6, watermarkDelay: "10s" });
+  await produce(bed.producer, topic, [ev(1, 104, "g"), ev(2, 110, "h")]);
+  const source = kafkaSource({ name: "ooo", kafkaBootstrapServers: bed.kafkaSvc.brokers, topic, groupId: unique("g"), timestampField: "ts", batchSize: 6, watermarkDelay: "10s" });
   const view = streamFeatureView({ name: "ooo_view", entities: [entity({ name: "driver", joinKeys: ["driver_id"] })], source, ttl: 0, schema: v.object({ driver_id: v.number(), v: v.string() }) });
   const registry = featureRepo({ project: "kafka_ooo", definitions: [source, view] });
-  const online = redisStore({ url: redis.url, project: unique("p") });
+  const online = redisStore({ url: bed.redis.url, project: unique("p") });
   const dlq = memoryDeadLetters();
   const run = startConsume(kafkaConsumer(source, { ...GROUP, logger: recordingLogger() }), { registry, online, deadLetters: dlq });
   try {
-    await until("all offsets committed", () => caughtUp(admin, source.groupId!, topic), 30_000, 200);
+    await until("all offsets committed", () => caughtUp(bed.admin, source.groupId!, topic), 30_000, 200);
     const rows = await online.read(view, ["driver_id=1", "driver_id=2"], ["v"]);
     assert.deepEqual(rows.map((r) => [r.v.value, r.v.eventTime]), [["d", s(105)], ["h", s(110)]]);
     assert.equal(dlq.letters.length, 1);

@@ -2,42 +2,21 @@
 // and leave while slow batches are in flight. Nothing is lost, committed
 // offsets never move backwards, and no member commits a partition after
 // another member was given it.
-import { after, before, test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import type { Admin, Kafka, Producer } from "kafkajs";
 import { kafkaConsumer, type KafkaConsumerEvent } from "../../plugins/sources/kafka.ts";
 import { redisStore } from "../../plugins/stores/redis.ts";
 import { memoryDeadLetters } from "../../plugins/stores/memory.ts";
-import { startKafka, type KafkaService } from "../services/kafka.ts";
-import { startRedis, type RedisService } from "../services/redis.ts";
-import { caughtUp, connectProducer, controllableStore, missingSeqs, offsets, produce, recordingLogger, type Running, seqEvent, seqRepo, sleep, startConsume, testKafka, unique, until } from "../fixtures/kafka-harness.ts";
+import { caughtUp, controllableStore, missingSeqs, offsets, produce, recordingLogger, type Running, seqEvent, seqRepo, sleep, startConsume, unique, until, useKafkaTestBed } from "../fixtures/kafka-harness.ts";
 
-let kafkaSvc: KafkaService;
-let redis: RedisService;
-let kafka: Kafka;
-let producer: Producer;
-let admin: Admin;
-
-before(async () => {
-  [kafkaSvc, redis] = await Promise.all([startKafka(), startRedis()]);
-  kafka = testKafka(kafkaSvc.brokers);
-  producer = await connectProducer(kafka);
-  admin = kafka.admin();
-  await admin.connect();
-});
-
-after(async () => {
-  await producer?.disconnect();
-  await admin?.disconnect();
-  await Promise.all([kafkaSvc?.stop(), redis?.stop()]);
-});
+const bed = useKafkaTestBed();
 
 test("rebalance mid-batch: members join and leave, nothing is lost, no commit after losing a partition, offsets never go back", { timeout: 120_000 }, async () => {
   const topic = unique("rebalance");
   const groupId = unique("g");
   const N = 4000;
-  const { source, view, registry } = seqRepo({ kafkaBootstrapServers: kafkaSvc.brokers, topic, groupId, batchSize: 40, lingerMs: 100 });
-  const base = redisStore({ url: redis.url, project: unique("p") });
+  const { source, view, registry } = seqRepo({ kafkaBootstrapServers: bed.kafkaSvc.brokers, topic, groupId, batchSize: 40, lingerMs: 100 });
+  const base = redisStore({ url: bed.redis.url, project: unique("p") });
   // Every write takes 100-400 ms, so that batches are in flight whenever the group changes.
   const online = controllableStore(base);
   const slow = Object.create(online) as typeof online;
@@ -60,7 +39,7 @@ test("rebalance mid-batch: members join and leave, nothing is lost, no commit af
   let sampling = true;
   const sampler = (async () => {
     while (sampling) {
-      sampled.push((await offsets(admin, groupId, topic)).committed);
+      sampled.push((await offsets(bed.admin, groupId, topic)).committed);
       await sleep(100);
     }
   })();
@@ -68,7 +47,7 @@ test("rebalance mid-batch: members join and leave, nothing is lost, no commit af
   let produced = 0;
   const loading = (async () => {
     while (produced < N) {
-      await produce(producer, topic, Array.from({ length: 100 }, (_, i) => ({ key: String(produced + i), value: seqEvent(produced + i) })));
+      await produce(bed.producer, topic, Array.from({ length: 100 }, (_, i) => ({ key: String(produced + i), value: seqEvent(produced + i) })));
       produced += 100;
       await sleep(300);
     }
@@ -93,7 +72,7 @@ test("rebalance mid-batch: members join and leave, nothing is lost, no commit af
     await members.get("C")!.stop();
     await until("A takes every partition", () => joins("A") > a2 && lastAssignment("A")?.partitions.length === 4, 30_000);
     await loading;
-    await until("all offsets committed", () => caughtUp(admin, groupId, topic), 60_000, 200);
+    await until("all offsets committed", () => caughtUp(bed.admin, groupId, topic), 60_000, 200);
     // 1. Nothing lost.
     assert.deepEqual(await missingSeqs(base, view, N), []);
   } finally {

@@ -2,23 +2,19 @@
 // redis-server: JSON and Avro (Confluent framing) produced to a topic,
 // consumed with core consume() + the processor, read back from Redis.
 // Also: where a new group starts, a clean stop, and TLS/SASL reaching kafkajs.
-import { after, before, test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import * as v from "valibot";
 import * as avscNs from "avsc";
-import type { Admin, Kafka, Producer } from "kafkajs";
 import { createProcessor, entity, featureRepo, FreshetError, kafkaSource, streamFeatureView } from "../../mod.ts";
 import { kafkaConsumer } from "../../plugins/sources/kafka.ts";
 import { avroFormat } from "../../plugins/formats/avro.ts";
 import { jsonFormat } from "../../plugins/formats/json.ts";
 import { redisStore } from "../../plugins/stores/redis.ts";
 import { memoryDeadLetters } from "../../plugins/stores/memory.ts";
-import { startKafka, type KafkaService } from "../services/kafka.ts";
-import { startRedis, type RedisService } from "../services/redis.ts";
 import {
   caughtUp,
-  connectProducer,
   controllableStore,
   missingSeqs,
   offsets,
@@ -27,34 +23,16 @@ import {
   seqEvent,
   seqRepo,
   startConsume,
-  testKafka,
   unique,
   until,
+  useKafkaTestBed,
 } from "../fixtures/kafka-harness.ts";
 
 const avsc = ((avscNs as unknown as { default?: typeof avscNs }).default ?? avscNs) as typeof avscNs;
 // Fast group settings for the mock broker: a rebalance there lasts about sessionTimeout - 1 s.
 const GROUP = { sessionTimeout: 6000, heartbeatInterval: 1000 };
 
-let kafkaSvc: KafkaService;
-let redis: RedisService;
-let kafka: Kafka;
-let producer: Producer;
-let admin: Admin;
-
-before(async () => {
-  [kafkaSvc, redis] = await Promise.all([startKafka(), startRedis()]);
-  kafka = testKafka(kafkaSvc.brokers);
-  producer = await connectProducer(kafka);
-  admin = kafka.admin();
-  await admin.connect();
-});
-
-after(async () => {
-  await producer?.disconnect();
-  await admin?.disconnect();
-  await Promise.all([kafkaSvc?.stop(), redis?.stop()]);
-});
+const bed = useKafkaTestBed();
 
 const driver = entity({ name: "driver", joinKeys: ["driver_id"] });
 const statsSchema = v.object({
@@ -74,17 +52,17 @@ test("JSON end to end: latest value per driver in Redis, offsets committed to th
       msgs.push({ key: String(d), value: JSON.stringify({ driver_id: d, conv_rate: round / 10, avg_daily_trips: d * 100 + round, event_timestamp: new Date(base + round * 60_000).toISOString() }) });
     }
   }
-  await produce(producer, topic, msgs, 250);
+  await produce(bed.producer, topic, msgs, 250);
 
-  const source = kafkaSource({ name: "driver_stats_kafka", kafkaBootstrapServers: kafkaSvc.brokers, topic, groupId: unique("g"), messageFormat: jsonFormat(), timestampField: "event_timestamp", batchSize: 200 });
+  const source = kafkaSource({ name: "driver_stats_kafka", kafkaBootstrapServers: bed.kafkaSvc.brokers, topic, groupId: unique("g"), messageFormat: jsonFormat(), timestampField: "event_timestamp", batchSize: 200 });
   const view = streamFeatureView({ name: "driver_hourly_stats", entities: [driver], source, ttl: 0, schema: statsSchema });
   const registry = featureRepo({ project: "kafka_e2e", definitions: [source, view] });
-  const online = redisStore({ url: redis.url, project: unique("p") });
+  const online = redisStore({ url: bed.redis.url, project: unique("p") });
   const dlq = memoryDeadLetters();
   const consumer = kafkaConsumer(source, { ...GROUP, logger: recordingLogger() });
   const run = startConsume(consumer, { registry, online, deadLetters: dlq });
   try {
-    await until("all offsets committed", () => caughtUp(admin, source.groupId!, topic), 30_000, 200);
+    await until("all offsets committed", () => caughtUp(bed.admin, source.groupId!, topic), 30_000, 200);
     // consume() counts a batch just after its commit returns: give the last one a moment.
     await until("1000 records acknowledged", () => run.acked >= 1000, 5_000, 10);
     assert.equal(run.acked, 1000);
@@ -126,9 +104,9 @@ test("Avro end to end (Confluent framing, two writer schemas, one reader schema)
     msgs.push({ key: String(d), value: d % 2 ? frame(1, t1.toBuffer(row)) : frame(2, t2.toBuffer({ ...row, city: `c${d}` })) });
   }
   msgs.push({ key: "unknown", value: frame(42, t1.toBuffer({ driver_id: 999, conv_rate: 0, avg_daily_trips: 0, event_timestamp: now })) });
-  await produce(producer, topic, msgs);
+  await produce(bed.producer, topic, msgs);
 
-  const source = kafkaSource({ name: "driver_stats_avro", kafkaBootstrapServers: kafkaSvc.brokers, topic, groupId: unique("g"), messageFormat: avroFormat({ schemas: { 1: v1, 2: v2 }, schema: v2 }), timestampField: "event_timestamp" });
+  const source = kafkaSource({ name: "driver_stats_avro", kafkaBootstrapServers: bed.kafkaSvc.brokers, topic, groupId: unique("g"), messageFormat: avroFormat({ schemas: { 1: v1, 2: v2 }, schema: v2 }), timestampField: "event_timestamp" });
   const view = streamFeatureView({
     name: "driver_stats_avro_view",
     entities: [driver],
@@ -137,11 +115,11 @@ test("Avro end to end (Confluent framing, two writer schemas, one reader schema)
     schema: v.object({ driver_id: v.number(), conv_rate: v.number(), avg_daily_trips: v.number(), city: v.nullable(v.string()), event_timestamp: v.number() }),
   });
   const registry = featureRepo({ project: "kafka_avro", definitions: [source, view] });
-  const online = redisStore({ url: redis.url, project: unique("p") });
+  const online = redisStore({ url: bed.redis.url, project: unique("p") });
   const dlq = memoryDeadLetters();
   const run = startConsume(kafkaConsumer(source, { ...GROUP, logger: recordingLogger() }), { registry, online, deadLetters: dlq });
   try {
-    await until("all offsets committed", () => caughtUp(admin, source.groupId!, topic), 30_000, 200);
+    await until("all offsets committed", () => caughtUp(bed.admin, source.groupId!, topic), 30_000, 200);
     const rows = await online.read(view, Array.from({ length: 200 }, (_, d) => `driver_id=${d}`), ["conv_rate", "city"]);
     rows.forEach((r, d) => {
       assert.equal(r.conv_rate.value, d / 1000);
@@ -170,27 +148,27 @@ test("Avro end to end (Confluent framing, two writer schemas, one reader schema)
 test("startFrom: 'latest' and a timestamp after the last record skip what a new group never saw; a group's commits win", { timeout: 60_000 }, async () => {
   await Promise.all((["latest", { timestamp: Date.now() + 3_600_000 }] as const).map(async (startFrom) => {
     const topic = unique("start-from");
-    await produce(producer, topic, Array.from({ length: 50 }, (_, i) => ({ key: String(i), value: seqEvent(i) })));
-    const online = redisStore({ url: redis.url, project: unique("p") });
+    await produce(bed.producer, topic, Array.from({ length: 50 }, (_, i) => ({ key: String(i), value: seqEvent(i) })));
+    const online = redisStore({ url: bed.redis.url, project: unique("p") });
     const groupId = unique("g");
-    const { source, view, registry } = seqRepo({ kafkaBootstrapServers: kafkaSvc.brokers, topic, groupId, startFrom });
+    const { source, view, registry } = seqRepo({ kafkaBootstrapServers: bed.kafkaSvc.brokers, topic, groupId, startFrom });
     const assigned: number[][] = [];
     const run = startConsume(kafkaConsumer(source, { ...GROUP, logger: recordingLogger(), onEvent: (e) => e.type === "assigned" && assigned.push(e.partitions) }), { registry, online, deadLetters: memoryDeadLetters() });
     try {
       await until("the group join", () => assigned.length > 0, 20_000);
       await new Promise((r) => setTimeout(r, 1500)); // the old records, if they were going to be read, would be by now
-      await produce(producer, topic, Array.from({ length: 50 }, (_, i) => ({ key: String(i), value: seqEvent(1000 + i) })));
+      await produce(bed.producer, topic, Array.from({ length: 50 }, (_, i) => ({ key: String(i), value: seqEvent(1000 + i) })));
       await until(`the new records (startFrom ${JSON.stringify(startFrom)})`, () => run.acked >= 50, 20_000);
       const present = await online.read(view, ["seq=0", "seq=49", "seq=1000", "seq=1049"], ["n"]);
       assert.deepEqual(present.map((r) => r.n.status), ["NOT_FOUND", "NOT_FOUND", "PRESENT", "PRESENT"], `startFrom ${JSON.stringify(startFrom)}`);
-      await until("commits", () => caughtUp(admin, groupId, topic), 10_000);
+      await until("commits", () => caughtUp(bed.admin, groupId, topic), 10_000);
     } finally {
       await run.stop();
       await online.close();
     }
     // Restarted with startFrom "earliest", the group resumes from its commits and reads nothing old.
-    const again = seqRepo({ kafkaBootstrapServers: kafkaSvc.brokers, topic, groupId, startFrom: "earliest" });
-    const online2 = redisStore({ url: redis.url, project: unique("p") });
+    const again = seqRepo({ kafkaBootstrapServers: bed.kafkaSvc.brokers, topic, groupId, startFrom: "earliest" });
+    const online2 = redisStore({ url: bed.redis.url, project: unique("p") });
     const run2 = startConsume(kafkaConsumer(again.source, { ...GROUP, logger: recordingLogger(), onEvent: (e) => e.type === "assigned" && assigned.push(e.partitions) }), { registry: again.registry, online: online2, deadLetters: memoryDeadLetters() });
     try {
       const joins = assigned.length;
@@ -207,17 +185,17 @@ test("startFrom: 'latest' and a timestamp after the last record skip what a new 
 test("abort: the batch in flight finishes and is committed, nothing after it is", { timeout: 60_000 }, async () => {
   const topic = unique("abort");
   // Three sends of 100 to partition 0: the mock broker answers a fetch with one of them.
-  await produce(producer, topic, Array.from({ length: 300 }, (_, i) => ({ partition: 0, value: seqEvent(i) })), 100);
+  await produce(bed.producer, topic, Array.from({ length: 300 }, (_, i) => ({ partition: 0, value: seqEvent(i) })), 100);
   const groupId = unique("g");
-  const { source, view, registry } = seqRepo({ kafkaBootstrapServers: kafkaSvc.brokers, topic, groupId, batchSize: 100 });
-  const online = controllableStore(redisStore({ url: redis.url, project: unique("p") }));
+  const { source, view, registry } = seqRepo({ kafkaBootstrapServers: bed.kafkaSvc.brokers, topic, groupId, batchSize: 100 });
+  const online = controllableStore(redisStore({ url: bed.redis.url, project: unique("p") }));
   online.delayMs = 1500;
   const run = startConsume(kafkaConsumer(source, { ...GROUP, logger: recordingLogger() }), { registry, online, deadLetters: memoryDeadLetters() });
   try {
     await until("the first write to start", () => online.started > 0, 20_000, 20);
     await run.stop(); // aborts while the write sleeps
     assert.equal(online.writes, 1, "no batch starts after the abort");
-    const { committed } = await offsets(admin, groupId, topic);
+    const { committed } = await offsets(bed.admin, groupId, topic);
     assert.equal(committed[0], 100, "the in-flight batch was committed on the way out");
     const missing = await missingSeqs(online, view, 300);
     assert.deepEqual(missing, Array.from({ length: 200 }, (_, i) => 100 + i), "exactly the first batch was written");
@@ -229,7 +207,7 @@ test("abort: the batch in flight finishes and is committed, nothing after it is"
 test("TLS and SASL settings reach kafkajs (the mock broker speaks neither, so the connection fails with a clear error)", { timeout: 60_000 }, async () => {
   const topic = unique("auth");
   for (const auth of [{ sasl: { mechanism: "scram-sha-512" as const, username: "svc", password: "pw" } }, { ssl: true }]) {
-    const source = kafkaSource({ name: "secured", kafkaBootstrapServers: kafkaSvc.brokers, topic, ...auth });
+    const source = kafkaSource({ name: "secured", kafkaBootstrapServers: bed.kafkaSvc.brokers, topic, ...auth });
     const view = streamFeatureView({ name: "secured_view", entities: [entity({ name: "event", joinKeys: ["seq"] })], source, ttl: 0, schema: v.object({ seq: v.number(), n: v.number(), ts: v.number() }), timestampField: "ts" });
     const registry = featureRepo({ project: "kafka_auth", definitions: [source, view] });
     const processor = createProcessor({ registry, deadLetters: memoryDeadLetters() });
