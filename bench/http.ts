@@ -32,7 +32,7 @@ import { startRedis, type RedisService } from "../tests/services/redis.ts";
 import { ensureBinary, freePort, startChild, waitFor, type Child } from "../tests/services/system.ts";
 import { FEATURES } from "./feature_repo.ts";
 import {
-  cpuNote, fmt, isMain, pairedEntry, paired, parseOptions, ROOT, run, sleep, table, tsCommand, withCpu, writeResults,
+  benchMain, cpuNote, fmt, isMain, pairedEntry, paired, ROOT, run, sleep, tsCommand, withCpu,
   type BenchOptions, type Entry, type Runtime,
 } from "./lib.ts";
 
@@ -472,18 +472,4 @@ export async function runHttp(opts: BenchOptions, log: (m: string) => void = (m)
   return { entries, notes: ctx.notes, failures };
 }
 
-if (isMain(import.meta.url)) {
-  const opts = parseOptions();
-  const { entries, notes, failures } = await runHttp(opts);
-  if (entries.length) {
-    const file = writeResults(opts.resultsDir, "http", entries, notes);
-    console.log("\n" + table(entries));
-    for (const n of notes) console.log(n);
-    console.log(`\nwrote ${file}`);
-  }
-  if (failures.length) {
-    console.error(`\n${failures.length} runtime(s) failed`);
-    process.exit(1);
-  }
-  process.exit(0);
-}
+if (isMain(import.meta.url)) await benchMain("http", runHttp);

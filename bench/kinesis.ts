@@ -327,19 +327,6 @@ if (argv[0] === "--worker") {
     },
   );
 } else {
-  const { isMain, parseOptions, table, writeResults } = await import("./lib.ts");
-  if (isMain(import.meta.url)) {
-    const opts = parseOptions(argv);
-    const { entries, notes, failures } = await runKinesis(opts);
-    if (entries.length) {
-      const file = writeResults(opts.resultsDir, "kinesis", entries, notes);
-      console.log("\n" + table(entries));
-      console.log(`wrote ${file}`);
-    }
-    if (failures.length) {
-      console.error(failures.join("\n"));
-      process.exit(1);
-    }
-    process.exit(0);
-  }
+  const { benchMain, isMain } = await import("./lib.ts");
+  if (isMain(import.meta.url)) await benchMain("kinesis", runKinesis, argv);
 }

@@ -387,3 +387,26 @@ export function isMain(url: string): boolean {
     return false;
   }
 }
+
+/** What a benchmark run returns. */
+export interface BenchRun {
+  entries: Entry[];
+  notes: string[];
+  failures: string[];
+}
+
+/** Runs a benchmark as a script: writes `bench/results/<name>.json`, prints the table, and exits 1 if a runtime failed. */
+export async function benchMain(name: string, run: (opts: BenchOptions) => Promise<BenchRun>, argv: string[] = process.argv.slice(2)): Promise<never> {
+  const opts = parseOptions(argv);
+  const { entries, notes, failures } = await run(opts);
+  if (entries.length) {
+    const file = writeResults(opts.resultsDir, name, entries, notes);
+    console.log("\n" + table(entries));
+    console.log(`\nwrote ${file}`);
+  }
+  if (failures.length) {
+    console.error(failures.join("\n"));
+    process.exit(1);
+  }
+  process.exit(0);
+}

@@ -187,16 +187,6 @@ if (argv.includes("--worker")) {
     process.exit(1);
   });
 } else {
-  const { isMain, parseOptions, table, writeResults } = await import("./lib.ts");
-  if (isMain(import.meta.url)) {
-    const opts = parseOptions(argv);
-    const { entries, notes, failures } = await runRoundtrips(opts);
-    if (entries.length) {
-      const file = writeResults(opts.resultsDir, "redis-roundtrips", entries, notes);
-      console.log("\n" + table(entries));
-      console.log(`wrote ${file}`);
-    }
-    if (failures.length) process.exit(1);
-    process.exit(0);
-  }
+  const { benchMain, isMain } = await import("./lib.ts");
+  if (isMain(import.meta.url)) await benchMain("redis-roundtrips", runRoundtrips, argv);
 }
