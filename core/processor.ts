@@ -340,12 +340,13 @@ export function dedupeLatest(rows: { row: FeatureRow; order: number }[]): Featur
   const best = new Map<string, { row: FeatureRow; order: number }>();
   for (const r of rows) {
     const cur = best.get(r.row.entityKey);
-    if (!cur || isNewer(r, cur)) best.set(r.row.entityKey, r);
+    if (!cur || isNewerRow(r, cur)) best.set(r.row.entityKey, r);
   }
   return [...best.values()].map((r) => r.row);
 }
 
-function isNewer(a: { row: FeatureRow; order: number }, b: { row: FeatureRow; order: number }): boolean {
+/** Whether `a` beats `b` for the same entity: a later event time, then created time, then position. */
+export function isNewerRow(a: { row: FeatureRow; order: number }, b: { row: FeatureRow; order: number }): boolean {
   if (a.row.eventTime !== b.row.eventTime) return a.row.eventTime > b.row.eventTime;
   const ac = a.row.createdTime ?? -Infinity;
   const bc = b.row.createdTime ?? -Infinity;

@@ -2,7 +2,7 @@
 // stream, record producers, a MetaStore spy, and small waiting helpers.
 import { PutRecordsCommand, type KinesisClient } from "@aws-sdk/client-kinesis";
 import * as v from "valibot";
-import { entity, featureRepo, kinesisSource, type KinesisSource, type MetaStore, type Row, streamFeatureView, type Udf } from "../../mod.ts";
+import { compareDecimal, entity, featureRepo, kinesisSource, type KinesisSource, type MetaStore, type Row, streamFeatureView, type Udf } from "../../mod.ts";
 
 export const T0 = Date.UTC(2026, 0, 1);
 const enc = new TextEncoder();
@@ -79,14 +79,9 @@ export function lastPerShard(results: PutResult[]): Map<string, string> {
   const m = new Map<string, string>();
   for (const r of results) {
     const cur = m.get(r.shardId);
-    if (!cur || compareSeq(r.sequenceNumber, cur) > 0) m.set(r.shardId, r.sequenceNumber);
+    if (!cur || compareDecimal(r.sequenceNumber, cur) > 0) m.set(r.shardId, r.sequenceNumber);
   }
   return m;
-}
-
-export function compareSeq(a: string, b: string): number {
-  if (a.length !== b.length) return a.length < b.length ? -1 : 1;
-  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
