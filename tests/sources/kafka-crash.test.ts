@@ -11,7 +11,7 @@
 //   committed when each kill landed, plus batches abandoned as stale or
 //   whose commit failed.
 // Node only (heavy, and the child runs on Node).
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import process from "node:process";
 import { dirname, join } from "node:path";

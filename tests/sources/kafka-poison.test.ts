@@ -6,12 +6,12 @@
 // 5 MiB per partition log and silently drops anything bigger (a 6 MiB
 // message empties the partition: low watermark = high watermark), so the
 // largest record it can carry is a little under 5 MiB. This test sends 4 MiB.
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import * as v from "valibot";
 import * as avscNs from "avsc";
-import type { IHeaders, Kafka } from "kafkajs";
+import type { IHeaders } from "kafkajs";
 import { entity, featureRepo, kafkaSource, streamFeatureView, type DeadLetter } from "../../mod.ts";
 import { kafkaConsumer, kafkaDeadLetters } from "../../plugins/sources/kafka.ts";
 import { avroFormat } from "../../plugins/formats/avro.ts";

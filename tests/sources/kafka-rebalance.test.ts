@@ -2,7 +2,7 @@
 // and leave while slow batches are in flight. Nothing is lost, committed
 // offsets never move backwards, and no member commits a partition after
 // another member was given it.
-import { after, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { kafkaConsumer, type KafkaConsumerEvent } from "../../plugins/sources/kafka.ts";
 import { redisStore } from "../../plugins/stores/redis.ts";

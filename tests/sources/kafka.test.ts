@@ -2,7 +2,7 @@
 // redis-server: JSON and Avro (Confluent framing) produced to a topic,
 // consumed with core consume() + the processor, read back from Redis.
 // Also: where a new group starts, a clean stop, and TLS/SASL reaching kafkajs.
-import { after, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import * as v from "valibot";

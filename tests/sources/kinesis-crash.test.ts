@@ -9,18 +9,17 @@
 //   the parent and its children; no child record is read before the parent's
 //   end-of-shard checkpoint.
 // - No checkpoint write is refused, and none moves backwards.
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { DescribeStreamSummaryCommand, type KinesisClient, ListShardsCommand, SplitShardCommand } from "@aws-sdk/client-kinesis";
+import { DescribeStreamSummaryCommand, ListShardsCommand, SplitShardCommand } from "@aws-sdk/client-kinesis";
 import { compareDecimal } from "../../mod.ts";
 import { kinesisKeys, SHARD_END } from "../../plugins/sources/kinesis.ts";
 import { redisStore } from "../../plugins/stores/redis.ts";
-import { createStream, kinesisClient, startKinesis, type KinesisService } from "../services/kinesis.ts";
-import { startRedis, type RedisService } from "../services/redis.ts";
-import { kinesisRepo, lastPerShard, putAll, unique, until, versions, type PutResult } from "./kinesis-fixtures.ts";
+import { createStream } from "../services/kinesis.ts";
+import { kinesisRepo, lastPerShard, putAll, unique, until, versions, type PutResult, useKinesisTestBed } from "./kinesis-fixtures.ts";
 
 const DRIVERS = 24;
 const TTL = 1500;
@@ -58,41 +57,31 @@ function startWorker(name: string, env: Record<string, string>, lines: Line[]): 
 }
 
 describe("scenario 6 with a real crash: SIGKILL mid-split, Redis checkpoints", () => {
-  let svc: KinesisService;
-  let redis: RedisService;
-  let client: KinesisClient;
-  before(async () => {
-    [svc, redis] = await Promise.all([startKinesis("kinesalite"), startRedis()]);
-    client = kinesisClient(svc.endpoint);
-  });
-  after(async () => {
-    client?.destroy();
-    await Promise.all([svc?.stop(), redis?.stop()]);
-  });
+  const bed = useKinesisTestBed({ redis: true });
 
   it("a killed worker's successor loses nothing, keeps per-key order, and never moves a checkpoint back", { timeout: 90_000 }, async () => {
     const stream = unique("crash");
     const project = stream.replace(/[^A-Za-z0-9_-]/g, "_");
-    await createStream(client, stream, 2);
-    const env = { ENDPOINT: svc.endpoint, STREAM: stream, REDIS_URL: redis.url, PROJECT: project, LEASE_TTL_MS: String(TTL) };
+    await createStream(bed.client, stream, 2);
+    const env = { ENDPOINT: bed.svc.endpoint, STREAM: stream, REDIS_URL: bed.redis.url, PROJECT: project, LEASE_TTL_MS: String(TTL) };
     const { source, view } = kinesisRepo({ streamName: stream });
     const keys = kinesisKeys(source.name, stream);
-    const store = redisStore({ url: redis.url, project });
+    const store = redisStore({ url: bed.redis.url, project });
     const lines: Line[] = [];
     const puts: PutResult[] = [];
     const workers: ReturnType<typeof startWorker>[] = [];
     try {
-      puts.push(...(await putAll(client, stream, versions(DRIVERS, 1, 10))));
+      puts.push(...(await putAll(bed.client, stream, versions(DRIVERS, 1, 10))));
       const w1 = startWorker("p1", env, lines);
       workers.push(w1);
-      puts.push(...(await putAll(client, stream, versions(DRIVERS, 11, 20))));
+      puts.push(...(await putAll(bed.client, stream, versions(DRIVERS, 11, 20))));
       await until(() => `p1 checkpoints both shards\n${w1.output()}`, () => new Set(lines.filter((l) => l.kind === "C" && l.accepted).map((l) => l.key)).size >= 2, 30_000);
 
-      const shard0 = (await client.send(new ListShardsCommand({ StreamName: stream }))).Shards!.find((s) => s.ShardId === "shardId-000000000000")!;
+      const shard0 = (await bed.client.send(new ListShardsCommand({ StreamName: stream }))).Shards!.find((s) => s.ShardId === "shardId-000000000000")!;
       const mid = (BigInt(shard0.HashKeyRange!.StartingHashKey!) + BigInt(shard0.HashKeyRange!.EndingHashKey!)) / 2n;
-      await client.send(new SplitShardCommand({ StreamName: stream, ShardToSplit: "shardId-000000000000", NewStartingHashKey: mid.toString() }));
-      await until("stream ACTIVE after the split", async () => (await client.send(new DescribeStreamSummaryCommand({ StreamName: stream }))).StreamDescriptionSummary?.StreamStatus === "ACTIVE");
-      puts.push(...(await putAll(client, stream, versions(DRIVERS, 21, 30))));
+      await bed.client.send(new SplitShardCommand({ StreamName: stream, ShardToSplit: "shardId-000000000000", NewStartingHashKey: mid.toString() }));
+      await until("stream ACTIVE after the split", async () => (await bed.client.send(new DescribeStreamSummaryCommand({ StreamName: stream }))).StreamDescriptionSummary?.StreamStatus === "ACTIVE");
+      puts.push(...(await putAll(bed.client, stream, versions(DRIVERS, 21, 30))));
 
       // SIGKILL p1 as soon as it reads a child shard.
       const isChild = (s?: string) => s === "shardId-000000000002" || s === "shardId-000000000003";
@@ -103,7 +92,7 @@ describe("scenario 6 with a real crash: SIGKILL mid-split, Redis checkpoints", (
 
       const w2 = startWorker("p2", env, lines);
       workers.push(w2);
-      puts.push(...(await putAll(client, stream, versions(DRIVERS, 31, 40))));
+      puts.push(...(await putAll(bed.client, stream, versions(DRIVERS, 31, 40))));
       const last = lastPerShard(puts);
       await until(() => `p2 checkpoints every shard\n${w2.output()}`, async () => {
         if ((await store.meta.getCheckpoint(keys.checkpoint("shardId-000000000000"))) !== SHARD_END) return false;

@@ -12,8 +12,7 @@ import { kinesisConsumer, kinesisKeys, KPL_MAGIC } from "../../plugins/sources/k
 import { memoryDeadLetters, memoryStore } from "../../plugins/stores/memory.ts";
 import { redisStore } from "../../plugins/stores/redis.ts";
 import { createStream, kinesisClient, startKinesis, type KinesisKind, type KinesisService } from "../services/kinesis.ts";
-import { startRedis, type RedisService } from "../services/redis.ts";
-import { batchGate, event, kinesisRepo, lastPerShard, putAll, sleep, unique, until, versions, type PutResult } from "./kinesis-fixtures.ts";
+import { batchGate, event, kinesisRepo, lastPerShard, putAll, sleep, unique, until, versions, type PutResult, useKinesisTestBed } from "./kinesis-fixtures.ts";
 
 const credentials = { accessKeyId: "AKIDLOCAL", secretAccessKey: "local-secret" };
 const DRIVERS = 20;
@@ -207,27 +206,17 @@ for (const kind of ["kinesalite", "kinesis-local"] as KinesisKind[]) {
 }
 
 describe("Kinesis source with checkpoints and leases in Redis", () => {
-  let svc: KinesisService;
-  let redis: RedisService;
-  let client: KinesisClient;
-  before(async () => {
-    [svc, redis] = await Promise.all([startKinesis("kinesalite"), startRedis()]);
-    client = kinesisClient(svc.endpoint);
-  });
-  after(async () => {
-    client?.destroy();
-    await Promise.all([svc?.stop(), redis?.stop()]);
-  });
+  const bed = useKinesisTestBed({ redis: true });
 
   it("consumes into Redis; the checkpoint and the released leases are in Redis' metadata", async () => {
     const stream = unique("redis");
-    await createStream(client, stream, 2);
-    const store = redisStore({ url: redis.url, project: "kinesis_e2e" });
+    await createStream(bed.client, stream, 2);
+    const store = redisStore({ url: bed.redis.url, project: "kinesis_e2e" });
     try {
-      const r = await consumeUntilCheckpointed({ endpoint: svc.endpoint, stream, store, client, produce: (c) => putAll(c, stream, versions(10, 1, 6)) });
+      const r = await consumeUntilCheckpointed({ endpoint: bed.svc.endpoint, stream, store, client: bed.client, produce: (c) => putAll(c, stream, versions(10, 1, 6)) });
       assert.deepEqual(await readVersions(store, r.view, Array.from({ length: 10 }, (_, i) => i + 1)), Array(10).fill(6));
-      // A second client on the same Redis sees the same checkpoints.
-      const other = redisStore({ url: redis.url, project: "kinesis_e2e" });
+      // A second bed.client on the same Redis sees the same checkpoints.
+      const other = redisStore({ url: bed.redis.url, project: "kinesis_e2e" });
       try {
         for (const [shard, seq] of r.last) assert.equal(await other.meta.getCheckpoint(r.keys.checkpoint(shard)), seq);
         const leases = await other.meta.listLeases(r.keys.shardLeasePrefix);

@@ -1,10 +1,36 @@
 // Shared pieces of the Kinesis source tests: a feature repo over a Kinesis
 // stream, record producers, a MetaStore spy, and small waiting helpers.
+import { after, before } from "node:test";
 import { PutRecordsCommand, type KinesisClient } from "@aws-sdk/client-kinesis";
+import { kinesisClient, type KinesisService, startKinesis } from "../services/kinesis.ts";
+import { type RedisService, startRedis } from "../services/redis.ts";
 import * as v from "valibot";
 import { compareDecimal, entity, featureRepo, kinesisSource, type KinesisSource, type MetaStore, type Row, streamFeatureView, type Udf } from "../../mod.ts";
 
 export const T0 = Date.UTC(2026, 0, 1);
+
+/** kinesalite, a client for it, and (when asked) a redis-server, for the tests of the enclosing suite. */
+export interface KinesisTestBed {
+  svc: KinesisService;
+  client: KinesisClient;
+  redis: RedisService;
+}
+
+/** Starts the test bed before the suite's tests and stops it after them. Its fields are set once `before` ran. */
+export function useKinesisTestBed(opts: { redis?: boolean } = {}): KinesisTestBed {
+  const bed = {} as KinesisTestBed;
+  before(async () => {
+    const [svc, redis] = await Promise.all([startKinesis("kinesalite"), opts.redis ? startRedis() : undefined]);
+    bed.svc = svc;
+    if (redis) bed.redis = redis;
+    bed.client = kinesisClient(svc.endpoint);
+  });
+  after(async () => {
+    bed.client?.destroy();
+    await Promise.all([bed.svc?.stop(), bed.redis?.stop()]);
+  });
+  return bed;
+}
 const enc = new TextEncoder();
 
 export const unique = (p: string): string => `${p}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 7)}`;

@@ -8,16 +8,14 @@
 //   consume(), and a direct ack() is refused by the store through the lease
 //   fence (LEASE_LOST); the checkpoint stays where the new owner put it.
 // - No shard is processed by two workers at once for longer than the lease.
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import type { KinesisClient } from "@aws-sdk/client-kinesis";
 import { consume, createProcessor, FreshetError, type Lease, type MetaStore, type OnlineStore, type SourceBatch, type StreamSource } from "../../mod.ts";
 import { type KinesisConsumer, kinesisConsumer, kinesisKeys } from "../../plugins/sources/kinesis.ts";
 import { memoryDeadLetters, memoryStore } from "../../plugins/stores/memory.ts";
 import { redisStore } from "../../plugins/stores/redis.ts";
-import { createStream, kinesisClient, startKinesis, type KinesisService } from "../services/kinesis.ts";
-import { startRedis, type RedisService } from "../services/redis.ts";
-import { batchGate, kinesisRepo, lastPerShard, putAll, sleep, spyMeta, unique, until, versions, type PutResult } from "./kinesis-fixtures.ts";
+import { createStream } from "../services/kinesis.ts";
+import { batchGate, kinesisRepo, lastPerShard, putAll, sleep, spyMeta, unique, until, versions, type PutResult, useKinesisTestBed } from "./kinesis-fixtures.ts";
 
 const TTL = 1500;
 const DRIVERS = 12;
@@ -29,17 +27,7 @@ interface Processed {
   end: number;
 }
 
-let svc: KinesisService;
-let redis: RedisService;
-let client: KinesisClient;
-before(async () => {
-  [svc, redis] = await Promise.all([startKinesis("kinesalite"), startRedis()]);
-  client = kinesisClient(svc.endpoint);
-});
-after(async () => {
-  client?.destroy();
-  await Promise.all([svc?.stop(), redis?.stop()]);
-});
+const bed = useKinesisTestBed({ redis: true });
 
 const stores: { name: string; open: (project: string) => () => OnlineStore & { close?(): Promise<void> } }[] = [
   {
@@ -49,16 +37,16 @@ const stores: { name: string; open: (project: string) => () => OnlineStore & { c
       return () => shared;
     },
   },
-  { name: "Redis metadata, one client per worker", open: (project) => () => redisStore({ url: redis.url, project }) },
+  { name: "Redis metadata, one bed.client per worker", open: (project) => () => redisStore({ url: bed.redis.url, project }) },
 ];
 
 for (const { name, open } of stores) {
   describe(`scenario 8: two Kinesis workers on ${name}`, () => {
     it("fences the paused worker's checkpoint and hands its shard over within the lease", { timeout: 60_000 }, async () => {
       const stream = unique("leases");
-      await createStream(client, stream, 2);
+      await createStream(bed.client, stream, 2);
       const storeFor = open(stream.replace(/[^A-Za-z0-9_-]/g, "_"));
-      const { source, registry, view } = kinesisRepo({ streamName: stream, endpoint: svc.endpoint, region: "us-east-1", credentials: { accessKeyId: "a", secretAccessKey: "b" }, pollIntervalMs: 50 });
+      const { source, registry, view } = kinesisRepo({ streamName: stream, endpoint: bed.svc.endpoint, region: "us-east-1", credentials: { accessKeyId: "a", secretAccessKey: "b" }, pollIntervalMs: 50 });
       const keys = kinesisKeys(source.name, stream);
       const processed: Processed[] = [];
       const puts: PutResult[] = [];
@@ -118,7 +106,7 @@ for (const { name, open } of stores) {
       let b: ReturnType<typeof startWorker> | undefined;
       try {
         // A alone takes both shards.
-        puts.push(...(await putAll(client, stream, versions(DRIVERS, 1, 5))));
+        puts.push(...(await putAll(bed.client, stream, versions(DRIVERS, 1, 5))));
         await until("A reads both shards", () => owned(a).length === 2);
         await until("A checkpoints both shards", () => checkpointed(a.meta, lastPerShard(puts)));
 
@@ -132,7 +120,7 @@ for (const { name, open } of stores) {
         a.gate.close();
         a.spy.freeze();
         const pausedAt = Date.now();
-        puts.push(...(await putAll(client, stream, versions(DRIVERS, 6, 10))));
+        puts.push(...(await putAll(bed.client, stream, versions(DRIVERS, 6, 10))));
         await until("A holds a batch at the pause", () => a.gate.waiting >= 1);
         await until(() => `B takes A's shard over (B ${owned(b!)})`, () => owned(b!).length === 2, 15_000);
         await until("B checkpoints everything, A's shard included", () => checkpointed(b!.meta, lastPerShard(puts)), 15_000);
@@ -154,7 +142,7 @@ for (const { name, open } of stores) {
 
         // The workers balance again, and new records are all processed.
         await until(() => `one shard each again (A ${owned(a)}, B ${owned(b!)})`, () => owned(a).length === 1 && owned(b!).length === 1, 15_000);
-        puts.push(...(await putAll(client, stream, versions(DRIVERS, 11, 14))));
+        puts.push(...(await putAll(bed.client, stream, versions(DRIVERS, 11, 14))));
         await until("every shard checkpointed at its last record", () => checkpointed(a.meta, lastPerShard(puts)), 15_000);
         const rows = (await opened[0].read(view, Array.from({ length: DRIVERS }, (_, i) => `driver_id=${i + 1}`), ["version"]));
         assert.deepEqual(rows.map((r) => r.version.value), Array(DRIVERS).fill(14));

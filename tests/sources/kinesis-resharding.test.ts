@@ -9,14 +9,14 @@
 // - The checkpoint never moves backwards.
 // The kill is in-process: the first worker's metadata calls and batches hang
 // for good (no lease released, no checkpoint written), as a dead process's do.
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { DescribeStreamSummaryCommand, type KinesisClient, ListShardsCommand, SplitShardCommand } from "@aws-sdk/client-kinesis";
+import { DescribeStreamSummaryCommand, ListShardsCommand, SplitShardCommand } from "@aws-sdk/client-kinesis";
 import { compareDecimal, consume, createProcessor, type SourceBatch, type StreamSource } from "../../mod.ts";
 import { kinesisConsumer, kinesisKeys, SHARD_END } from "../../plugins/sources/kinesis.ts";
 import { memoryDeadLetters, memoryStore } from "../../plugins/stores/memory.ts";
-import { createStream, kinesisClient, startKinesis, type KinesisService } from "../services/kinesis.ts";
-import { batchGate, decodeJson, kinesisRepo, lastPerShard, putAll, sleep, spyMeta, unique, until, versions, type PutResult } from "./kinesis-fixtures.ts";
+import { createStream, kinesisClient } from "../services/kinesis.ts";
+import { batchGate, decodeJson, kinesisRepo, lastPerShard, putAll, sleep, spyMeta, unique, until, versions, type PutResult, useKinesisTestBed } from "./kinesis-fixtures.ts";
 
 const DRIVERS = 24;
 const TTL = 1500;
@@ -48,21 +48,12 @@ function recording(source: StreamSource, worker: string, log: Delivery[], gate: 
 }
 
 describe("scenario 6: Kinesis resharding with a kill and restart", () => {
-  let svc: KinesisService;
-  let client: KinesisClient;
-  before(async () => {
-    svc = await startKinesis("kinesalite");
-    client = kinesisClient(svc.endpoint);
-  });
-  after(async () => {
-    client?.destroy();
-    await svc?.stop();
-  });
+  const bed = useKinesisTestBed();
 
   it("loses nothing, keeps per-key order across parent and children, and never moves a checkpoint backwards", { timeout: 60_000 }, async () => {
     const stream = unique("reshard");
-    await createStream(client, stream, 2);
-    const { source, registry, view } = kinesisRepo({ streamName: stream, endpoint: svc.endpoint, region: "us-east-1", credentials: { accessKeyId: "a", secretAccessKey: "b" }, pollIntervalMs: 50 });
+    await createStream(bed.client, stream, 2);
+    const { source, registry, view } = kinesisRepo({ streamName: stream, endpoint: bed.svc.endpoint, region: "us-east-1", credentials: { accessKeyId: "a", secretAccessKey: "b" }, pollIntervalMs: 50 });
     const store = memoryStore();
     const processor = createProcessor({ registry, online: store, deadLetters: memoryDeadLetters() });
     const keys = kinesisKeys(source.name, stream);
@@ -86,23 +77,23 @@ describe("scenario 6: Kinesis resharding with a kill and restart", () => {
     })();
 
     // Worker 1.
-    puts.push(...(await putAll(client, stream, versions(DRIVERS, 1, 10))));
+    puts.push(...(await putAll(bed.client, stream, versions(DRIVERS, 1, 10))));
     const spy1 = spyMeta(store.meta);
     const gate1 = batchGate();
-    const client1 = kinesisClient(svc.endpoint);
+    const client1 = kinesisClient(bed.svc.endpoint);
     const ac1 = new AbortController();
     const w1 = kinesisConsumer(source, { meta: spy1.meta, workerId: "w1", client: client1, leaseTtlMs: TTL, discoverEveryMs: 200 });
     const run1 = consume(recording(w1, "w1", log, gate1), processor, { signal: ac1.signal, logEveryMs: 0 });
     run1.catch(() => {});
-    puts.push(...(await putAll(client, stream, versions(DRIVERS, 11, 20))));
+    puts.push(...(await putAll(bed.client, stream, versions(DRIVERS, 11, 20))));
     await until("w1 checkpointed both shards", () => spy1.writes.filter((w) => w.accepted).map((w) => w.key).filter((k, i, a) => a.indexOf(k) === i).length >= 2);
 
     // Split shard 0 mid-stream.
-    const shard0 = (await client.send(new ListShardsCommand({ StreamName: stream }))).Shards!.find((s) => s.ShardId === "shardId-000000000000")!;
+    const shard0 = (await bed.client.send(new ListShardsCommand({ StreamName: stream }))).Shards!.find((s) => s.ShardId === "shardId-000000000000")!;
     const mid = (BigInt(shard0.HashKeyRange!.StartingHashKey!) + BigInt(shard0.HashKeyRange!.EndingHashKey!)) / 2n;
-    await client.send(new SplitShardCommand({ StreamName: stream, ShardToSplit: "shardId-000000000000", NewStartingHashKey: mid.toString() }));
-    await until("stream ACTIVE after the split", async () => (await client.send(new DescribeStreamSummaryCommand({ StreamName: stream }))).StreamDescriptionSummary?.StreamStatus === "ACTIVE");
-    puts.push(...(await putAll(client, stream, versions(DRIVERS, 21, 30))));
+    await bed.client.send(new SplitShardCommand({ StreamName: stream, ShardToSplit: "shardId-000000000000", NewStartingHashKey: mid.toString() }));
+    await until("stream ACTIVE after the split", async () => (await bed.client.send(new DescribeStreamSummaryCommand({ StreamName: stream }))).StreamDescriptionSummary?.StreamStatus === "ACTIVE");
+    puts.push(...(await putAll(bed.client, stream, versions(DRIVERS, 21, 30))));
 
     // Kill w1 when it is about to checkpoint a child shard: its batch is in
     // the store, its checkpoint never written, its leases never released.
@@ -116,7 +107,7 @@ describe("scenario 6: Kinesis resharding with a kill and restart", () => {
         }
       };
     });
-    puts.push(...(await putAll(client, stream, versions(DRIVERS, 31, 32))));
+    puts.push(...(await putAll(bed.client, stream, versions(DRIVERS, 31, 32))));
     await killed;
     const killedAt = Date.now();
     ac1.abort(); // its loops stop polling; everything it still awaits hangs for good
@@ -128,7 +119,7 @@ describe("scenario 6: Kinesis resharding with a kill and restart", () => {
     const ac2 = new AbortController();
     const w2 = kinesisConsumer(source, { meta: spy2.meta, workerId: "w2", leaseTtlMs: TTL, discoverEveryMs: 200 });
     const run2 = consume(recording(w2, "w2", log, batchGate()), processor, { signal: ac2.signal, logEveryMs: 0 });
-    puts.push(...(await putAll(client, stream, versions(DRIVERS, 33, 40))));
+    puts.push(...(await putAll(bed.client, stream, versions(DRIVERS, 33, 40))));
 
     const last = lastPerShard(puts);
     try {

@@ -6,15 +6,14 @@
 //   grows with jitter while the throttling lasts.
 // - After an expired iterator the consumer takes a fresh iterator after its
 //   checkpoint, and nothing is skipped.
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { KinesisClient } from "@aws-sdk/client-kinesis";
 import { consume, createProcessor } from "../../mod.ts";
 import { kinesisConsumer, kinesisKeys } from "../../plugins/sources/kinesis.ts";
 import { memoryDeadLetters, memoryStore } from "../../plugins/stores/memory.ts";
-import { createStream, kinesisClient, startKinesis, type KinesisService } from "../services/kinesis.ts";
-import { decodeJson, kinesisRepo, lastPerShard, putAll, unique, until, versions } from "./kinesis-fixtures.ts";
+import { createStream } from "../services/kinesis.ts";
+import { decodeJson, kinesisRepo, lastPerShard, putAll, unique, until, versions, useKinesisTestBed } from "./kinesis-fixtures.ts";
 
 type Fault = "throttle" | "expired";
 
@@ -103,25 +102,16 @@ async function faultProxy(target: string, plan: (shardId: string, n: number) => 
 }
 
 describe("scenario 7: Kinesis throttling and iterator expiry", () => {
-  let svc: KinesisService;
-  let client: KinesisClient;
-  before(async () => {
-    svc = await startKinesis("kinesalite");
-    client = kinesisClient(svc.endpoint);
-  });
-  after(async () => {
-    client?.destroy();
-    await svc?.stop();
-  });
+  const bed = useKinesisTestBed();
 
   it("backs off within the per-shard read limit and resumes from the checkpoint with nothing skipped", { timeout: 60_000 }, async () => {
     const stream = unique("throttle");
-    await createStream(client, stream, 2);
+    await createStream(bed.client, stream, 2);
     // Calls 2-4 of each shard are throttled three times running, 6 and 11
     // find their iterator expired, 8 is throttled once more.
     const plan = (_shard: string, n: number): Fault | undefined =>
       [2, 3, 4, 8].includes(n) ? "throttle" : [6, 11].includes(n) ? "expired" : undefined;
-    const proxy = await faultProxy(svc.endpoint, plan);
+    const proxy = await faultProxy(bed.svc.endpoint, plan);
     const { source, registry, view } = kinesisRepo({
       streamName: stream, endpoint: proxy.endpoint, region: "us-east-1",
       credentials: { accessKeyId: "a", secretAccessKey: "b" }, pollIntervalMs: 50, limit: 12,
@@ -132,7 +122,7 @@ describe("scenario 7: Kinesis throttling and iterator expiry", () => {
     const delivered: string[] = [];
     const ac = new AbortController();
     const consumer = kinesisConsumer(source, { meta: store.meta, workerId: "w", leaseTtlMs: 5000, discoverEveryMs: 500, throttle: { initialMs: 300, maxMs: 2000 } });
-    const puts = await putAll(client, stream, versions(10, 1, 24));
+    const puts = await putAll(bed.client, stream, versions(10, 1, 24));
     const run = consume(consumer, processor, {
       signal: ac.signal, logEveryMs: 0,
       onBatch: (_r, b) => delivered.push(...b.records.map((r) => {
