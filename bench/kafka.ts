@@ -701,18 +701,8 @@ export async function runKafka(opts: BenchOptions, log: (m: string) => void = (m
 
 const argv = process.argv.slice(2);
 if (argv[0] === "--worker") {
-  const mode = argv[1];
-  const w = mode === "raw" ? rawWorker : mode === "naive" ? naiveWorker : mode === "freshet" ? freshetWorker : undefined;
-  (w ? w(argv) : Promise.reject(new Error(`unknown worker mode ${mode}`))).then(
-    (r) => {
-      console.log("RESULT " + JSON.stringify(r));
-      process.exit(0);
-    },
-    (e) => {
-      console.error(e);
-      process.exit(1);
-    },
-  );
+  const { workerMain } = await import("./worker-main.ts");
+  workerMain({ raw: rawWorker, naive: naiveWorker, freshet: freshetWorker }, argv);
 } else {
   const { benchMain, isMain } = await import("./lib.ts");
   if (isMain(import.meta.url)) await benchMain("kafka", runKafka, argv);

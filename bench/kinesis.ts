@@ -315,17 +315,8 @@ export async function runKinesis(opts: BenchOptions, log: (m: string) => void = 
 
 const argv = process.argv.slice(2);
 if (argv[0] === "--worker") {
-  const mode = argv[1];
-  (mode === "raw" ? rawWorker(argv) : mode === "freshet" ? freshetWorker(argv) : Promise.reject(new Error(`unknown worker mode ${mode}`))).then(
-    (r) => {
-      console.log("RESULT " + JSON.stringify(r));
-      process.exit(0);
-    },
-    (e) => {
-      console.error(e);
-      process.exit(1);
-    },
-  );
+  const { workerMain } = await import("./worker-main.ts");
+  workerMain({ raw: rawWorker, freshet: freshetWorker }, argv);
 } else {
   const { benchMain, isMain } = await import("./lib.ts");
   if (isMain(import.meta.url)) await benchMain("kinesis", runKinesis, argv);
