@@ -77,12 +77,35 @@ export interface FeatureRow {
   createdTime?: number;
 }
 
-/** What a write did. Every row is either written or stale. */
+/** What a write did. Every row is written, stale or expired. */
 export interface WriteResult {
   written: number;
-  /** Rows older than or equal to what the store held: skipped. */
+  /** Rows not newer than what the store held (see `isNewer`): skipped. */
   stale: number;
+  /** Rows already outside the view's ttl (event time + ttl <= now): not written. */
+  expired: number;
 }
+
+/**
+ * Metadata changed in the same atomic step as a write (one Lua script, one
+ * log append, one transaction), so that the state that guards an effect
+ * never runs ahead of the effect.
+ */
+export interface CommitMeta {
+  /** Greatest event time seen, per watermark key: each is raised to at least this value (never lowered). */
+  watermarks?: Record<string, number>;
+  /** Marks an idempotency key done, with the fingerprint of the request it guarded, for `ttlMs`. */
+  done?: { key: string; fingerprint: string; ttlMs: number };
+}
+
+/** Where an idempotency key stands, as {@link MetaStore.begin} finds it. */
+export type IdempotencyState =
+  /** Nobody held it: this call now holds it as pending; `token` releases it. */
+  | { state: "started"; token: string }
+  /** Another delivery is running (or crashed less than the pending ttl ago). */
+  | { state: "pending"; fingerprint: string }
+  /** The effect of an earlier delivery is durable. */
+  | { state: "done"; fingerprint: string };
 
 /** The status of one feature value on read, as Feast names them. */
 export type FeatureStatus = "PRESENT" | "NOT_FOUND" | "NULL_VALUE" | "OUTSIDE_MAX_AGE";
@@ -106,15 +129,23 @@ export interface Lease {
 }
 
 /**
- * Small metadata beside the features: idempotency keys, checkpoints and
- * leases. Every method is atomic on its key, across processes for shared
- * stores (one script on Redis and Upstash).
+ * Small metadata beside the features: idempotency keys, checkpoints,
+ * watermarks and leases. Every method is atomic on its key, across
+ * processes for shared stores (one script on Redis and Upstash).
  */
 export interface MetaStore {
-  /** Records `key` if absent, for `ttlMs`. True when this call claimed it. */
-  claim(key: string, ttlMs: number): Promise<boolean>;
-  /** Forgets a claim, so that a retry of a failed request is not taken for a duplicate. */
-  unclaim(key: string): Promise<void>;
+  /**
+   * Starts an idempotent delivery: when `key` is absent, records it as
+   * pending (with `fingerprint`) for `pendingTtlMs` and answers "started";
+   * otherwise answers what it holds. A crashed delivery's pending key
+   * expires, so a retry is processed. It becomes done only through
+   * `OnlineStore.write`'s `commit.done` or {@link MetaStore.settle}.
+   */
+  begin(key: string, fingerprint: string, pendingTtlMs: number): Promise<IdempotencyState>;
+  /** Releases a pending key this caller holds (`token` from "started"); a done key, or another's, is left alone. */
+  abandon(key: string, token: string): Promise<void>;
+  /** Marks a key done without a write (a push that wrote only offline). */
+  settle(key: string, fingerprint: string, ttlMs: number): Promise<void>;
   /** Reads a checkpoint. */
   getCheckpoint(key: string): Promise<string | undefined>;
   /**
@@ -123,6 +154,10 @@ export interface MetaStore {
    * or when `fence` is given and that lease is no longer held with that counter.
    */
   setCheckpoint(key: string, value: string, fence?: { lease: string; owner: string; counter: number }): Promise<boolean>;
+  /** The greatest event time recorded under a watermark key, epoch ms. */
+  getWatermark(key: string): Promise<number | undefined>;
+  /** Raises a watermark key to at least `eventTime` (never lowers it); returns the stored value. */
+  advanceWatermark(key: string, eventTime: number): Promise<number>;
   /**
    * Takes or renews a lease: succeeds when it is free, expired, or already
    * held by `owner`. Returns the lease, or undefined when another holds it.
@@ -137,17 +172,20 @@ export interface MetaStore {
 /**
  * An online store: latest value per entity, atomic per entity.
  *
- * `write` is latest-wins: a row whose event time (then created time) is not
- * newer than the stored one is skipped and counted as stale, even under
- * concurrent writers. `read` enforces the view's ttl (OUTSIDE_MAX_AGE).
- * Keys expire after the view's ttl.
+ * `write` is latest-wins through `isNewer`: a row replaces the stored one
+ * only when its (event time, created time) is strictly greater, so the first
+ * of equals wins, even under concurrent writers. A row whose event time +
+ * ttl is not after the store's clock is counted `expired` and not written.
+ * Keys expire at event time + ttl. `commit` is applied in the same atomic
+ * step as the rows (or not at all). `read` enforces the view's ttl
+ * (OUTSIDE_MAX_AGE).
  */
 export interface OnlineStore {
   readonly name: string;
-  write(view: FeatureView, rows: FeatureRow[]): Promise<WriteResult>;
+  write(view: FeatureView, rows: FeatureRow[], commit?: CommitMeta): Promise<WriteResult>;
   read(view: FeatureView, entityKeys: string[], features: string[]): Promise<Record<string, FeatureValue>[]>;
   readonly meta: MetaStore;
-  /** Cheap liveness check for /health. */
+  /** Liveness and integrity check for /health: rejects when the store cannot serve. */
   ping?(): Promise<void>;
   close?(): Promise<void>;
 }

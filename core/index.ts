@@ -9,6 +9,7 @@ export * from "./entity-key.ts";
 export * from "./errors.ts";
 export * from "./metrics.ts";
 export * from "./online.ts";
+export * from "./local.ts";
 export * from "./processor.ts";
 export * from "./consume.ts";
 export * from "./materialize.ts";

@@ -1,26 +1,52 @@
 /**
  * @module
- * Rules every online store shares: which row is newer, what status a stored
- * value has on read, and an in-process MetaStore for single-process stores.
+ * Rules every online store shares: the one comparison that decides which
+ * row is newer, when a row expires, and what status a stored value has on read.
  */
-import type { FeatureStatus, FeatureValue, Lease, MetaStore } from "./contracts.ts";
+import type { FeatureStatus, FeatureValue } from "./contracts.ts";
 import type { FeatureView } from "./definitions.ts";
 
-/** A stored version of an entity's row. */
-export interface StoredVersion {
+/** The version of a row: its event time, then its created time. */
+export interface RowVersion {
   eventTime: number;
   createdTime?: number;
 }
 
 /**
- * True when an incoming row should replace the stored one: a strictly newer
- * event time, or an equal event time with a strictly newer created time.
- * Equal versions are stale, so a replay changes nothing.
+ * The one comparison that decides "newer", used by the batch dedupe, by
+ * every store (the Redis script and the SQL say the same) and by backfills:
+ * `incoming` replaces `stored` only when its (event time, created time) is
+ * strictly greater. A missing created time is less than any created time.
+ * Equal versions are not newer, so the first of equals wins and a replay
+ * changes nothing.
+ *
+ * @example
+ * ```ts
+ * isNewer({ eventTime: 2 }, { eventTime: 1 })                                  // true
+ * isNewer({ eventTime: 1, createdTime: 5 }, { eventTime: 1 })                  // true
+ * isNewer({ eventTime: 1 }, { eventTime: 1 })                                  // false: first of equals wins
+ * ```
  */
-export function supersedes(incoming: StoredVersion, stored: StoredVersion | undefined): boolean {
+export function isNewer(incoming: RowVersion, stored: RowVersion | undefined): boolean {
   if (!stored) return true;
   if (incoming.eventTime !== stored.eventTime) return incoming.eventTime > stored.eventTime;
-  return (incoming.createdTime ?? -1) > (stored.createdTime ?? -1);
+  const a = incoming.createdTime ?? -Infinity;
+  const b = stored.createdTime ?? -Infinity;
+  return a > b;
+}
+
+/**
+ * When a row of `view` expires: event time + ttl, or undefined when the
+ * view keeps values forever (ttl 0). Expiry follows event time, never write
+ * time, so an expired key cannot let an older event back in.
+ *
+ * @example
+ * ```ts
+ * expiresAt(view, row.eventTime) // row.eventTime + view.ttlMs
+ * ```
+ */
+export function expiresAt(view: Pick<FeatureView, "ttlMs">, eventTime: number): number | undefined {
+  return view.ttlMs > 0 ? eventTime + view.ttlMs : undefined;
 }
 
 /** Reads one feature of a stored row, with its status. The ttl is enforced here (Feast issue #6821). */
@@ -39,66 +65,4 @@ export function compareDecimal(a: string, b: string): number {
   const y = b.replace(/^0+(?=\d)/, "");
   if (x.length !== y.length) return x.length < y.length ? -1 : 1;
   return x < y ? -1 : x > y ? 1 : 0;
-}
-
-/** The state behind {@link localMeta}, plain JSON so that a file store can persist it. */
-export interface LocalMetaState {
-  claims: Record<string, number>;
-  checkpoints: Record<string, string>;
-  leases: Record<string, Lease>;
-}
-
-/**
- * A MetaStore for stores that live in one process (memory, file). Every
- * method runs to completion synchronously before its promise settles, so
- * each is atomic within the process. `persist` is awaited after changes.
- */
-export function localMeta(state: LocalMetaState, now: () => number, persist: () => Promise<void> = async () => {}): MetaStore {
-  return {
-    async claim(key, ttlMs) {
-      const exp = state.claims[key];
-      if (exp !== undefined && exp > now()) return false;
-      state.claims[key] = now() + ttlMs;
-      await persist();
-      return true;
-    },
-    async unclaim(key) {
-      delete state.claims[key];
-      await persist();
-    },
-    getCheckpoint(key) {
-      return Promise.resolve(state.checkpoints[key]);
-    },
-    async setCheckpoint(key, value, fence) {
-      if (fence) {
-        const lease = state.leases[fence.lease];
-        if (!lease || lease.owner !== fence.owner || lease.counter !== fence.counter || lease.expiresAt <= now()) return false;
-      }
-      const cur = state.checkpoints[key];
-      if (cur !== undefined && compareDecimal(value, cur) <= 0) return false;
-      state.checkpoints[key] = value;
-      await persist();
-      return true;
-    },
-    async acquireLease(key, owner, ttlMs) {
-      const cur = state.leases[key];
-      const t = now();
-      if (cur && cur.owner !== owner && cur.expiresAt > t) return undefined;
-      const counter = cur && cur.owner === owner && cur.expiresAt > t ? cur.counter : (cur?.counter ?? 0) + 1;
-      const lease = { key, owner, counter, expiresAt: t + ttlMs };
-      state.leases[key] = lease;
-      await persist();
-      return { ...lease };
-    },
-    async releaseLease(key, owner) {
-      const cur = state.leases[key];
-      if (cur && cur.owner === owner) {
-        state.leases[key] = { ...cur, owner: "", expiresAt: 0 };
-        await persist();
-      }
-    },
-    listLeases(prefix) {
-      return Promise.resolve(Object.values(state.leases).filter((l) => l.key.startsWith(prefix)).map((l) => ({ ...l })));
-    },
-  };
 }

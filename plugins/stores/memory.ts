@@ -7,13 +7,9 @@ import {
   type DeadLetter,
   type DeadLetterSink,
   type FeatureRow,
-  type FeatureView,
-  featureValue,
-  localMeta,
-  type LocalMetaState,
+  localEngine,
   type OfflineStore,
   type OnlineStore,
-  supersedes,
 } from "../../core/index.ts";
 
 /** Options of {@link memoryStore}. */
@@ -22,17 +18,10 @@ export interface MemoryStoreOptions {
   now?: () => number;
 }
 
-interface Entry {
-  values: Record<string, unknown>;
-  eventTime: number;
-  createdTime?: number;
-  /** Epoch ms when the key expires (write time + ttl), or Infinity. */
-  expiresAt: number;
-}
-
 /**
- * An online store in a Map. Latest-wins is atomic because each write runs
- * to completion synchronously.
+ * An online store in Maps, on the same engine as the file store: latest-wins
+ * through `isNewer`, expiry by event time, idempotency keys, checkpoints,
+ * watermarks and leases with the Redis scripts' semantics.
  *
  * @example
  * ```ts
@@ -40,41 +29,17 @@ interface Entry {
  * ```
  */
 export function memoryStore(opts: MemoryStoreOptions = {}): OnlineStore & { readonly size: number } {
-  const now = opts.now ?? Date.now;
-  const data = new Map<string, Entry>();
-  const state: LocalMetaState = { claims: {}, checkpoints: {}, leases: {} };
-  const keyOf = (view: FeatureView, entityKey: string) => `${view.name}\u0000${entityKey}`;
-  const live = (k: string) => {
-    const e = data.get(k);
-    if (e && e.expiresAt <= now()) {
-      data.delete(k);
-      return undefined;
-    }
-    return e;
-  };
+  const engine = localEngine({ now: opts.now ?? Date.now, plugin: "memory" });
   return {
     name: "memory",
     get size() {
-      return data.size;
+      let n = 0;
+      for (const m of engine.state.rows.values()) n += m.size;
+      return n;
     },
-    meta: localMeta(state, now),
-    write(view: FeatureView, rows: FeatureRow[]) {
-      let written = 0;
-      for (const row of rows) {
-        const k = keyOf(view, row.entityKey);
-        if (!supersedes(row, live(k))) continue;
-        data.set(k, { values: { ...row.values }, eventTime: row.eventTime, createdTime: row.createdTime, expiresAt: view.ttlMs > 0 ? now() + view.ttlMs : Infinity });
-        written++;
-      }
-      return Promise.resolve({ written, stale: rows.length - written });
-    },
-    read(view, entityKeys, features) {
-      const t = now();
-      return Promise.resolve(entityKeys.map((ek) => {
-        const e = live(keyOf(view, ek));
-        return Object.fromEntries(features.map((f) => [f, featureValue(view, e, f, t)]));
-      }));
-    },
+    meta: engine.meta,
+    write: (view, rows, commit) => engine.write(view, rows, commit),
+    read: (view, entityKeys, features) => Promise.resolve(engine.read(view, entityKeys, features)),
     ping: () => Promise.resolve(),
   };
 }

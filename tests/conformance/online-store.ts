@@ -68,7 +68,7 @@ export function testOnlineStore(name: string, factory: () => Promise<StoreUnderT
       const { store } = await open();
       const t = now();
       const w = await store.write(view, [row(1, t, { conv_rate: 0.9, trips: 7, label: "a" }), row(2, t - 1000, { conv_rate: 0.1, trips: 3 })]);
-      assert.deepEqual(w, { written: 2, stale: 0 });
+      assert.deepEqual(w, { written: 2, stale: 0, expired: 0 });
       const [a, b, c] = await store.read(view, ["driver_id=1", "driver_id=2", "driver_id=3"], ["conv_rate", "trips", "label"]);
       assert.deepEqual(a.conv_rate, { value: 0.9, status: "PRESENT", eventTime: t });
       assert.equal(a.trips.value, 7);
@@ -85,11 +85,11 @@ export function testOnlineStore(name: string, factory: () => Promise<StoreUnderT
       const t = now();
       await store.write(view, [row(10, t, { trips: 5 })]);
       const w = await store.write(view, [row(10, t - 1, { trips: 4 }), row(10, t, { trips: 99 }), row(11, t, { trips: 1 })]);
-      assert.deepEqual(w, { written: 1, stale: 2 });
+      assert.deepEqual(w, { written: 1, stale: 2, expired: 0 });
       const [r] = await store.read(view, ["driver_id=10"], ["trips"]);
       assert.equal(r.trips.value, 5);
       const w2 = await store.write(view, [row(10, t + 1, { trips: 6 })]);
-      assert.deepEqual(w2, { written: 1, stale: 0 });
+      assert.deepEqual(w2, { written: 1, stale: 0, expired: 0 });
       assert.equal((await store.read(view, ["driver_id=10"], ["trips"]))[0].trips.value, 6);
     });
 
@@ -97,9 +97,29 @@ export function testOnlineStore(name: string, factory: () => Promise<StoreUnderT
       const { store } = await open();
       const t = now();
       await store.write(view, [row(20, t, { trips: 1 }, t)]);
-      assert.deepEqual(await store.write(view, [row(20, t, { trips: 2 }, t + 5)]), { written: 1, stale: 0 });
-      assert.deepEqual(await store.write(view, [row(20, t, { trips: 3 }, t + 1)]), { written: 0, stale: 1 });
+      assert.deepEqual(await store.write(view, [row(20, t, { trips: 2 }, t + 5)]), { written: 1, stale: 0, expired: 0 });
+      assert.deepEqual(await store.write(view, [row(20, t, { trips: 3 }, t + 1)]), { written: 0, stale: 1, expired: 0 });
       assert.equal((await store.read(view, ["driver_id=20"], ["trips"]))[0].trips.value, 2);
+      // A row with a created time beats an equal event time without one, never the reverse.
+      await store.write(view, [row(21, t, { trips: 1 })]);
+      assert.deepEqual(await store.write(view, [row(21, t, { trips: 2 }, 0)]), { written: 1, stale: 0, expired: 0 });
+      assert.deepEqual(await store.write(view, [row(21, t, { trips: 3 })]), { written: 0, stale: 1, expired: 0 });
+      assert.equal((await store.read(view, ["driver_id=21"], ["trips"]))[0].trips.value, 2);
+    });
+
+    it("the first of equal versions wins, inside a batch and across batches", async () => {
+      const { store } = await open();
+      const t = now();
+      // Inside one batch: the first row of two equal versions is kept.
+      assert.deepEqual(await store.write(view, [row(22, t, { trips: 1 }), row(22, t, { trips: 2 })]), { written: 1, stale: 1, expired: 0 });
+      assert.equal((await store.read(view, ["driver_id=22"], ["trips"]))[0].trips.value, 1);
+      // Across batches: the stored row is the first; an equal one later is stale.
+      assert.deepEqual(await store.write(view, [row(22, t, { trips: 3 })]), { written: 0, stale: 1, expired: 0 });
+      assert.equal((await store.read(view, ["driver_id=22"], ["trips"]))[0].trips.value, 1);
+      // The same with equal created times.
+      await store.write(view, [row(23, t, { trips: 1 }, t), row(23, t, { trips: 2 }, t)]);
+      await store.write(view, [row(23, t, { trips: 3 }, t)]);
+      assert.equal((await store.read(view, ["driver_id=23"], ["trips"]))[0].trips.value, 1);
     });
 
     it("keeps views apart for the same entity", async () => {
@@ -111,23 +131,32 @@ export function testOnlineStore(name: string, factory: () => Promise<StoreUnderT
       assert.equal((await store.read(short, ["driver_id=30"], ["trips"]))[0].trips.value, 2);
     });
 
-    it("enforces the ttl on read (OUTSIDE_MAX_AGE) for old event times", async () => {
-      const { store } = await open();
-      const old = now() - 3 * 3600_000;
-      await store.write(view, [row(40, old, { trips: 1 })]);
-      const [r] = await store.read(view, ["driver_id=40"], ["trips"]);
-      assert.equal(r.trips.status, "OUTSIDE_MAX_AGE");
-      assert.equal(r.trips.value, null);
-      assert.equal(r.trips.eventTime, old);
+    it("expires keys at event time + ttl, not at write time", async () => {
+      const s = await open();
+      // conf_short has a 2 s ttl: an event 1 s old has about 1 s left.
+      await s.store.write(short, [row(50, now() - 1000, { trips: 1 })]);
+      assert.equal((await s.store.read(short, ["driver_id=50"], ["trips"]))[0].trips.status, "PRESENT");
+      if (s.advance) await s.advance(1500);
+      else await new Promise((r) => setTimeout(r, 1500));
+      assert.equal((await s.store.read(short, ["driver_id=50"], ["trips"]))[0].trips.status, "NOT_FOUND");
+      // Once expired, an older event cannot come back: it is outside the ttl too.
+      const w = await s.store.write(short, [row(50, now() - 1900 - 1500, { trips: 0 })]);
+      assert.deepEqual(w, { written: 0, stale: 0, expired: 1 });
+      assert.equal((await s.store.read(short, ["driver_id=50"], ["trips"]))[0].trips.status, "NOT_FOUND");
     });
 
-    it("expires keys after the view's ttl", async () => {
-      const s = await open();
-      await s.store.write(short, [row(50, now(), { trips: 1 })]);
-      assert.equal((await s.store.read(short, ["driver_id=50"], ["trips"]))[0].trips.status, "PRESENT");
-      if (s.advance) await s.advance(2500);
-      else await new Promise((r) => setTimeout(r, 2500));
-      assert.equal((await s.store.read(short, ["driver_id=50"], ["trips"]))[0].trips.status, "NOT_FOUND");
+    it("does not write a row that is already outside the ttl (expired)", async () => {
+      const { store } = await open();
+      const t = now();
+      const w = await store.write(short, [row(51, t - 60_000, { trips: 1 }), row(52, t, { trips: 2 })]);
+      assert.deepEqual(w, { written: 1, stale: 0, expired: 1 });
+      const [a, b] = await store.read(short, ["driver_id=51", "driver_id=52"], ["trips"]);
+      assert.equal(a.trips.status, "NOT_FOUND");
+      assert.equal(b.trips.value, 2);
+      // An expired row never displaces a live one either.
+      await store.write(view, [row(53, t, { trips: 5 })]);
+      assert.deepEqual(await store.write(view, [row(53, t - 2 * 3600_000 - 1, { trips: 6 })]), { written: 0, stale: 0, expired: 1 });
+      assert.equal((await store.read(view, ["driver_id=53"], ["trips"]))[0].trips.value, 5);
     });
 
     it("holds latest-wins under concurrent writers with shuffled, duplicated rows", async () => {
@@ -156,13 +185,60 @@ export function testOnlineStore(name: string, factory: () => Promise<StoreUnderT
       for (const w of writers) if (w !== s.store) await w.close?.();
     });
 
-    it("claims idempotency keys once, and unclaims them", async () => {
+    it("begins an idempotency key once; it is done only with the write it guards", async () => {
       const { store } = await open();
       const k = `idem-${Math.random()}`;
-      const results = await Promise.all([store.meta.claim(k, 60_000), store.meta.claim(k, 60_000), store.meta.claim(k, 60_000)]);
-      assert.equal(results.filter(Boolean).length, 1);
-      await store.meta.unclaim(k);
-      assert.equal(await store.meta.claim(k, 60_000), true);
+      const results = await Promise.all([store.meta.begin(k, "fp1", 60_000), store.meta.begin(k, "fp1", 60_000), store.meta.begin(k, "fp1", 60_000)]);
+      const started = results.filter((r) => r.state === "started");
+      assert.equal(started.length, 1, "exactly one concurrent delivery starts");
+      assert.deepEqual(results.filter((r) => r.state !== "started"), [{ state: "pending", fingerprint: "fp1" }, { state: "pending", fingerprint: "fp1" }]);
+      const t = now();
+      const w = await store.write(view, [row(60, t, { trips: 1 })], { done: { key: k, fingerprint: "fp1", ttlMs: 60_000 } });
+      assert.equal(w.written, 1);
+      assert.deepEqual(await store.meta.begin(k, "fp2", 60_000), { state: "done", fingerprint: "fp1" });
+      // A done key is not abandoned by the delivery that began it.
+      await store.meta.abandon(k, (started[0] as { token: string }).token);
+      assert.equal((await store.meta.begin(k, "fp1", 60_000)).state, "done");
+    });
+
+    it("abandons a pending key only for its holder; a pending key expires", async () => {
+      const s = await open();
+      const k = `idem-${Math.random()}`;
+      const a = await s.store.meta.begin(k, "fp", 60_000);
+      assert.equal(a.state, "started");
+      await s.store.meta.abandon(k, "someone-else");
+      assert.equal((await s.store.meta.begin(k, "fp", 60_000)).state, "pending");
+      await s.store.meta.abandon(k, (a as { token: string }).token);
+      const b = await s.store.meta.begin(k, "fp", 300);
+      assert.equal(b.state, "started", "a retry after an abandoned delivery is processed");
+      if (s.advance) await s.advance(400);
+      else await new Promise((r) => setTimeout(r, 400));
+      assert.equal((await s.store.meta.begin(k, "fp", 60_000)).state, "started", "a crashed delivery's key expires");
+      // settle marks done without a write.
+      const k2 = `idem-${Math.random()}`;
+      await s.store.meta.begin(k2, "x", 60_000);
+      await s.store.meta.settle(k2, "x", 60_000);
+      assert.deepEqual(await s.store.meta.begin(k2, "x", 60_000), { state: "done", fingerprint: "x" });
+    });
+
+    it("keeps watermarks monotone, through advanceWatermark and through a write's commit", async () => {
+      const { store } = await open();
+      const k = `wm-${Math.random()}`;
+      assert.equal(await store.meta.getWatermark(k), undefined);
+      assert.equal(await store.meta.advanceWatermark(k, T0 + 1000), T0 + 1000);
+      assert.equal(await store.meta.advanceWatermark(k, T0), T0 + 1000, "never lowered");
+      await store.write(view, [row(61, now(), { trips: 1 })], { watermarks: { [k]: T0 + 5000 } });
+      assert.equal(await store.meta.getWatermark(k), T0 + 5000);
+      await store.write(view, [row(61, now() - 10, { trips: 2 })], { watermarks: { [k]: T0 + 2000 } });
+      assert.equal(await store.meta.getWatermark(k), T0 + 5000);
+      // Pre-1970 event times are watermarks too.
+      const k2 = `wm-${Math.random()}`;
+      assert.equal(await store.meta.advanceWatermark(k2, -86_400_000), -86_400_000);
+      assert.equal(await store.meta.advanceWatermark(k2, -1), -1);
+      // A commit with no rows still applies.
+      const k3 = `wm-${Math.random()}`;
+      assert.deepEqual(await store.write(view, [], { watermarks: { [k3]: T0 } }), { written: 0, stale: 0, expired: 0 });
+      assert.equal(await store.meta.getWatermark(k3), T0);
     });
 
     it("moves checkpoints forward only", async () => {
