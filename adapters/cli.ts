@@ -78,6 +78,7 @@ export async function main(argv: string[]): Promise<void> {
     deadLetters: values["dead-letters"] ?? env.FRESHET_DEAD_LETTERS,
     webhookSecret: values["webhook-secret"] ?? env.FRESHET_WEBHOOK_SECRET,
     maxBodyBytes: maxBody === undefined ? undefined : Number(maxBody),
+    pendingTtlMs: env.FRESHET_PENDING_TTL_MS === undefined ? undefined : Number(env.FRESHET_PENDING_TTL_MS),
     upstashToken: env.UPSTASH_REDIS_REST_TOKEN,
     logger: console,
   };
@@ -167,15 +168,16 @@ async function consumeCommand(config: HostConfig, port: number | undefined, host
 
 async function materializeCommand(config: HostConfig, viewName: string | undefined, start: string | undefined, end: string | undefined) {
   const host = await createHost(config);
-  const { readFileSource, progressLogger } = await import("../plugins/sources/file.ts");
+  const { countFileRows, readFileSource, progressLogger } = await import("../plugins/sources/file.ts");
   const { materialize } = await import("../mod.ts");
   const views = viewName ? [host.registry.view(viewName)] : [...host.registry.views.values()].filter((v) => v.source.batchSource);
   if (views.length === 0) throw new FreshetError("INVALID_CONFIG", "no view has a batch source; set batchSource: fileSource({...}) on its source");
   for (const view of views) {
     const batch = view.source.batchSource;
     if (!batch) throw new FreshetError("INVALID_CONFIG", `view "${view.name}" has no batch source; set batchSource on source "${view.source.name}"`);
-    const p = await materialize(host.online, view, { start, end, read: readFileSource(batch), onProgress: progressLogger() });
-    console.log(`[freshet] materialized ${view.name}: ${p.read} rows read, ${p.inRange} in range, ${p.invalid} invalid, ${p.written} entities written, ${p.stale} stale`);
+    const total = await countFileRows(batch).catch(() => undefined);
+    const p = await materialize(host.processor, view, { start, end, read: readFileSource(batch), total, onProgress: progressLogger() });
+    console.log(`[freshet] materialized ${view.name}: ${p.read} rows read, ${p.inRange} in range, ${p.written} written, ${p.stale} stale, ${p.expired} expired (outside the ttl), ${p.invalid} invalid (dead-lettered)`);
   }
   await host.close();
 }

@@ -26,6 +26,8 @@ export interface HostConfig {
   deadLetters?: string;
   webhookSecret?: string;
   maxBodyBytes?: number;
+  /** How long a webhook-id stays pending while its delivery runs (and after a crash), in ms. Default 30 s. */
+  pendingTtlMs?: number;
   upstashToken?: string;
   /** Dead-letter sinks for particular sources, by name (e.g. a Kafka source's dead-letter topic); the others use the JSON Lines file. */
   sourceDeadLetters?: Record<string, DeadLetterSink>;
@@ -110,7 +112,7 @@ export async function createHost(config: HostConfig): Promise<Host> {
   const { fileDeadLetters } = await import("../plugins/stores/file.ts");
   const deadLetters = fileDeadLetters(config.deadLetters ?? `${dataDir}/dead-letters.jsonl`);
   const processor = createProcessor({ registry, online, offline, deadLetters, sourceDeadLetters: config.sourceDeadLetters, logger: config.logger });
-  const app = pushApp({ processor, webhookSecret: config.webhookSecret, maxBodyBytes: config.maxBodyBytes });
+  const app = pushApp({ processor, webhookSecret: config.webhookSecret, maxBodyBytes: config.maxBodyBytes, pendingTtlMs: config.pendingTtlMs });
   return {
     registry,
     processor,

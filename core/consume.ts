@@ -1,12 +1,12 @@
 /**
  * @module
- * Runs a streaming source through the processor: process, then ack, with
- * retries while a store is down. The source awaits each batch, so a store
+ * Runs a streaming source through the processor: prepare, commit, then ack,
+ * retrying the commit while a store is down. The source awaits each batch, so a store
  * outage pauses the source instead of buffering (bounded memory).
  */
 import type { Logger, SourceBatch, StreamSource } from "./contracts.ts";
 import { FreshetError, isRetriable } from "./errors.ts";
-import type { BatchResult, Processor } from "./processor.ts";
+import type { BatchResult, PreparedBatch, Processor } from "./processor.ts";
 
 /** Options of {@link consume}. */
 export interface ConsumeOptions {
@@ -57,13 +57,16 @@ export async function consume(source: StreamSource, processor: Processor, opts: 
 
   async function onBatch(batch: SourceBatch): Promise<void> {
     let delay = initial;
+    // Prepared once: a retry after a store failure only retries the writes, so dead letters are written once.
+    let prepared: PreparedBatch | undefined;
     for (let attempt = 1; ; attempt++) {
       if (batch.isStale?.()) {
         metrics.inc("freshet_batches_total", { source: source.name, result: "stale" });
         return; // revoked or lease lost: another worker owns these records now
       }
       try {
-        const result = await processor.process(source.name, batch.records);
+        prepared ??= await processor.prepare(source.name, batch.records);
+        const result = await processor.commit(prepared);
         if (batch.isStale?.()) {
           metrics.inc("freshet_batches_total", { source: source.name, result: "stale" });
           return;

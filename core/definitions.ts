@@ -7,7 +7,7 @@
  */
 import type { Format, MaybePromise, Row } from "./contracts.ts";
 import { definitionError } from "./errors.ts";
-import { parseDuration } from "./time.ts";
+import { DEFAULT_MAX_FUTURE_SKEW_MS, parseDuration } from "./time.ts";
 
 /** A Standard Schema (valibot, zod and arktype implement it). Freshet validates through it, so the core needs no schema library. */
 export interface StandardSchema<Output = Row> {
@@ -65,8 +65,19 @@ export interface SourceCommon extends Described {
   fieldMapping?: Record<string, string>;
   /** Where historical rows live, for backfills (`materialize`). */
   batchSource?: FileSource;
-  /** Events older than the batch's max event time minus this are late. A number is seconds, or "30s", "5m". */
+  /**
+   * The watermark of each partition, shard or push source is the greatest
+   * event time seen there minus this delay; an event below the watermark as
+   * it stood before its batch is late. A number is seconds, or "30s", "5m".
+   * Unset: nothing is ever late.
+   */
   watermarkDelay?: number | string;
+  /**
+   * How far ahead of now (or of the broker's append time, when later) an
+   * event time may be. A later one is invalid: dead-lettered, or a 422 on
+   * push. Default 5 minutes. A number is seconds, or "5m", "1h".
+   */
+  maxFutureSkew?: number | string;
 }
 
 /** A batch source of rows in a file: JSON Lines, CSV or Parquet. */
@@ -239,6 +250,13 @@ export interface StreamFeatureViewOptions extends Described {
   offline?: boolean;
   /** Overrides the source's watermark delay. */
   watermarkDelay?: number | string;
+  /**
+   * What happens to a late event (behind the watermark). Default false: it
+   * goes through latest-wins and to the offline log like any other, and is
+   * counted in `freshet_late_arrivals_total`. True: it is dead-lettered with
+   * reason "late" and written nowhere.
+   */
+  dropLate?: boolean;
   aggregations?: Aggregation[];
 }
 
@@ -257,6 +275,10 @@ export interface FeatureView extends Described {
   readonly online: boolean;
   readonly offline: boolean;
   readonly watermarkDelayMs?: number;
+  /** Late events are dead-lettered instead of written. */
+  readonly dropLate: boolean;
+  /** The future bound on event and created times, from the source (default 5 minutes). */
+  readonly maxFutureSkewMs: number;
   /** Feature names: given, or the schema's fields without join keys and timestamps (filled in by the registry). */
   readonly features: string[];
   readonly aggregations?: Aggregation[];
@@ -289,6 +311,10 @@ export function streamFeatureView(opts: StreamFeatureViewOptions): FeatureView {
   const delay = opts.watermarkDelay ?? (typeof opts.source === "object" ? opts.source.watermarkDelay : undefined);
   const watermarkDelayMs = delay === undefined ? undefined : parseDuration(delay);
   if (delay !== undefined && watermarkDelayMs === undefined) throw definitionError(name, `watermarkDelay ${JSON.stringify(delay)} is not a duration: use seconds (30) or a string ("30s", "5m")`);
+  if (opts.dropLate !== undefined && typeof opts.dropLate !== "boolean") throw definitionError(name, "dropLate must be true or false");
+  if (opts.dropLate && watermarkDelayMs === undefined && typeof opts.source === "object") throw definitionError(name, 'dropLate needs a watermarkDelay (on the view or its source), e.g. watermarkDelay: "5m"');
+  const skew = typeof opts.source === "object" ? opts.source.maxFutureSkew : undefined;
+  const maxFutureSkewMs = skew === undefined ? DEFAULT_MAX_FUTURE_SKEW_MS : parseDuration(skew)!;
   if (opts.udf !== undefined && typeof opts.udf !== "function") throw definitionError(name, "udf must be a function (rows) => rows");
   if (opts.aggregations?.length) {
     throw definitionError(name, "aggregations are declared but not computed on the stream yet; remove them, or compute the aggregate in a udf");
@@ -308,6 +334,8 @@ export function streamFeatureView(opts: StreamFeatureViewOptions): FeatureView {
     online: opts.online ?? true,
     offline: opts.offline ?? false,
     watermarkDelayMs,
+    dropLate: opts.dropLate ?? false,
+    maxFutureSkewMs,
     features: opts.features ? [...opts.features] : [],
     aggregations: opts.aggregations,
     description: opts.description,
@@ -320,6 +348,9 @@ function source<K extends StreamSourceDef["kind"], O extends SourceCommon>(kind:
   requireName(`${kind}Source`, opts?.name);
   if (opts.watermarkDelay !== undefined && parseDuration(opts.watermarkDelay) === undefined) {
     throw definitionError(opts.name, `watermarkDelay ${JSON.stringify(opts.watermarkDelay)} is not a duration: use seconds (30) or a string ("30s", "5m")`);
+  }
+  if (opts.maxFutureSkew !== undefined && parseDuration(opts.maxFutureSkew) === undefined) {
+    throw definitionError(opts.name, `maxFutureSkew ${JSON.stringify(opts.maxFutureSkew)} is not a duration: use seconds (300) or a string ("5m", "1h")`);
   }
   if (opts.batchSource !== undefined && opts.batchSource?.kind !== "file") {
     throw definitionError(opts.name, "batchSource must be a fileSource(...)");

@@ -1,13 +1,13 @@
 /**
  * @module
- * Backfill: the latest row per entity from a batch source into the online
+ * Backfill: rows of a view's batch source through the same pipeline as the
+ * stream (validate, UDF, time checks, dedupe; no watermark) into the online
  * store, over a time range, with progress.
  */
-import type { FeatureRow, OnlineStore, Row } from "./contracts.ts";
+import type { RawRecord, Row } from "./contracts.ts";
 import type { FeatureView } from "./definitions.ts";
-import { entityKeyOf } from "./entity-key.ts";
 import { FreshetError } from "./errors.ts";
-import { isNewerRow } from "./processor.ts";
+import type { Processor } from "./processor.ts";
 import { parseEventTime } from "./time.ts";
 
 /** Progress of a backfill. */
@@ -16,13 +16,15 @@ export interface MaterializeProgress {
   view?: string;
   /** Rows read from the batch source so far. */
   read: number;
-  /** Rows inside the range. */
+  /** Valid rows inside the range. */
   inRange: number;
-  /** Rows that were bad (no timestamp, no join key, failed the schema). */
+  /** Rows that were bad (schema, UDF, timestamp, join key): dead-lettered. */
   invalid: number;
-  /** Entities written so far (after dedupe), and stale ones skipped. */
+  /** Rows written, and rows not newer than what the store held (or than another row of the same chunk). */
   written: number;
   stale: number;
+  /** Rows already outside the view's ttl: not written. */
+  expired: number;
   /** Total rows, when the reader knows it up front. */
   total?: number;
   done: boolean;
@@ -39,67 +41,53 @@ export interface MaterializeOptions {
   onProgress?: (p: MaterializeProgress) => void;
   /** Total rows, when known, for a percentage. */
   total?: number;
-  /** Rows per store write. Default 5000. */
-  writeBatch?: number;
+  /** Where the rows come from, for dead-letter positions. Default the batch source's path. */
+  path?: string;
 }
 
 /**
- * Materializes the latest row per entity from the view's batch source into
- * the online store. Holds one row per entity in memory, then writes in
- * batches; latest-wins in the store makes it safe to run beside a live stream.
+ * Materializes a view's batch source into the online store through the
+ * processor's own pipeline, so a backfill gives the same online values as
+ * pushing the same rows (the UDF runs; the watermark does not apply). Each
+ * chunk is prepared and committed in turn; latest-wins in the store makes
+ * the result independent of chunking and safe beside a live stream.
  *
  * @example
  * ```ts
- * await materialize(store, view, { start: "2024-01-01", end: Date.now(), read: readFileSource(view.source.batchSource) })
+ * await materialize(processor, registry.view("driver_hourly_stats"), { start: "2024-01-01", read: readFileSource(batchSource) })
  * ```
  */
-export async function materialize(store: OnlineStore, view: FeatureView, opts: MaterializeOptions): Promise<MaterializeProgress> {
+export async function materialize(processor: Processor, view: FeatureView, opts: MaterializeOptions): Promise<MaterializeProgress> {
+  if (typeof (processor as Partial<Processor>)?.prepare !== "function") {
+    throw new FreshetError("INVALID_CONFIG", "materialize takes a processor: materialize(createProcessor({ registry, online, deadLetters }), view, opts)");
+  }
   const start = toMs(opts.start, -Infinity, "start");
   const end = toMs(opts.end, Infinity, "end");
-  const source = typeof view.source === "object" ? view.source : undefined;
-  const tsField = view.timestampField ?? source?.batchSource?.timestampField;
-  if (!tsField) throw new FreshetError("INVALID_CONFIG", "the view has no timestamp field; resolve it through featureRepo() first", { definition: view.name });
-  const mapping = source?.batchSource?.fieldMapping;
-  const createdField = view.createdTimestampField ?? source?.batchSource?.createdTimestampColumn;
-  const p: MaterializeProgress = { view: view.name, read: 0, inRange: 0, invalid: 0, written: 0, stale: 0, total: opts.total, done: false };
-  const latest = new Map<string, { row: FeatureRow; order: number }>();
-  let order = 0;
+  const resolved = processor.registry.view(view.name);
+  const batch = resolved.source.batchSource;
+  const path = opts.path ?? batch?.path ?? resolved.source.name;
+  const p: MaterializeProgress = { view: view.name, read: 0, inRange: 0, invalid: 0, written: 0, stale: 0, expired: 0, total: opts.total, done: false };
   for await (const chunk of opts.read) {
-    for (const raw of chunk) {
-      p.read++;
-      const row = mapping ? Object.fromEntries(Object.entries(raw).map(([k, v]) => [mapping[k] ?? k, v])) : raw;
-      const eventTime = parseEventTime(row[tsField]);
-      if (eventTime === undefined) {
-        p.invalid++;
-        continue;
-      }
-      if (eventTime < start || eventTime >= end) continue;
-      let valid = view.schema["~standard"].validate(row);
-      if (valid instanceof Promise) valid = await valid; // valibot answers synchronously: no microtask per row
-      const ek = entityKeyOf(view.joinKeys, row);
-      if (valid.issues || "missing" in ek) {
-        p.invalid++;
-        continue;
-      }
-      p.inRange++;
-      const values: Row = {};
-      for (const f of view.features) values[f] = (valid.value as Row)[f] ?? null;
-      const createdTime = createdField ? parseEventTime(row[createdField]) : undefined;
-      const r = { row: { entityKey: ek.key, values, eventTime, createdTime }, order: order++ };
-      const cur = latest.get(ek.key);
-      if (!cur || isNewerRow(r, cur)) latest.set(ek.key, r);
-    }
-    opts.onProgress?.({ ...p });
-  }
-  const rows = [...latest.values()].map((r) => r.row);
-  const size = opts.writeBatch ?? 5000;
-  for (let i = 0; i < rows.length; i += size) {
-    const w = await store.write(view, rows.slice(i, i + size));
-    p.written += w.written;
-    p.stale += w.stale;
+    const records: RawRecord[] = new Array(chunk.length);
+    for (let i = 0; i < chunk.length; i++) records[i] = { value: chunk[i], position: { kind: "file", path, line: p.read + i + 1 } };
+    p.read += chunk.length;
+    const prepared = await processor.prepare(resolved.source.name, records, {
+      views: [view.name],
+      to: "online",
+      watermark: false,
+      fieldMapping: batch?.fieldMapping ?? resolved.source.fieldMapping,
+      range: { start, end },
+    });
+    const r = await processor.commit(prepared);
+    p.invalid += r.invalid;
+    p.written += r.written;
+    p.stale += r.stale;
+    p.expired += r.expired;
+    p.inRange += r.written + r.stale + r.expired;
     opts.onProgress?.({ ...p });
   }
   p.done = true;
+  processor.metrics.inc("freshet_materialized_rows_total", { view: view.name }, p.written);
   opts.onProgress?.({ ...p });
   return p;
 }

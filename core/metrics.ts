@@ -22,7 +22,8 @@ export interface Metrics {
 }
 
 const HELP: Record<string, [string, "counter" | "gauge"]> = {
-  freshet_records_total: ["Records by source, view and outcome (written, stale, late, invalid, duplicate).", "counter"],
+  freshet_records_total: ["Records by source, view and outcome (written, stale, expired, late, invalid, duplicate).", "counter"],
+  freshet_late_arrivals_total: ["Records behind the watermark that were kept (latest-wins views); each is also counted under its outcome.", "counter"],
   freshet_batches_total: ["Batches processed by source and result.", "counter"],
   freshet_store_errors_total: ["Store failures by store.", "counter"],
   freshet_http_requests_total: ["HTTP requests by route and status.", "counter"],

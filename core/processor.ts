@@ -1,17 +1,29 @@
 /**
  * @module
- * The processor: for each batch of raw records, decode -> validate -> UDF ->
- * watermark -> dedupe -> write -> (the caller acks). Every record ends in
- * exactly one counted outcome: written, stale, late, invalid (dead-lettered),
- * or duplicate (HTTP idempotency).
+ * The processor, one pipeline for streams, pushes and backfills, in two
+ * steps:
+ *
+ * - `prepare`: decode -> validate -> UDF -> time checks (parse, range,
+ *   future skew, ttl, watermark) -> latest-wins dedupe. Pure but for reading
+ *   the watermarks; nothing is written.
+ * - `commit`: dead letters (once), the offline log, the online store, and
+ *   with the last online write, in the same atomic step, the watermarks and
+ *   the idempotency key. A failed commit can be retried with the same
+ *   prepared batch: it resumes where it failed, so dead letters and
+ *   offline rows are not written twice within a process.
+ *
+ * Every record ends in exactly one counted outcome: written, stale, expired,
+ * late (views with `dropLate`), invalid (dead-lettered), or duplicate (HTTP
+ * idempotency).
  */
-import type { DeadLetter, DeadLetterReason, DeadLetterSink, FeatureRow, Logger, OfflineStore, OnlineStore, Position, RawRecord, Row } from "./contracts.ts";
+import type { CommitMeta, DeadLetter, DeadLetterReason, DeadLetterSink, FeatureRow, Logger, OfflineStore, OnlineStore, Position, RawRecord, Row, WriteResult } from "./contracts.ts";
 import type { FeatureView, StreamSourceDef } from "./definitions.ts";
 import { entityKeyOf } from "./entity-key.ts";
 import { FreshetError, isRetriable, storeUnavailable } from "./errors.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
+import { expiresAt, isNewer } from "./online.ts";
 import type { Registry } from "./registry.ts";
-import { parseEventTime } from "./time.ts";
+import { checkFutureSkew, readEventTime, toIso } from "./time.ts";
 
 /** Where a batch is written, as Feast's push `to`. */
 export type WriteTarget = "online" | "offline" | "online_and_offline";
@@ -27,10 +39,12 @@ export interface ProcessorOptions {
   sourceDeadLetters?: Record<string, DeadLetterSink>;
   metrics?: Metrics;
   logger?: Logger;
+  /** The clock for the ttl and the future bound. Default `Date.now`. */
+  now?: () => number;
 }
 
-/** Options of one {@link Processor.process} call. */
-export interface ProcessOptions {
+/** Options of {@link Processor.prepare}. */
+export interface PrepareOptions {
   /** Overrides the views' online/offline flags (HTTP push's `to`). */
   to?: WriteTarget;
   /**
@@ -38,7 +52,24 @@ export interface ProcessOptions {
    * "reject" (HTTP): if any record is bad, nothing is written and the issues are returned.
    */
   onInvalid?: "dead-letter" | "reject";
+  /** Only these views of the source (backfill of one view). Default: every view fed by the source. */
+  views?: string[];
+  /** Apply the watermark. Default true; a backfill turns it off. */
+  watermark?: boolean;
+  /** Renames raw columns instead of the source's fieldMapping (a batch source's own mapping). */
+  fieldMapping?: Record<string, string>;
+  /** Only rows with an event time in [start, end) are kept; the others are counted as skipped. */
+  range?: { start?: number; end?: number };
 }
+
+/** Options of {@link Processor.commit}. */
+export interface CommitOptions {
+  /** Marks this idempotency key done in the same atomic step as the last online write. */
+  idempotency?: { key: string; fingerprint: string; ttlMs: number };
+}
+
+/** Options of one {@link Processor.process} call: prepare's and commit's. */
+export interface ProcessOptions extends PrepareOptions, CommitOptions {}
 
 /** One bad record, as an HTTP client or a dead letter sees it. */
 export interface RecordIssue {
@@ -55,8 +86,15 @@ export interface RecordIssue {
 export interface ViewCounts {
   written: number;
   stale: number;
+  /** Already outside the view's ttl when it arrived: not written online (still logged offline). */
+  expired: number;
+  /** Behind the watermark on a `dropLate` view: dead-lettered. */
   late: number;
   invalid: number;
+  /** Outside the requested range of a backfill. */
+  skipped: number;
+  /** Behind the watermark but kept (not an outcome: these are also written, stale or expired). */
+  lateArrivals: number;
 }
 
 /** What one batch did. */
@@ -69,6 +107,33 @@ export interface BatchResult extends ViewCounts {
   deadLettered: RecordIssue[];
 }
 
+/** One view's share of a prepared batch. */
+export interface PreparedView {
+  readonly view: FeatureView & { source: StreamSourceDef };
+  /** Rows for the online store, one per entity (deduped). */
+  readonly online: FeatureRow[];
+  /** Rows for the offline log: every accepted row, late and expired ones too. */
+  readonly offline: FeatureRow[];
+  /** Whether this batch goes to the online store for this view (the view's flag, or push's `to`). */
+  readonly toOnline: boolean;
+  readonly counts: ViewCounts;
+}
+
+/** A batch after `prepare`: what to write, and how far `commit` got. */
+export interface PreparedBatch {
+  readonly source: StreamSourceDef;
+  readonly records: RawRecord[];
+  readonly views: PreparedView[];
+  /** Records that go to the dead-letter sink (invalid, and late on dropLate views). */
+  readonly issues: RecordIssue[];
+  /** Set in "reject" mode when some record is bad: commit refuses to write it. */
+  readonly rejected?: RecordIssue[];
+  /** Greatest event time per watermark key in this batch, committed with the last online write. */
+  readonly watermarks: Record<string, number>;
+  /** How far `commit` got, so that a retry resumes. */
+  readonly progress: { deadLetters: boolean; offline: Set<string>; online: Map<string, WriteResult>; meta: boolean };
+}
+
 /** The pipeline for the views of a registry. */
 export interface Processor {
   readonly registry: Registry;
@@ -76,18 +141,32 @@ export interface Processor {
   readonly offline?: OfflineStore;
   readonly deadLetters: DeadLetterSink;
   readonly metrics: Metrics;
-  /** Runs a batch of one source through every view fed by it. Throws a retriable FreshetError when a store is down. */
+  /** Decodes, validates, transforms, time-checks and dedupes a batch of one source. Writes nothing. */
+  prepare(sourceName: string, records: RawRecord[], opts?: PrepareOptions): Promise<PreparedBatch>;
+  /** Writes a prepared batch. Throws a retriable FreshetError when a store is down; call it again with the same batch to resume. */
+  commit(batch: PreparedBatch, opts?: CommitOptions): Promise<BatchResult>;
+  /** `prepare`, then `commit`. */
   process(sourceName: string, records: RawRecord[], opts?: ProcessOptions): Promise<BatchResult>;
 }
 
-interface Prepared {
-  view: FeatureView & { source: StreamSourceDef };
-  online: FeatureRow[];
-  offline: FeatureRow[];
-  counts: ViewCounts;
-}
-
 const textDecoder = new TextDecoder("utf-8", { fatal: true });
+const textEncoder = new TextEncoder();
+const OUTCOMES = ["written", "stale", "expired", "late", "invalid"] as const;
+
+/**
+ * The watermark key of a record: one per view and source partition, shard
+ * or push source.
+ */
+function partitionOf(p: Position): string {
+  switch (p.kind) {
+    case "kafka":
+      return `kafka:${p.topic}:${p.partition}`;
+    case "kinesis":
+      return `kinesis:${p.stream}:${p.shardId}`;
+    default:
+      return p.kind;
+  }
+}
 
 /**
  * Creates a processor.
@@ -101,28 +180,208 @@ const textDecoder = new TextDecoder("utf-8", { fatal: true });
 export function createProcessor(opts: ProcessorOptions): Processor {
   const { registry, online, offline, deadLetters } = opts;
   if (!deadLetters) throw new FreshetError("INVALID_CONFIG", "createProcessor needs a deadLetters sink, e.g. fileDeadLetters(\"data/dead-letters.jsonl\") or memoryDeadLetters()");
+  for (const view of registry.views.values()) {
+    if (view.offline && !offline) {
+      throw new FreshetError("INVALID_CONFIG", `view "${view.name}" has offline: true but no offline store is configured: give the processor an offline store, or set offline: false on the view`, { definition: view.name });
+    }
+    if (view.online && !online) {
+      throw new FreshetError("INVALID_CONFIG", `view "${view.name}" has online: true but no online store is configured: give the processor an online store, or set online: false on the view`, { definition: view.name });
+    }
+  }
   const metrics = opts.metrics ?? createMetrics();
+  const now = opts.now ?? Date.now;
+  /** Watermark state already read or committed, by key: a lower bound of what the store holds. */
+  const watermarkCache = new Map<string, number>();
 
-  async function process(sourceName: string, records: RawRecord[], popts: ProcessOptions = {}): Promise<BatchResult> {
-    const views = registry.viewsForSource(sourceName);
+  async function watermarkOf(key: string): Promise<number | undefined> {
+    if (watermarkCache.has(key)) return watermarkCache.get(key);
+    if (!online) return undefined;
+    let v: number | undefined;
+    try {
+      v = await online.meta.getWatermark(key);
+    } catch (e) {
+      throw storeUnavailable(online.name, e);
+    }
+    if (v !== undefined) watermarkCache.set(key, Math.max(v, watermarkCache.get(key) ?? -Infinity));
+    return watermarkCache.get(key);
+  }
+
+  async function prepare(sourceName: string, records: RawRecord[], popts: PrepareOptions = {}): Promise<PreparedBatch> {
+    let views = registry.viewsForSource(sourceName);
     const source = registry.sources.get(sourceName);
     if (!source || views.length === 0) {
       throw new FreshetError("INVALID_CONFIG", `no stream feature view reads source "${sourceName}"; known sources: ${[...registry.sources.keys()].join(", ")}`, { definition: sourceName });
     }
+    if (popts.views) views = views.filter((v) => popts.views!.includes(v.name));
     const issues: RecordIssue[] = [];
-    const decoded = await decodeAll(source, records, issues);
-    const prepared: Prepared[] = [];
-    for (const view of views) prepared.push(await prepareView(view, decoded, issues, popts.to));
-
-    const result: BatchResult = { records: records.length, written: 0, stale: 0, late: 0, invalid: 0, views: {}, deadLettered: [] };
+    const decoded = await decodeAll(source, records, issues, popts.fieldMapping);
+    const watermarks: Record<string, number> = {};
+    const prepared: PreparedView[] = [];
+    const t = now();
+    for (const view of views) prepared.push(await prepareView(view, records, decoded, issues, popts, t, watermarks));
     const badInput = issues.filter((i) => i.reason !== "late");
-    if (popts.onInvalid === "reject" && badInput.length > 0) {
-      result.rejected = badInput;
+    const rejected = popts.onInvalid === "reject" && badInput.length > 0 ? badInput : undefined;
+    return { source, records, views: prepared, issues, rejected, watermarks, progress: { deadLetters: false, offline: new Set(), online: new Map(), meta: false } };
+  }
+
+  async function prepareView(
+    view: FeatureView & { source: StreamSourceDef },
+    records: RawRecord[],
+    decoded: (Row | undefined)[],
+    issues: RecordIssue[],
+    popts: PrepareOptions,
+    t: number,
+    watermarks: Record<string, number>,
+  ): Promise<PreparedView> {
+    const counts: ViewCounts = { written: 0, stale: 0, expired: 0, late: 0, invalid: 0, skipped: 0, lateArrivals: 0 };
+    const bad = (index: number, reason: DeadLetterReason, message: string, path?: string) => {
+      issues.push({ index, view: view.name, reason, message, path });
+      counts[reason === "late" ? "late" : "invalid"]++;
+    };
+    const tsField = view.timestampField!;
+    const createdField = view.createdTimestampField;
+
+    // 1. validate. Timestamps are taken from the raw row when the schema leaves them out.
+    const valid: Row[] = [];
+    const origin: number[] = [];
+    for (let i = 0; i < decoded.length; i++) {
+      const raw = decoded[i];
+      if (raw === undefined) {
+        counts.invalid++;
+        continue;
+      }
+      let r = view.schema["~standard"].validate(raw);
+      if (r instanceof Promise) r = await r;
+      if (r.issues) {
+        const first = r.issues[0];
+        const path = first?.path?.map((p) => (typeof p === "object" ? String(p.key) : String(p))).join(".");
+        bad(i, "schema", r.issues.map((x) => x.message).join("; "), path || undefined);
+        continue;
+      }
+      const row = { ...(r.value as Row) };
+      if (!(tsField in row) && tsField in raw) row[tsField] = raw[tsField];
+      if (createdField && !(createdField in row) && createdField in raw) row[createdField] = raw[createdField];
+      valid.push(row);
+      origin.push(i);
+    }
+
+    // 2. UDF, on the whole batch; if it throws, row by row to find the poison rows.
+    let rows = valid;
+    let rowOrigin = origin;
+    if (view.udf && valid.length > 0) {
+      try {
+        rows = await view.udf(valid.map((r) => ({ ...r })));
+        if (!Array.isArray(rows)) throw new Error("the udf must return an array of rows");
+        if (rows.length !== valid.length) rowOrigin = rows.map(() => -1);
+      } catch {
+        rows = [];
+        rowOrigin = [];
+        for (let k = 0; k < valid.length; k++) {
+          try {
+            const out = await view.udf([{ ...valid[k] }]);
+            if (!Array.isArray(out)) throw new Error("the udf must return an array of rows");
+            for (const o of out) {
+              rows.push(o);
+              rowOrigin.push(origin[k]);
+            }
+          } catch (e) {
+            bad(origin[k], "udf", `udf ${view.udf.name || "anonymous"} threw: ${(e as Error)?.message ?? e}`);
+          }
+        }
+      }
+    }
+
+    // 3. time checks and entity keys.
+    const useWatermark = popts.watermark !== false && view.watermarkDelayMs !== undefined;
+    const wantOnline = popts.to ? popts.to !== "offline" : view.online;
+    const wantOffline = popts.to ? popts.to !== "online" : view.offline;
+    const onlineRows: FeatureRow[] = [];
+    const offlineRows: FeatureRow[] = [];
+    const rangeStart = popts.range?.start ?? -Infinity;
+    const rangeEnd = popts.range?.end ?? Infinity;
+    for (let k = 0; k < rows.length; k++) {
+      const row = rows[k];
+      const index = rowOrigin[k] >= 0 ? rowOrigin[k] : origin[0] ?? 0;
+      if (row === null || typeof row !== "object") {
+        bad(index, "udf", "the udf returned a row that is not an object");
+        continue;
+      }
+      const brokerTime = records[index]?.brokerTime;
+      const et = readEventTime(row[tsField]);
+      if ("error" in et) {
+        bad(index, "timestamp", row[tsField] === undefined || row[tsField] === null ? `the event time "${tsField}" is missing` : et.error, tsField);
+        continue;
+      }
+      const eventTime = et.ms;
+      const skew = checkFutureSkew(eventTime, t, view.maxFutureSkewMs, brokerTime);
+      if (skew) {
+        bad(index, "timestamp", skew, tsField);
+        continue;
+      }
+      let createdTime: number | undefined;
+      if (createdField && row[createdField] !== undefined && row[createdField] !== null) {
+        const ct = readEventTime(row[createdField]);
+        if ("error" in ct) {
+          bad(index, "timestamp", `created time: ${ct.error}`, createdField);
+          continue;
+        }
+        const cskew = checkFutureSkew(ct.ms, t, view.maxFutureSkewMs, brokerTime);
+        if (cskew) {
+          bad(index, "timestamp", `created time: ${cskew}`, createdField);
+          continue;
+        }
+        createdTime = ct.ms;
+      }
+      const ek = entityKeyOf(view.joinKeys, row);
+      if ("missing" in ek) {
+        bad(index, "join_key", `join key "${ek.missing}" is missing or empty`, ek.missing);
+        continue;
+      }
+      if (eventTime < rangeStart || eventTime >= rangeEnd) {
+        counts.skipped++;
+        continue;
+      }
+      const values: Row = {};
+      for (const f of view.features) values[f] = row[f] === undefined ? null : row[f];
+      const featureRow: FeatureRow = { entityKey: ek.key, values, eventTime, createdTime };
+
+      // The watermark as it stood before this batch: the batch's own events never make each other late.
+      if (useWatermark) {
+        const key = `${view.name}:${partitionOf(records[index]?.position ?? { kind: "memory", index })}`;
+        const seen = await watermarkOf(key);
+        if (seen !== undefined && eventTime < seen - view.watermarkDelayMs!) {
+          if (view.dropLate) {
+            bad(index, "late", `event time ${toIso(eventTime)} is behind the watermark ${toIso(seen - view.watermarkDelayMs!)} (the greatest event time seen on this partition, ${toIso(seen)}, minus ${view.watermarkDelayMs! / 1000}s)`, tsField);
+            continue;
+          }
+          counts.lateArrivals++;
+        }
+        if (!(key in watermarks) || eventTime > watermarks[key]) watermarks[key] = eventTime;
+      }
+      if (wantOffline) offlineRows.push(featureRow);
+      if (wantOnline) {
+        const exp = expiresAt(view, eventTime);
+        if (exp !== undefined && exp <= t) counts.expired++;
+        else onlineRows.push(featureRow);
+      }
+    }
+
+    // 4. dedupe: one row per entity, by the one comparison.
+    const latest = wantOnline ? dedupeLatest(onlineRows) : [];
+    counts.stale += onlineRows.length - latest.length;
+    return { view, online: latest, offline: offlineRows, toOnline: wantOnline, counts };
+  }
+
+  async function commit(batch: PreparedBatch, copts: CommitOptions = {}): Promise<BatchResult> {
+    const { source, records, views, issues, progress } = batch;
+    const result: BatchResult = { records: records.length, written: 0, stale: 0, expired: 0, late: 0, invalid: 0, skipped: 0, lateArrivals: 0, views: {}, deadLettered: [] };
+    if (batch.rejected) {
+      result.rejected = batch.rejected;
       return result;
     }
 
-    // Dead letters first: once the batch is acknowledged they must already be safe.
-    if (issues.length > 0) {
+    // Dead letters first, once: when the batch is acknowledged they must already be safe.
+    if (issues.length > 0 && !progress.deadLetters) {
       const letters = issues.map((issue) => toDeadLetter(source.name, issue, records[issue.index] ?? records[0]));
       const sink = opts.sourceDeadLetters?.[source.name] ?? deadLetters;
       try {
@@ -130,50 +389,87 @@ export function createProcessor(opts: ProcessorOptions): Processor {
       } catch (e) {
         throw storeUnavailable(`dead-letters:${sink.name}`, e);
       }
-      result.deadLettered = issues;
+      progress.deadLetters = true;
+    }
+    result.deadLettered = issues;
+
+    // The offline log next, so that the idempotency key rides on the last online write.
+    for (const p of views) {
+      if (p.offline.length === 0 || progress.offline.has(p.view.name)) continue;
+      try {
+        await offline!.append(p.view, p.offline);
+      } catch (e) {
+        metrics.inc("freshet_store_errors_total", { store: offline!.name });
+        throw storeUnavailable(offline!.name, e, p.view.name);
+      }
+      progress.offline.add(p.view.name);
     }
 
-    for (const p of prepared) {
-      if (p.online.length > 0) {
-        if (!online) throw new FreshetError("INVALID_CONFIG", `view "${p.view.name}" writes online but no online store is configured`);
-        try {
-          const w = await online.write(p.view, p.online);
-          p.counts.written += w.written;
-          p.counts.stale += w.stale;
-        } catch (e) {
-          metrics.inc("freshet_store_errors_total", { store: online.name });
-          throw storeUnavailable(online.name, e, p.view.name);
-        }
+    // Online writes; the last one carries the watermarks and the idempotency key.
+    const meta: CommitMeta = {};
+    if (Object.keys(batch.watermarks).length) meta.watermarks = batch.watermarks;
+    if (copts.idempotency) meta.done = copts.idempotency;
+    const hasMeta = meta.watermarks !== undefined || meta.done !== undefined;
+    const pending = views.filter((p) => p.online.length > 0 && !progress.online.has(p.view.name));
+    if (online && hasMeta && !progress.meta && pending.length === 0) {
+      // Nothing (left) to write online: the metadata alone, still one atomic step.
+      try {
+        await online.write(views[0].view, [], meta);
+      } catch (e) {
+        metrics.inc("freshet_store_errors_total", { store: online.name });
+        throw storeUnavailable(online.name, e, views[0].view.name);
       }
-      if (p.offline.length > 0) {
-        if (!offline) throw new FreshetError("INVALID_CONFIG", `view "${p.view.name}" writes offline but no offline store is configured`);
-        try {
-          await offline.append(p.view, p.offline);
-        } catch (e) {
-          metrics.inc("freshet_store_errors_total", { store: offline.name });
-          throw storeUnavailable(offline.name, e, p.view.name);
-        }
+      progress.meta = true;
+    }
+    for (let i = 0; i < pending.length; i++) {
+      const p = pending[i];
+      const withMeta = i === pending.length - 1 && hasMeta && !progress.meta;
+      try {
+        progress.online.set(p.view.name, await online!.write(p.view, p.online, withMeta ? meta : undefined));
+      } catch (e) {
+        metrics.inc("freshet_store_errors_total", { store: online!.name });
+        throw storeUnavailable(online!.name, e, p.view.name);
+      }
+      if (withMeta) progress.meta = true;
+    }
+    if (!online && copts.idempotency) {
+      throw new FreshetError("INVALID_CONFIG", "idempotency by webhook-id needs an online store");
+    }
+    for (const [k, v] of Object.entries(batch.watermarks)) watermarkCache.set(k, Math.max(v, watermarkCache.get(k) ?? -Infinity));
+
+    for (const p of views) {
+      const c: ViewCounts = { ...p.counts };
+      const w = progress.online.get(p.view.name);
+      if (w) {
+        c.written += w.written;
+        c.stale += w.stale;
+        c.expired += w.expired;
+      } else if (!p.toOnline && progress.offline.has(p.view.name)) {
         // Offline-only rows count as written when appended.
-        if (p.online.length === 0) p.counts.written += p.offline.length;
+        c.written += p.offline.length;
       }
-    }
-
-    for (const p of prepared) {
-      result.views[p.view.name] = p.counts;
-      for (const k of ["written", "stale", "late", "invalid"] as const) {
-        result[k] += p.counts[k];
-        metrics.inc("freshet_records_total", { source: source.name, view: p.view.name, outcome: k }, p.counts[k]);
+      result.views[p.view.name] = c;
+      for (const k of OUTCOMES) {
+        result[k] += c[k];
+        if (c[k]) metrics.inc("freshet_records_total", { source: source.name, view: p.view.name, outcome: k }, c[k]);
       }
+      result.skipped += c.skipped;
+      result.lateArrivals += c.lateArrivals;
+      if (c.lateArrivals) metrics.inc("freshet_late_arrivals_total", { source: source.name, view: p.view.name }, c.lateArrivals);
     }
     metrics.inc("freshet_batches_total", { source: source.name, result: "ok" });
     return result;
   }
 
-  return { registry, online, offline, deadLetters, metrics, process };
+  async function process(sourceName: string, records: RawRecord[], popts: ProcessOptions = {}): Promise<BatchResult> {
+    return await commit(await prepare(sourceName, records, popts), popts);
+  }
+
+  return { registry, online, offline, deadLetters, metrics, prepare, commit, process };
 }
 
 /** Decodes every record once per source; failures become issues and `undefined`. */
-async function decodeAll(source: StreamSourceDef, records: RawRecord[], issues: RecordIssue[]): Promise<(Row | undefined)[]> {
+async function decodeAll(source: StreamSourceDef, records: RawRecord[], issues: RecordIssue[], mapping = source.fieldMapping): Promise<(Row | undefined)[]> {
   const format = source.kind === "kafka" ? source.messageFormat : source.kind === "kinesis" ? source.recordFormat : undefined;
   const out: (Row | undefined)[] = new Array(records.length);
   for (let i = 0; i < records.length; i++) {
@@ -181,12 +477,12 @@ async function decodeAll(source: StreamSourceDef, records: RawRecord[], issues: 
     try {
       let body: unknown;
       if (value instanceof Uint8Array) body = format ? await format.decode(value) : JSON.parse(textDecoder.decode(value));
-      else if (typeof value === "string") body = format ? await format.decode(new TextEncoder().encode(value)) : JSON.parse(value);
+      else if (typeof value === "string") body = format ? await format.decode(textEncoder.encode(value)) : JSON.parse(value);
       else body = value;
       if (body === null || typeof body !== "object" || Array.isArray(body)) {
         throw new Error(`expected an object, got ${body === null ? "null" : Array.isArray(body) ? "an array" : typeof body}`);
       }
-      out[i] = mapFields(body as Row, source.fieldMapping);
+      out[i] = mapFields(body as Row, mapping);
     } catch (e) {
       // A retriable failure (a schema registry that is down) is not the record's fault: pause, don't dead-letter.
       if (isRetriable(e)) throw e;
@@ -203,155 +499,22 @@ function mapFields(row: Row, mapping: Record<string, string> | undefined): Row {
   return out;
 }
 
-async function prepareView(
-  view: FeatureView & { source: StreamSourceDef },
-  decoded: (Row | undefined)[],
-  issues: RecordIssue[],
-  to: WriteTarget | undefined,
-): Promise<Prepared> {
-  const counts: ViewCounts = { written: 0, stale: 0, late: 0, invalid: 0 };
-  const bad = (index: number, reason: DeadLetterReason, message: string, path?: string) => {
-    issues.push({ index, view: view.name, reason, message, path });
-    counts[reason === "late" ? "late" : "invalid"]++;
-  };
-  const tsField = view.timestampField!;
-  const createdField = view.createdTimestampField;
-
-  // 1. validate. Timestamps are taken from the raw row when the schema leaves them out.
-  const valid: Row[] = [];
-  const origin: number[] = [];
-  for (let i = 0; i < decoded.length; i++) {
-    const raw = decoded[i];
-    if (raw === undefined) {
-      counts.invalid++;
-      continue;
-    }
-    let r = view.schema["~standard"].validate(raw);
-    if (r instanceof Promise) r = await r;
-    if (r.issues) {
-      const first = r.issues[0];
-      const path = first?.path?.map((p) => (typeof p === "object" ? String(p.key) : String(p))).join(".");
-      bad(i, "schema", r.issues.map((x) => x.message).join("; "), path || undefined);
-      continue;
-    }
-    const row = { ...(r.value as Row) };
-    if (!(tsField in row) && tsField in raw) row[tsField] = raw[tsField];
-    if (createdField && !(createdField in row) && createdField in raw) row[createdField] = raw[createdField];
-    valid.push(row);
-    origin.push(i);
-  }
-
-  // 2. UDF, on the whole batch; if it throws, row by row to find the poison rows.
-  let rows = valid;
-  let rowOrigin = origin;
-  if (view.udf && valid.length > 0) {
-    try {
-      rows = await view.udf(valid.map((r) => ({ ...r })));
-      if (!Array.isArray(rows)) throw new Error("the udf must return an array of rows");
-      if (rows.length !== valid.length) rowOrigin = rows.map(() => -1);
-    } catch {
-      rows = [];
-      rowOrigin = [];
-      for (let k = 0; k < valid.length; k++) {
-        try {
-          const out = await view.udf([{ ...valid[k] }]);
-          if (!Array.isArray(out)) throw new Error("the udf must return an array of rows");
-          for (const o of out) {
-            rows.push(o);
-            rowOrigin.push(origin[k]);
-          }
-        } catch (e) {
-          bad(origin[k], "udf", `udf ${view.udf.name || "anonymous"} threw: ${(e as Error)?.message ?? e}`);
-        }
-      }
-    }
-  }
-
-  // 3. event times and entity keys.
-  const timed: { row: FeatureRow; order: number }[] = [];
-  for (let k = 0; k < rows.length; k++) {
-    const row = rows[k];
-    const index = rowOrigin[k] >= 0 ? rowOrigin[k] : origin[0] ?? 0;
-    if (row === null || typeof row !== "object") {
-      bad(index, "udf", "the udf returned a row that is not an object");
-      continue;
-    }
-    const eventTime = parseEventTime(row[tsField]);
-    if (eventTime === undefined) {
-      bad(index, "timestamp", `cannot parse ${JSON.stringify(row[tsField]) ?? "a missing value"} as an event time: use ISO 8601 or epoch seconds/milliseconds`, tsField);
-      continue;
-    }
-    let createdTime: number | undefined;
-    if (createdField && row[createdField] !== undefined && row[createdField] !== null) {
-      createdTime = parseEventTime(row[createdField]);
-      if (createdTime === undefined) {
-        bad(index, "timestamp", `cannot parse ${JSON.stringify(row[createdField])} as a created time`, createdField);
-        continue;
-      }
-    }
-    const ek = entityKeyOf(view.joinKeys, row);
-    if ("missing" in ek) {
-      bad(index, "join_key", `join key "${ek.missing}" is missing or empty`, ek.missing);
-      continue;
-    }
-    const values: Row = {};
-    for (const f of view.features) values[f] = row[f] === undefined ? null : row[f];
-    timed.push({ row: { entityKey: ek.key, values, eventTime, createdTime }, order: k });
-  }
-
-  // 4. watermark: later than the batch's max event time minus the delay is late.
-  let onTime = timed;
-  if (view.watermarkDelayMs !== undefined && timed.length > 0) {
-    let max = -Infinity;
-    for (const t of timed) if (t.row.eventTime > max) max = t.row.eventTime;
-    const watermark = max - view.watermarkDelayMs;
-    onTime = [];
-    for (const t of timed) {
-      if (t.row.eventTime < watermark) {
-        const index = rowOrigin[t.order] >= 0 ? rowOrigin[t.order] : origin[0] ?? 0;
-        bad(index, "late", `event time ${new Date(t.row.eventTime).toISOString()} is before the watermark ${new Date(watermark).toISOString()} (max event time minus ${view.watermarkDelayMs / 1000}s)`, tsField);
-      } else onTime.push(t);
-    }
-  }
-
-  // 5. dedupe and split by target.
-  const wantOnline = to ? to !== "offline" : view.online;
-  const wantOffline = to ? to !== "online" : view.offline;
-  const latest = wantOnline ? dedupeLatest(onTime) : [];
-  if (wantOnline) counts.stale += onTime.length - latest.length;
-  return {
-    view,
-    online: latest,
-    offline: wantOffline ? onTime.map((t) => t.row) : [],
-    counts,
-  };
-}
-
 /**
- * Keeps the latest row per entity key: the greatest event time, then created
- * time, then position in the batch (later wins).
+ * Keeps the latest row per entity key by {@link isNewer}: of equal
+ * versions, the first in the batch wins, as in every store.
  *
  * @example
  * ```ts
- * dedupeLatest([{ row: a, order: 0 }, { row: b, order: 1 }])
+ * dedupeLatest([a, b]) // one row per entityKey
  * ```
  */
-export function dedupeLatest(rows: { row: FeatureRow; order: number }[]): FeatureRow[] {
-  const best = new Map<string, { row: FeatureRow; order: number }>();
+export function dedupeLatest(rows: FeatureRow[]): FeatureRow[] {
+  const best = new Map<string, FeatureRow>();
   for (const r of rows) {
-    const cur = best.get(r.row.entityKey);
-    if (!cur || isNewerRow(r, cur)) best.set(r.row.entityKey, r);
+    const cur = best.get(r.entityKey);
+    if (!cur || isNewer(r, cur)) best.set(r.entityKey, r);
   }
-  return [...best.values()].map((r) => r.row);
-}
-
-/** Whether `a` beats `b` for the same entity: a later event time, then created time, then position. */
-export function isNewerRow(a: { row: FeatureRow; order: number }, b: { row: FeatureRow; order: number }): boolean {
-  if (a.row.eventTime !== b.row.eventTime) return a.row.eventTime > b.row.eventTime;
-  const ac = a.row.createdTime ?? -Infinity;
-  const bc = b.row.createdTime ?? -Infinity;
-  if (ac !== bc) return ac > bc;
-  return a.order > b.order;
+  return [...best.values()];
 }
 
 function toDeadLetter(source: string, issue: RecordIssue, record: RawRecord): DeadLetter {

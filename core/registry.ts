@@ -5,6 +5,7 @@
  */
 import type { Entity, FeatureView, FileSource, StreamSourceDef } from "./definitions.ts";
 import { definitionError } from "./errors.ts";
+import { DEFAULT_MAX_FUTURE_SKEW_MS, parseDuration } from "./time.ts";
 
 /** A definition a repo may list. */
 export type Definition = Entity | StreamSourceDef | FileSource | FeatureView;
@@ -133,12 +134,17 @@ function resolveView(view: FeatureView, sources: Map<string, StreamSourceDef>): 
   const clash = features.find((f) => notFeatures.has(f));
   if (clash) throw definitionError(view.name, `"${clash}" is a join key or timestamp field, not a feature; remove it from features`);
   if (features.length === 0) throw definitionError(view.name, "the schema has no feature fields besides join keys and timestamps; add at least one");
+  // A source named by string is only known here: take its watermark delay and future bound now.
+  const watermarkDelayMs = view.watermarkDelayMs ?? (source.watermarkDelay === undefined ? undefined : parseDuration(source.watermarkDelay));
+  if (view.dropLate && watermarkDelayMs === undefined) throw definitionError(view.name, 'dropLate needs a watermarkDelay (on the view or its source), e.g. watermarkDelay: "5m"');
+  const maxFutureSkewMs = source.maxFutureSkew === undefined ? DEFAULT_MAX_FUTURE_SKEW_MS : parseDuration(source.maxFutureSkew)!;
   return Object.freeze({
     ...view,
     source,
     timestampField,
     createdTimestampField,
-    watermarkDelayMs: view.watermarkDelayMs,
+    watermarkDelayMs,
+    maxFutureSkewMs,
     features,
   });
 }
@@ -174,6 +180,8 @@ function describe(
       createdTimestampField: v.createdTimestampField,
       ttlSeconds: v.ttlMs / 1000,
       watermarkDelaySeconds: v.watermarkDelayMs === undefined ? undefined : v.watermarkDelayMs / 1000,
+      dropLate: v.dropLate,
+      maxFutureSkewSeconds: v.maxFutureSkewMs / 1000,
       online: v.online,
       offline: v.offline,
       udf: v.udf ? v.udf.name || "anonymous" : undefined,

@@ -5,8 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as v from "valibot";
 import { parquetWriteBuffer } from "hyparquet-writer";
-import { entity, featureRepo, fileSource, materialize, type FileSource, type MaterializeProgress, pushSource, streamFeatureView } from "../mod.ts";
-import { memoryStore } from "../plugins/stores/memory.ts";
+import { createProcessor, entity, featureRepo, fileSource, materialize, type FileSource, type MaterializeProgress, type OnlineStore, pushSource, streamFeatureView, type Udf } from "../mod.ts";
+import { memoryDeadLetters, memoryStore } from "../plugins/stores/memory.ts";
 import { countFileRows, progressLogger, readFileSource } from "../plugins/sources/file.ts";
 
 const DAY = 86_400_000;
@@ -67,13 +67,19 @@ const schema = v.object({
   event_timestamp: v.string(),
 });
 
-function viewOn(batchSource: FileSource) {
+function repoOn(batchSource: FileSource, udf?: Udf) {
   const src = pushSource({ name: "driver_stats_push", batchSource, timestampField: "event_timestamp" });
   return featureRepo({
     project: "materialize_test",
-    definitions: [driver, src, streamFeatureView({ name: "driver_hourly_stats", entities: [driver], source: src, schema, ttl: 0 })],
-  }).view("driver_hourly_stats");
+    definitions: [driver, src, streamFeatureView({ name: "driver_hourly_stats", entities: [driver], source: src, schema, ttl: 0, udf, features: udf ? ["conv_rate", "acc_rate", "avg_daily_trips", "reliability"] : undefined })],
+  });
 }
+const viewOn = (batchSource: FileSource) => repoOn(batchSource).view("driver_hourly_stats");
+/** A processor over `store` for the view's repo, with its dead letters. */
+const processorOn = (batchSource: FileSource, store: OnlineStore, udf?: Udf) => {
+  const dlq = memoryDeadLetters();
+  return { processor: createProcessor({ registry: repoOn(batchSource, udf), online: store, deadLetters: dlq }), dlq };
+};
 
 let dir = "";
 const fixtures: Record<"jsonl" | "csv" | "parquet", { path: string; invalid: number; rows: number }> = {} as never;
@@ -140,28 +146,31 @@ after(async () => {
 
 for (const format of ["jsonl", "csv", "parquet"] as const) {
   describe(`materialize from ${format}`, () => {
-    it("writes exactly the latest in-range row per entity, counting bad rows as invalid", async () => {
+    it("writes exactly the latest in-range row per entity, dead-lettering bad rows once", async () => {
       const batch = fileSource({ name: "driver_stats_history", path: fixtures[format].path, timestampField: "event_timestamp" });
       const view = viewOn(batch);
       const store = memoryStore();
+      const { processor, dlq } = processorOn(batch, store);
       const seen: MaterializeProgress[] = [];
       const invalidRows: number[] = [];
       const total = await countFileRows(batch);
       assert.equal(total, fixtures[format].rows);
-      const result = await materialize(store, view, {
+      const result = await materialize(processor, view, {
         start: iso(START),
         end: END,
         read: readFileSource(batch, { chunkSize: 400, onInvalid: (r) => invalidRows.push(r.line) }),
         total,
-        writeBatch: 100,
         onProgress: (p) => seen.push(p),
       });
 
       assert.equal(result.read, fixtures[format].rows);
       assert.equal(result.invalid, fixtures[format].invalid);
+      assert.equal(dlq.letters.length, fixtures[format].invalid, "every invalid row is a dead letter, once (an unreadable line arrives as an empty row)");
+      assert.ok(dlq.letters.every((l) => l.position.kind === "file" && l.reason !== "late"));
       assert.equal(result.inRange, IN_RANGE.length);
-      assert.equal(result.written, EXPECTED.size);
-      assert.equal(result.stale, 0);
+      // Each chunk is deduped, then latest-wins in the store: every in-range row is written or stale.
+      assert.equal(result.written + result.stale + result.expired, IN_RANGE.length);
+      assert.ok(result.written >= EXPECTED.size);
       assert.equal(result.done, true);
       assert.equal(result.view, "driver_hourly_stats");
       assert.equal(store.size, EXPECTED.size);
@@ -204,11 +213,34 @@ describe("materialize beside a live store", () => {
     const store = memoryStore();
     const newer = EXPECTED.get(1)!.t + 1;
     await store.write(view, [{ entityKey: "driver_id=1", values: { conv_rate: 0.99, acc_rate: 0.99, avg_daily_trips: 999 }, eventTime: newer }]);
-    const p = await materialize(store, view, { start: START, end: END, read: readFileSource(batch) });
-    assert.equal(p.stale, 1);
-    assert.equal(p.written, EXPECTED.size - 1);
+    const p = await materialize(processorOn(batch, store).processor, view, { start: START, end: END, read: readFileSource(batch, { chunkSize: 100_000 }) });
+    assert.equal(p.written, EXPECTED.size - 1, "one chunk: one row per entity, all but driver 1 written");
+    assert.equal(p.stale, IN_RANGE.length - EXPECTED.size + 1);
     const [r] = await store.read(view, ["driver_id=1"], ["avg_daily_trips"]);
     assert.deepEqual(r.avg_daily_trips, { value: 999, status: "PRESENT", eventTime: newer });
+  });
+});
+
+describe("materialize runs the stream's pipeline", () => {
+  it("gives the same online values as pushing the same rows, UDF included", async () => {
+    const batch = fileSource({ name: "driver_stats_history", path: fixtures.jsonl.path, timestampField: "event_timestamp" });
+    const udf: Udf = (rows) => rows.map((r) => ({ ...r, reliability: Number(r.conv_rate) * Number(r.acc_rate) }));
+    const backfilled = memoryStore();
+    const { processor } = processorOn(batch, backfilled, udf);
+    const view = processor.registry.view("driver_hourly_stats");
+    await materialize(processor, view, { read: readFileSource(batch, { chunkSize: 250 }) });
+    const pushed = memoryStore();
+    const live = processorOn(batch, pushed, udf).processor;
+    const rows = GOOD.map((r) => ({ driver_id: r.driver_id, conv_rate: r.conv_rate, acc_rate: r.acc_rate, avg_daily_trips: r.avg_daily_trips, event_timestamp: iso(r.t) }));
+    for (let i = 0; i < rows.length; i += 97) {
+      await live.process("driver_stats_push", rows.slice(i, i + 97).map((value, index) => ({ value, position: { kind: "push", requestId: String(i), index } })));
+    }
+    const keys = Array.from({ length: ENTITIES }, (_, i) => `driver_id=${i + 1}`);
+    const features = ["conv_rate", "acc_rate", "avg_daily_trips", "reliability"];
+    const a = await backfilled.read(view, keys, features);
+    const b = await pushed.read(view, keys, features);
+    assert.deepEqual(a, b);
+    assert.equal(a[0].reliability.status, "PRESENT", "the UDF's feature is there after a backfill");
   });
 });
 
@@ -217,13 +249,13 @@ describe("progressLogger", () => {
     const batch = fileSource({ name: "driver_stats_history", path: fixtures.csv.path, timestampField: "event_timestamp" });
     const view = viewOn(batch);
     const lines: string[] = [];
-    await materialize(memoryStore(), view, { read: readFileSource(batch, { chunkSize: 1000 }), total: await countFileRows(batch), onProgress: progressLogger((l) => lines.push(l), 0) });
+    await materialize(processorOn(batch, memoryStore()).processor, view, { read: readFileSource(batch, { chunkSize: 1000 }), total: await countFileRows(batch), onProgress: progressLogger((l) => lines.push(l), 0) });
     assert.ok(lines.length >= 3);
-    assert.match(lines[0], /^\[freshet\] materialize driver_hourly_stats: 1000 rows read, \d+ in range, \d+ invalid, 0 entities written \(33%\)$/);
-    assert.match(lines.at(-1)!, /: 3005 rows read, 3000 in range, 5 invalid, 300 entities written \(done in \d+\.\ds, \d+ rows\/s\)$/);
+    assert.match(lines[0], /^\[freshet\] materialize driver_hourly_stats: 1000 rows read, \d+ in range, \d+ invalid, \d+ written, \d+ stale \(33%\)$/);
+    assert.match(lines.at(-1)!, /: 3005 rows read, 3000 in range, 5 invalid, \d+ written, \d+ stale \(done in \d+\.\ds, \d+ rows\/s\)$/);
 
     const quiet: string[] = [];
-    await materialize(memoryStore(), view, { read: readFileSource(batch, { chunkSize: 100 }), onProgress: progressLogger((l) => quiet.push(l), 60_000) });
+    await materialize(processorOn(batch, memoryStore()).processor, view, { read: readFileSource(batch, { chunkSize: 100 }), onProgress: progressLogger((l) => quiet.push(l), 60_000) });
     assert.equal(quiet.length, 1, "only the final line within a minute");
     assert.match(quiet[0], /done in/);
   });

@@ -310,11 +310,11 @@ async function countRows(source: FileSource): Promise<number> {
 /**
  * Returns an `onProgress` callback for `materialize` that logs counts at
  * most every `everyMs`, and always once when done:
- * `[freshet] materialize driver_hourly_stats: 120000 rows read, 118000 in range, 37 invalid, 5000 entities written (42%)`.
+ * `[freshet] materialize driver_hourly_stats: 120000 rows read, 118000 in range, 37 invalid, 5000 written, 113000 stale (42%)`.
  *
  * @example
  * ```ts
- * await materialize(store, view, { read: readFileSource(history), onProgress: progressLogger() })
+ * await materialize(processor, view, { read: readFileSource(history), onProgress: progressLogger() })
  * ```
  */
 export function progressLogger(log: (line: string) => void = console.error, everyMs = 1000): (p: MaterializeProgress) => void {
@@ -325,8 +325,9 @@ export function progressLogger(log: (line: string) => void = console.error, ever
     if (!p.done && t - last < everyMs) return;
     last = t;
     const name = p.view;
-    let line = `[freshet] materialize${name ? ` ${name}` : ""}: ${p.read} rows read, ${p.inRange} in range, ${p.invalid} invalid, ${p.written} entities written`;
+    let line = `[freshet] materialize${name ? ` ${name}` : ""}: ${p.read} rows read, ${p.inRange} in range, ${p.invalid} invalid, ${p.written} written`;
     if (p.stale) line += `, ${p.stale} stale`;
+    if (p.expired) line += `, ${p.expired} expired`;
     if (p.done) {
       const secs = Math.max(t - started, 1) / 1000;
       line += ` (done in ${secs.toFixed(1)}s, ${Math.round(p.read / secs)} rows/s)`;

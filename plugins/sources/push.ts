@@ -8,15 +8,22 @@
 import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { Webhook } from "standardwebhooks";
-import { entityKeyOf, isRetriable, type Processor, type RawRecord, type RecordIssue, type Row, type WriteTarget } from "../../core/index.ts";
+import { type BatchResult, entityKeyOf, isRetriable, type Processor, type RawRecord, type RecordIssue, type Row, type WriteTarget } from "../../core/index.ts";
 
 /** Options of {@link pushApp}. */
 export interface PushAppOptions {
   processor: Processor;
   /** Standard Webhooks secret (`whsec_...`). When set, every push must be signed. */
   webhookSecret?: string;
-  /** How long a `webhook-id` is remembered, in ms. Default 24 h, well past the 5-minute signature window. */
+  /** How long a `webhook-id` is remembered once its effect is durable, in ms. Default 24 h, well past the 5-minute signature window. */
   idempotencyTtlMs?: number;
+  /**
+   * How long a `webhook-id` stays pending while its first delivery runs, in
+   * ms. A concurrent delivery meanwhile gets 409. When the process dies
+   * mid-request the key expires after this, and a retry is processed.
+   * Default 30 s.
+   */
+  pendingTtlMs?: number;
   /** Largest accepted body, in bytes. Default 5 MiB. */
   maxBodyBytes?: number;
   /** Retry-After, in seconds, on a 503. Default 1. */
@@ -46,10 +53,9 @@ export function pushApp(opts: PushAppOptions): Hono {
   const store = processor.online;
   const webhook = opts.webhookSecret ? new Webhook(opts.webhookSecret) : undefined;
   const idemTtl = opts.idempotencyTtlMs ?? 86_400_000;
+  const pendingTtl = opts.pendingTtlMs ?? 30_000;
   const retryAfter = String(opts.retryAfterSeconds ?? 1);
   const maxBody = opts.maxBodyBytes ?? 5 * 1024 * 1024;
-  /** Webhook ids being processed in this process: a concurrent replay gets 409, not a false "duplicate". */
-  const inFlight = new Set<string>();
 
   const app = new Hono();
   const fail = (c: Context, status: 400 | 401 | 404 | 409 | 413 | 422 | 500 | 503, code: string, message: string, field?: string, extra?: Partial<ErrorBody["error"]>) => {
@@ -97,38 +103,46 @@ export function pushApp(opts: PushAppOptions): Hono {
       if (to && to !== "online" && !processor.offline) return fail(c, 422, "invalid_request", `to "${to}" needs an offline store, and this deployment has none; push with to "online"`, "to");
 
       const requestId = id ?? crypto.randomUUID();
-      const idemKey = id ? `idem:${registry.project}:${id}` : undefined;
-      if (idemKey) {
-        if (inFlight.has(idemKey)) return fail(c, 409, "in_progress", `webhook-id ${id} is being processed; retry later`, "webhook-id");
-        if (!store) return fail(c, 500, "no_store", "idempotency by webhook-id needs an online store");
-        let claimed: boolean;
-        try {
-          claimed = await store.meta.claim(idemKey, idemTtl);
-        } catch (e) {
-          // The claim may have landed before the failure: release it, so that the client's retry is not taken for a duplicate.
-          await store.meta.unclaim(idemKey).catch(() => {});
-          throw e;
+      const records: RawRecord[] = rows.map((value, index) => ({ value, position: { kind: "push", requestId, index } }));
+      const rejectRows = (rejected: RecordIssue[]) => {
+        const issues = rejected.map((i) => issueJson(i, parsed.columnar));
+        return fail(c, 422, "invalid_rows", `${issues.length} invalid row(s); first: ${issues[0].field ?? "row"}: ${issues[0].message}`, issues[0].field, { issues });
+      };
+      const ok = (result: BatchResult) =>
+        c.json({ status: "ok", request_id: requestId, records: result.records, written: result.written, stale: result.stale, expired: result.expired, late: result.late, views: result.views });
+      if (id === undefined) {
+        const prepared = await processor.prepare(source, records, { to, onInvalid: "reject" });
+        if (prepared.rejected) return rejectRows(prepared.rejected);
+        return ok(await processor.commit(prepared));
+      }
+
+      // Idempotency: pending while this delivery runs, done in the same atomic step as its write.
+      if (id.length > MAX_WEBHOOK_ID) return fail(c, 422, "invalid_request", `webhook-id is ${id.length} characters long; at most ${MAX_WEBHOOK_ID} are accepted`, "webhook-id");
+      if (!store) return fail(c, 500, "no_store", "idempotency by webhook-id needs an online store");
+      const key = `push:${registry.project}:${id}`;
+      const fingerprint = await sha256(text);
+      const state = await store.meta.begin(key, fingerprint, pendingTtl);
+      if (state.state !== "started") {
+        if (state.fingerprint !== fingerprint) {
+          return fail(c, 422, "webhook_id_reused", `webhook-id ${id} was already used for a different body; give each distinct message its own id`, "webhook-id");
         }
-        if (!claimed) {
-          metrics.inc("freshet_records_total", { source, view: "", outcome: "duplicate" }, rows.length);
-          return c.json({ status: "duplicate", webhook_id: id, records: rows.length });
+        if (state.state === "pending") {
+          return fail(c, 409, "in_progress", `webhook-id ${id} is being processed (or its delivery died less than ${Math.ceil(pendingTtl / 1000)} s ago); retry later`, "webhook-id");
         }
-        inFlight.add(idemKey);
+        metrics.inc("freshet_records_total", { source, view: "", outcome: "duplicate" }, rows.length);
+        return c.json({ status: "duplicate", webhook_id: id, records: rows.length });
       }
       try {
-        const records: RawRecord[] = rows.map((value, index) => ({ value, position: { kind: "push", requestId, index } }));
-        const result = await processor.process(source, records, { to, onInvalid: "reject" });
-        if (result.rejected) {
-          if (idemKey) await store!.meta.unclaim(idemKey);
-          const issues = result.rejected.map((i) => issueJson(i, parsed.columnar));
-          return fail(c, 422, "invalid_rows", `${issues.length} invalid row(s); first: ${issues[0].field ?? "row"}: ${issues[0].message}`, issues[0].field, { issues });
+        const prepared = await processor.prepare(source, records, { to, onInvalid: "reject" });
+        if (prepared.rejected) {
+          await store.meta.abandon(key, state.token).catch(() => {});
+          return rejectRows(prepared.rejected);
         }
-        return c.json({ status: "ok", request_id: requestId, records: result.records, written: result.written, stale: result.stale, late: result.late, views: result.views });
+        return ok(await processor.commit(prepared, { idempotency: { key, fingerprint, ttlMs: idemTtl } }));
       } catch (e) {
-        if (idemKey) await store!.meta.unclaim(idemKey).catch(() => {});
+        // Released so that the client's retry is processed; if this fails too, the pending key expires.
+        await store.meta.abandon(key, state.token).catch(() => {});
         throw e;
-      } finally {
-        if (idemKey) inFlight.delete(idemKey);
       }
     },
   );
@@ -189,6 +203,17 @@ export function pushApp(opts: PushAppOptions): Hono {
 }
 
 const EPOCH = "1970-01-01T00:00:00Z";
+
+/** The longest accepted `webhook-id` (Standard Webhooks ids are about 30 characters). */
+const MAX_WEBHOOK_ID = 256;
+
+/** SHA-256 of a request body, hex: the fingerprint that tells a retry from a reused id. */
+async function sha256(text: string): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
+  let hex = "";
+  for (const b of digest) hex += b.toString(16).padStart(2, "0");
+  return hex;
+}
 
 function entityKey(joinKeys: string[], row: Row): string {
   const ek = entityKeyOf(joinKeys, row);

@@ -23,7 +23,7 @@ function setup(viewOpts: Record<string, unknown> = {}) {
 }
 
 describe("processor", () => {
-  it("keeps the latest row per entity; ties go to created time, then position", async () => {
+  it("keeps the latest row per entity; ties go to created time, then the first of equals wins", async () => {
     const { processor, read } = setup();
     const r = await processor.process("trips", [
       rec(enc({ driver_id: 1, trips: 1, event_timestamp: iso(T) }), 0),
@@ -38,7 +38,11 @@ describe("processor", () => {
     assert.equal(r.stale, 4);
     assert.equal((await read(1)).value, 3);
     assert.equal((await read(2)).value, 5);
-    assert.equal((await read(3)).value, 8, "same times: the later position wins");
+    assert.equal((await read(3)).value, 7, "same times: the first of equals wins, as in every store");
+    // ... and across batches: an equal row later is stale.
+    const again = await processor.process("trips", [rec(enc({ driver_id: 3, trips: 9, event_timestamp: iso(T) }), 7)]);
+    assert.deepEqual([again.written, again.stale], [0, 1]);
+    assert.equal((await read(3)).value, 7);
   });
 
   it("dead-letters every poison kind with reason, path and position, and writes the records after it", async () => {
@@ -82,17 +86,125 @@ describe("processor", () => {
     assert.equal(byOffset["11"].payload, JSON.stringify({ driver_id: "one", trips: 1, event_timestamp: iso(T) }));
   });
 
-  it("applies the watermark: later than max event time minus the delay is late and dead-lettered", async () => {
-    const { processor, dlq, read } = setup({ watermarkDelay: "10s" });
+  it("the watermark is state: a batch never makes its own events late, and a late event alone in its batch is late", async () => {
+    const { processor, dlq, read, online } = setup({ watermarkDelay: "10s", dropLate: true });
+    // One batch spanning far more than the delay, in order: nothing is late (the backlog case).
     const r = await processor.process("trips", [
-      rec(enc({ driver_id: 1, trips: 1, event_timestamp: iso(T + 60_000) }), 0),
+      rec(enc({ driver_id: 3, trips: 3, event_timestamp: iso(T) }), 0),
       rec(enc({ driver_id: 2, trips: 2, event_timestamp: iso(T + 55_000) }), 1),
-      rec(enc({ driver_id: 3, trips: 3, event_timestamp: iso(T) }), 2),
+      rec(enc({ driver_id: 1, trips: 1, event_timestamp: iso(T + 60_000) }), 2),
     ]);
-    assert.deepEqual([r.written, r.late, r.invalid], [2, 1, 0]);
+    assert.deepEqual([r.written, r.late, r.invalid], [3, 0, 0]);
+    // Now the watermark is T+60s-10s: an event at T+40s alone in its batch is late.
+    const late = await processor.process("trips", [rec(enc({ driver_id: 4, trips: 4, event_timestamp: iso(T + 40_000) }), 3)]);
+    assert.deepEqual([late.written, late.late], [0, 1]);
     assert.equal(dlq.letters[0].reason, "late");
-    assert.equal((dlq.letters[0].position as { offset: string }).offset, "2");
-    assert.equal((await read(3)).status, "NOT_FOUND");
+    assert.equal((dlq.letters[0].position as { offset: string }).offset, "3");
+    assert.equal((await read(4)).status, "NOT_FOUND");
+    // Within the delay is on time.
+    assert.equal((await processor.process("trips", [rec(enc({ driver_id: 5, trips: 5, event_timestamp: iso(T + 51_000) }), 4)])).written, 1);
+    // The watermark is in the store's metadata, next to the checkpoints.
+    assert.equal(await online.meta.getWatermark("stats:kafka:t:0"), T + 60_000);
+  });
+
+  it("restores the watermark from the store after a restart, per partition", async () => {
+    const { repo, online, offline, dlq } = setup({ watermarkDelay: "10s", dropLate: true });
+    const p1 = createProcessor({ registry: repo, online, offline, deadLetters: dlq });
+    await p1.process("trips", [rec(enc({ driver_id: 1, trips: 1, event_timestamp: iso(T + 60_000) }), 0)]);
+    const p2 = createProcessor({ registry: repo, online, offline, deadLetters: dlq });
+    const r = await p2.process("trips", [rec(enc({ driver_id: 2, trips: 2, event_timestamp: iso(T) }), 1)]);
+    assert.equal(r.late, 1, "the second process knows the watermark");
+    // Another partition has its own watermark.
+    const other: RawRecord = { value: enc({ driver_id: 3, trips: 3, event_timestamp: iso(T) }), position: { kind: "kafka", topic: "t", partition: 1, offset: "0" } };
+    assert.equal((await p2.process("trips", [other])).written, 1);
+  });
+
+  it("by default a late event is kept: latest-wins decides, it goes to the offline log, and it is counted as a late arrival", async () => {
+    const { processor, dlq, read, offline, repo } = setup({ watermarkDelay: "10s" });
+    await processor.process("trips", [rec(enc({ driver_id: 1, trips: 1, event_timestamp: iso(T + 60_000) }), 0)]);
+    const r = await processor.process("trips", [
+      rec(enc({ driver_id: 2, trips: 2, event_timestamp: iso(T) }), 1),
+      rec(enc({ driver_id: 1, trips: 0, event_timestamp: iso(T) }), 2),
+    ]);
+    assert.deepEqual([r.written, r.stale, r.late, r.lateArrivals], [1, 1, 0, 2]);
+    assert.equal(dlq.letters.length, 0);
+    assert.equal((await read(2)).value, 2);
+    assert.equal((await read(1)).value, 1, "the late older event did not replace the newer one");
+    assert.equal(offline.rows(repo.view("stats").name).length, 3, "late rows are in the offline log");
+    assert.equal(processor.metrics.get("freshet_late_arrivals_total", { source: "trips", view: "stats" }), 2);
+  });
+
+  it("backlog: consuming a long in-order history in big batches equals consuming it one record at a time", async () => {
+    // 600 events, one every 10 s over 100 minutes, watermarkDelay 5m (the numbers).
+    const events = Array.from({ length: 600 }, (_, i) => rec(enc({ driver_id: i % 7, trips: i, event_timestamp: iso(T + i * 10_000) }), i));
+    const big = setup({ watermarkDelay: "5m", dropLate: true });
+    let late = 0;
+    let written = 0;
+    for (let i = 0; i < events.length; i += 500) {
+      const r = await big.processor.process("trips", events.slice(i, i + 500));
+      late += r.late;
+      written += r.written + r.stale;
+    }
+    assert.equal(late, 0, "no record of an in-order backlog is late");
+    assert.equal(written, 600);
+    const one = setup({ watermarkDelay: "5m", dropLate: true });
+    for (const e of events) assert.equal((await one.processor.process("trips", [e])).late, 0);
+    for (let id = 0; id < 7; id++) assert.deepEqual(await big.read(id), await one.read(id));
+  });
+
+  it("refuses far-future, out-of-range and impossible timestamps: dead letters, and no entity is frozen", async () => {
+    const { processor, dlq, read } = setup();
+    const now = Date.now();
+    const r = await processor.process("trips", [
+      rec(enc({ driver_id: 1, trips: 1, event_timestamp: "9999-12-31T00:00:00Z" }), 0),
+      rec(enc({ driver_id: 1, trips: 2, event_timestamp: iso(now + 365 * 86_400_000) }), 1),
+      rec(enc({ driver_id: 1, trips: 3, event_timestamp: 1e20 }), 2),
+      rec(enc({ driver_id: 1, trips: 4, event_timestamp: "2026-02-31T00:00:00Z" }), 3),
+      rec(enc({ driver_id: 1, trips: 5, event_timestamp: iso(now), created: iso(now + 86_400_000) }), 4),
+      rec(enc({ driver_id: 2, trips: 6, event_timestamp: iso(now + 60_000) }), 5),
+    ]);
+    assert.deepEqual([r.invalid, r.written], [5, 1]);
+    assert.deepEqual(dlq.letters.map((l) => [l.reason, l.path]), [["timestamp", "event_timestamp"], ["timestamp", "event_timestamp"], ["timestamp", "event_timestamp"], ["timestamp", "event_timestamp"], ["timestamp", "created"]]);
+    // A real update still lands: the entity is not frozen.
+    await processor.process("trips", [rec(enc({ driver_id: 1, trips: 7, event_timestamp: iso(now) }), 6)]);
+    assert.equal((await read(1)).value, 7);
+    assert.equal((await read(2)).value, 6, "a minute ahead is within the default 5-minute skew");
+  });
+
+  it("the future bound follows the broker's append time when it is later than now", async () => {
+    const { processor } = setup();
+    const now = Date.now();
+    const r = await processor.process("trips", [{ ...rec(enc({ driver_id: 1, trips: 1, event_timestamp: iso(now + 3_600_000) }), 0), brokerTime: now + 3_500_000 }]);
+    assert.equal(r.written, 1);
+  });
+
+  it("a row already outside the ttl is expired: not online, still offline", async () => {
+    const { processor, offline, repo, read } = setup({ ttl: "1h" });
+    const r = await processor.process("trips", [rec(enc({ driver_id: 1, trips: 1, event_timestamp: iso(Date.now() - 2 * 3_600_000) }), 0)]);
+    assert.deepEqual([r.written, r.expired], [0, 1]);
+    assert.equal((await read(1)).status, "NOT_FOUND");
+    assert.equal(offline.rows(repo.view("stats").name).length, 1);
+    assert.equal(processor.metrics.get("freshet_records_total", { source: "trips", view: "stats", outcome: "expired" }), 1);
+  });
+
+  it("a retried commit writes dead letters once and does not append offline rows twice", async () => {
+    const { repo, dlq } = setup();
+    const online = memoryStore();
+    const offline = memoryOffline();
+    let failures = 3;
+    const flaky = { ...online, name: "flaky", meta: online.meta, read: online.read, write: (...a: Parameters<typeof online.write>) => failures-- > 0 ? Promise.reject(new FreshetError("STORE_UNAVAILABLE", "down")) : online.write(...a) };
+    const processor = createProcessor({ registry: repo, online: flaky, offline, deadLetters: dlq });
+    const prepared = await processor.prepare("trips", [rec(enc("{bad"), 0), rec(enc({ driver_id: 1, trips: 1, event_timestamp: iso(T) }), 1)]);
+    for (let i = 0; i < 3; i++) await assert.rejects(processor.commit(prepared), (e: FreshetError) => e.retriable);
+    const r = await processor.commit(prepared);
+    assert.equal(r.written, 1);
+    assert.equal(dlq.letters.length, 1, "one bad record and three store failures give one dead letter");
+    assert.equal(offline.rows("stats").length, 1);
+  });
+
+  it("fails at startup when a view cannot be written: offline without an offline store", () => {
+    const { repo } = setup();
+    assert.throws(() => createProcessor({ registry: repo, online: memoryStore(), deadLetters: memoryDeadLetters() }), /offline: true but no offline store/);
   });
 
   it("writes every on-time row to the offline log, the latest to online", async () => {
@@ -102,9 +214,9 @@ describe("processor", () => {
   });
 
   it("counts every outcome in metrics", async () => {
-    const { processor } = setup({ watermarkDelay: 1 });
+    const { processor } = setup({ watermarkDelay: 1, dropLate: true });
+    await processor.process("trips", [rec(enc({ driver_id: 1, trips: 1, event_timestamp: T }), 0)]);
     await processor.process("trips", [
-      rec(enc({ driver_id: 1, trips: 1, event_timestamp: T }), 0),
       rec(enc({ driver_id: 1, trips: 0, event_timestamp: T - 500 }), 1),
       rec(enc({ driver_id: 2, trips: 0, event_timestamp: T - 5000 }), 2),
       rec(enc("{"), 3),
