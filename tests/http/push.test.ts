@@ -2,7 +2,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Webhook } from "standardwebhooks";
 import * as v from "valibot";
-import { createProcessor, entity, featureRepo, pushSource, streamFeatureView } from "../../mod.ts";
+import { createProcessor, entity, featureRepo, FreshetError, type OnlineStore, pushSource, streamFeatureView } from "../../mod.ts";
 import { pushApp } from "../../plugins/sources/push.ts";
 import { memoryDeadLetters, memoryOffline, memoryStore } from "../../plugins/stores/memory.ts";
 
@@ -18,11 +18,11 @@ const stats = streamFeatureView({
 const repo = featureRepo({ project: "http_test", definitions: [stats] });
 const SECRET = "whsec_" + btoa("a-very-secret-key-of-32-bytes!!!");
 
-function setup(opts: { secret?: string; maxBodyBytes?: number } = {}) {
+function setup(opts: { secret?: string; maxBodyBytes?: number; pendingTtlMs?: number; store?: OnlineStore } = {}) {
   const online = memoryStore();
   const offline = memoryOffline();
-  const processor = createProcessor({ registry: repo, online, offline, deadLetters: memoryDeadLetters() });
-  const app = pushApp({ processor, webhookSecret: opts.secret, maxBodyBytes: opts.maxBodyBytes });
+  const processor = createProcessor({ registry: repo, online: opts.store ?? online, offline, deadLetters: memoryDeadLetters() });
+  const app = pushApp({ processor, webhookSecret: opts.secret, maxBodyBytes: opts.maxBodyBytes, pendingTtlMs: opts.pendingTtlMs });
   const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
     app.request(path, { method: "POST", body: typeof body === "string" ? body : JSON.stringify(body), headers: { "content-type": "application/json", ...headers } });
   return { app, online, offline, post };
@@ -167,6 +167,75 @@ describe("POST /push and /get-online-features", () => {
     const again = await post("/push", body, headers);
     assert.equal((await again.json()).status, "duplicate");
     assert.equal(offline.rows("driver_hourly_stats").length, 3);
+  });
+
+  it("never answers duplicate for a write that did not land: 20 concurrent deliveries while the first fails", async () => {
+    const inner = memoryStore();
+    let down = true;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    // The first write waits until every delivery has been answered, then fails: the store is down.
+    const store: OnlineStore = { ...inner, name: "flaky", meta: inner.meta, read: inner.read, write: async (...a: Parameters<OnlineStore["write"]>) => {
+      await gate;
+      if (down) throw new FreshetError("STORE_UNAVAILABLE", "connection refused");
+      return inner.write(...a);
+    } };
+    const { post } = setup({ store });
+    const body = feastPush([7]);
+    const headers = { "webhook-id": "msg_flaky" };
+    const first = post("/push", body, headers);
+    await new Promise((r) => setTimeout(r, 20));
+    const others = await Promise.all(Array.from({ length: 19 }, () => post("/push", body, headers)));
+    release();
+    const results = [await first, ...others];
+    const statuses = results.map((r) => r.status).sort();
+    assert.deepEqual(statuses, [...Array(19).fill(409), 503], "one 503, nineteen 409, never a false 200");
+    for (const r of others) assert.equal(r.headers.get("retry-after"), "1");
+    assert.equal((await inner.read(repo.view("driver_hourly_stats"), ["driver_id=7"], ["conv_rate"]))[0].conv_rate.status, "NOT_FOUND");
+    down = false;
+    const retry = await post("/push", body, headers);
+    assert.equal(retry.status, 200);
+    assert.equal((await retry.json()).status, "ok", "the retry after the 503 is processed");
+    assert.equal((await inner.read(repo.view("driver_hourly_stats"), ["driver_id=7"], ["conv_rate"]))[0].conv_rate.status, "PRESENT");
+    assert.equal((await (await post("/push", body, headers)).json()).status, "duplicate", "and only now is it a duplicate");
+  });
+
+  it("a delivery that died mid-request leaves its id pending; it expires and the retry is processed", async () => {
+    const { post, online } = setup({ pendingTtlMs: 300 });
+    const body = JSON.stringify(feastPush([8]));
+    // What a process killed mid-request leaves behind: the id pending, no write.
+    const { createHash } = await import("node:crypto");
+    await online.meta.begin("push:http_test:msg_crashed", createHash("sha256").update(body).digest("hex"), 300);
+    const during = await post("/push", body, { "webhook-id": "msg_crashed" });
+    assert.equal(during.status, 409);
+    assert.equal((await during.json()).error.code, "in_progress");
+    await new Promise((r) => setTimeout(r, 350));
+    const after = await post("/push", body, { "webhook-id": "msg_crashed" });
+    assert.equal((await after.json()).status, "ok");
+    assert.equal((await online.read(repo.view("driver_hourly_stats"), ["driver_id=8"], ["conv_rate"]))[0].conv_rate.status, "PRESENT");
+  });
+
+  it("refuses a webhook-id reused for a different body (422) and an over-long id", async () => {
+    const { post } = setup();
+    assert.equal((await post("/push", feastPush([1]), { "webhook-id": "msg_same" })).status, 200);
+    const reused = await post("/push", feastPush([2]), { "webhook-id": "msg_same" });
+    assert.equal(reused.status, 422);
+    const err = (await reused.json()).error;
+    assert.equal(err.code, "webhook_id_reused");
+    assert.equal(err.field, "webhook-id");
+    const long = await post("/push", feastPush([3]), { "webhook-id": "m".repeat(300) });
+    assert.equal(long.status, 422);
+    assert.equal((await long.json()).error.field, "webhook-id");
+  });
+
+  it("a request refused as invalid leaves its id free: the corrected retry is processed", async () => {
+    const { post } = setup();
+    const bad = { ...feastPush([4]), df: { ...feastPush([4]).df, conv_rate: ["x"] } };
+    assert.equal((await post("/push", bad, { "webhook-id": "msg_fixme" })).status, 422);
+    // The same bad body again is the same 422, not "in progress" and not "duplicate".
+    assert.equal((await post("/push", bad, { "webhook-id": "msg_fixme" })).status, 422);
+    const fixed = await post("/push", feastPush([4]), { "webhook-id": "msg_fixme" });
+    assert.equal((await fixed.json()).status, "ok");
   });
 
   it("serves /health, /metrics and /registry", async () => {
