@@ -79,11 +79,11 @@ export async function openStores(url: string, dataDir: string, opts: { project?:
     return { online: memoryStore(), offline };
   }
   if (url.startsWith("redis://") || url.startsWith("rediss://")) {
-    const { redisStore } = await import("../plugins/stores/redis.ts");
+    const { redisStore } = await import("../plugins/stores/redis/redis.ts");
     return { online: redisStore({ url, project: opts.project }), offline };
   }
   if (url.startsWith("https://") || url.startsWith("upstash:")) {
-    const { upstashStore } = await import("../plugins/stores/upstash.ts");
+    const { upstashStore } = await import("../plugins/stores/redis/upstash.ts");
     const restUrl = url.startsWith("upstash:") ? url.slice("upstash:".length) : url;
     if (!opts.upstashToken) throw new FreshetError("INVALID_CONFIG", "an Upstash store needs a token: set UPSTASH_REDIS_REST_TOKEN");
     return { online: upstashStore({ url: restUrl, token: opts.upstashToken, project: opts.project }), offline };

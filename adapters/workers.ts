@@ -7,7 +7,7 @@
 import { Redis } from "@upstash/redis";
 import { createProcessor, type DeadLetterSink, FreshetError, type OnlineStore, type Registry, storeUnavailable } from "../mod.ts";
 import { pushApp } from "../plugins/sources/push.ts";
-import { upstashStore } from "../plugins/stores/upstash.ts";
+import { upstashStore } from "../plugins/stores/redis/upstash.ts";
 
 /** The bindings the Worker reads (wrangler.toml `[vars]` and secrets). */
 export interface WorkerEnv {

@@ -329,7 +329,7 @@ async function p4(ctx: Ctx, rt: Runtime, freshet: Server): Promise<Entry> {
  * processor. What Redis and the write script allow, whatever the server does.
  */
 async function storeCeiling(ctx: Ctx): Promise<string> {
-  const { redisStore } = await import("../plugins/stores/redis.ts");
+  const { redisStore } = await import("../plugins/stores/redis/redis.ts");
   const { benchStats } = await import("./feature_repo.ts");
   const store = redisStore({ url: ctx.redis.url, project: "bench_ceiling" });
   await ctx.client.flushall();

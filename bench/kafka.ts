@@ -224,7 +224,7 @@ async function freshetWorker(argv: string[]): Promise<WorkerResult> {
   const cpu0 = cpuNow();
   const { consume, createProcessor, kafkaSource } = await import("../mod.ts");
   const { kafkaConsumer } = await import("../plugins/sources/kafka.ts");
-  const { redisStore } = await import("../plugins/stores/redis.ts");
+  const { redisStore } = await import("../plugins/stores/redis/redis.ts");
   const { memoryDeadLetters } = await import("../plugins/stores/memory.ts");
   const count = Number(arg(argv, "count"));
   const progressMs = Number(arg(argv, "progress", "0"));

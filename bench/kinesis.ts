@@ -169,7 +169,7 @@ async function freshetWorker(argv: string[]): Promise<WorkerResult> {
   const cpu0 = cpuNow();
   const { consume, createProcessor, kinesisSource } = await import("../mod.ts");
   const { kinesisConsumer } = await import("../plugins/sources/kinesis.ts");
-  const { redisStore } = await import("../plugins/stores/redis.ts");
+  const { redisStore } = await import("../plugins/stores/redis/redis.ts");
   const { memoryDeadLetters } = await import("../plugins/stores/memory.ts");
   const { client, timing } = await timedClient(endpoint);
   const def = kinesisSource({ name: "bench_kinesis", streamName: stream, endpoint, region: "us-east-1", credentials, timestampField: "event_timestamp", limit });

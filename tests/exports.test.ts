@@ -21,3 +21,36 @@ it("the core imports no plugin, adapter, SDK or runtime global", () => {
     assert.doesNotMatch(src, /\b(Deno|Bun)\.\w|\bprocess\.(env|on|exit|argv)\b|\bBuffer\.|\brequire\(/, `core/${f}.ts uses a runtime global`);
   }
 });
+
+it("a plugin imports only the core, its own folder and npm packages: never another plugin or an adapter", () => {
+  const root = new URL("../", import.meta.url);
+  const plugins = new URL("plugins/", root);
+  const walk = (dir: URL): string[] =>
+    readdirSync(dir, { withFileTypes: true }).flatMap((d) =>
+      d.isDirectory() ? walk(new URL(`${d.name}/`, dir)) : d.name.endsWith(".ts") ? [new URL(d.name, dir).pathname] : []
+    );
+  const files = walk(plugins);
+  assert.ok(files.length >= 10);
+  const core = new URL("core/", root).pathname;
+  const specifiers = (src: string) => [
+    ...[...src.matchAll(/^\s*(?:import|export)\b[^;]*?\bfrom\s*["']([^"']+)["']/gm)].map((m) => m[1]),
+    ...[...src.matchAll(/^\s*import\s*["']([^"']+)["']/gm)].map((m) => m[1]),
+    ...[...src.matchAll(/\bimport\(\s*["']([^"']+)["']\s*\)/g)].map((m) => m[1]),
+  ];
+  for (const file of files) {
+    const rel = file.slice(plugins.pathname.length); // e.g. stores/redis/meta.ts, sources/kafka.ts
+    const [kind, name] = rel.split("/");
+    // A plugin is plugins/<kind>/<name>.ts and/or the folder plugins/<kind>/<name>/.
+    const own = `${plugins.pathname}${kind}/${name.replace(/\.ts$/, "")}`;
+    for (const spec of specifiers(readFileSync(file, "utf8"))) {
+      const where = `plugins/${rel} imports ${spec}`;
+      if (!spec.startsWith(".") && !spec.startsWith("/")) {
+        assert.doesNotMatch(spec, /^(@freshet\/)?freshet(\/|$)/, `${where}: a plugin reaches the others only through the core`);
+        continue; // an npm package or a node: builtin
+      }
+      const target = new URL(spec, new URL(`file://${file}`)).pathname;
+      const allowed = target.startsWith(core) || target === `${own}.ts` || target.startsWith(`${own}/`);
+      assert.ok(allowed, `${where}: only the core (../core/...), its own folder and npm packages are allowed`);
+    }
+  }
+});

@@ -9,8 +9,8 @@ import * as v from "valibot";
 import { createProcessor, entity, featureRepo, pushSource, streamFeatureView, type OnlineStore } from "../../mod.ts";
 import { pushApp } from "../../plugins/sources/push.ts";
 import { memoryDeadLetters } from "../../plugins/stores/memory.ts";
-import { redisStore } from "../../plugins/stores/redis.ts";
-import { upstashStore } from "../../plugins/stores/upstash.ts";
+import { redisStore } from "../../plugins/stores/redis/redis.ts";
+import { upstashStore } from "../../plugins/stores/redis/upstash.ts";
 import { startRedis } from "../services/redis.ts";
 import { startUpstash } from "../services/upstash-server.ts";
 

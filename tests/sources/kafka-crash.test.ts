@@ -17,7 +17,7 @@ import process from "node:process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Redis } from "ioredis";
-import { redisStore } from "../../plugins/stores/redis.ts";
+import { redisStore } from "../../plugins/stores/redis/redis.ts";
 import { startChild, type Child } from "../services/system.ts";
 import { caughtUp, missingSeqs, offsets, produce, seqEvent, seqRepo, sleep, unique, until, useKafkaTestBed } from "../fixtures/kafka-harness.ts";
 

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Admin, Kafka, Producer } from "kafkajs";
 import { kafkaConsumer } from "../../plugins/sources/kafka.ts";
-import { redisStore } from "../../plugins/stores/redis.ts";
+import { redisStore } from "../../plugins/stores/redis/redis.ts";
 import { memoryDeadLetters } from "../../plugins/stores/memory.ts";
 import type { SourceBatch, StreamSource } from "../../core/index.ts";
 import { startKafka, type KafkaService } from "../services/kafka.ts";

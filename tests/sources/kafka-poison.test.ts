@@ -16,7 +16,7 @@ import { entity, featureRepo, kafkaSource, streamFeatureView, type DeadLetter } 
 import { kafkaConsumer, kafkaDeadLetters } from "../../plugins/sources/kafka.ts";
 import { avroFormat } from "../../plugins/formats/avro.ts";
 import { jsonFormat } from "../../plugins/formats/json.ts";
-import { redisStore } from "../../plugins/stores/redis.ts";
+import { redisStore } from "../../plugins/stores/redis/redis.ts";
 import { memoryDeadLetters } from "../../plugins/stores/memory.ts";
 import { caughtUp, produce, recordingLogger, startConsume, unique, until, useKafkaTestBed } from "../fixtures/kafka-harness.ts";
 

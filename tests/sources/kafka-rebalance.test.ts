@@ -5,7 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { kafkaConsumer, type KafkaConsumerEvent } from "../../plugins/sources/kafka.ts";
-import { redisStore } from "../../plugins/stores/redis.ts";
+import { redisStore } from "../../plugins/stores/redis/redis.ts";
 import { memoryDeadLetters } from "../../plugins/stores/memory.ts";
 import { caughtUp, controllableStore, missingSeqs, offsets, produce, recordingLogger, type Running, seqEvent, seqRepo, sleep, startConsume, unique, until, useKafkaTestBed } from "../fixtures/kafka-harness.ts";
 

@@ -11,7 +11,7 @@ import { createProcessor, entity, featureRepo, FreshetError, kafkaSource, stream
 import { kafkaConsumer } from "../../plugins/sources/kafka.ts";
 import { avroFormat } from "../../plugins/formats/avro.ts";
 import { jsonFormat } from "../../plugins/formats/json.ts";
-import { redisStore } from "../../plugins/stores/redis.ts";
+import { redisStore } from "../../plugins/stores/redis/redis.ts";
 import { memoryDeadLetters } from "../../plugins/stores/memory.ts";
 import {
   caughtUp,

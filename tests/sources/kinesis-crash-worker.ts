@@ -8,7 +8,7 @@ import process from "node:process";
 import { consume, createProcessor, type MetaStore } from "../../mod.ts";
 import { kinesisConsumer } from "../../plugins/sources/kinesis.ts";
 import { memoryDeadLetters } from "../../plugins/stores/memory.ts";
-import { redisStore } from "../../plugins/stores/redis.ts";
+import { redisStore } from "../../plugins/stores/redis/redis.ts";
 import { decodeJson, kinesisRepo } from "./kinesis-fixtures.ts";
 
 const env = (k: string) => {
@@ -21,8 +21,11 @@ const say = (line: string) => process.stdout.write(line + "\n");
 
 const store = redisStore({ url: env("REDIS_URL"), project: env("PROJECT") });
 const meta: MetaStore = {
-  claim: (k, t) => store.meta.claim(k, t),
-  unclaim: (k) => store.meta.unclaim(k),
+  begin: (k, f, t) => store.meta.begin(k, f, t),
+  abandon: (k, t) => store.meta.abandon(k, t),
+  settle: (k, f, t) => store.meta.settle(k, f, t),
+  getWatermark: (k) => store.meta.getWatermark(k),
+  advanceWatermark: (k, t) => store.meta.advanceWatermark(k, t),
   getCheckpoint: (k) => store.meta.getCheckpoint(k),
   acquireLease: (k, o, t) => store.meta.acquireLease(k, o, t),
   releaseLease: (k, o) => store.meta.releaseLease(k, o),

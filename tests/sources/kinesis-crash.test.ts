@@ -17,7 +17,7 @@ import { fileURLToPath } from "node:url";
 import { DescribeStreamSummaryCommand, ListShardsCommand, SplitShardCommand } from "@aws-sdk/client-kinesis";
 import { compareDecimal } from "../../mod.ts";
 import { kinesisKeys, SHARD_END } from "../../plugins/sources/kinesis.ts";
-import { redisStore } from "../../plugins/stores/redis.ts";
+import { redisStore } from "../../plugins/stores/redis/redis.ts";
 import { createStream } from "../services/kinesis.ts";
 import { kinesisRepo, lastPerShard, putAll, unique, until, versions, type PutResult, useKinesisTestBed } from "./kinesis-fixtures.ts";
 

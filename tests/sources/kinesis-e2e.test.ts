@@ -10,7 +10,7 @@ import type { KinesisClient } from "@aws-sdk/client-kinesis";
 import { consume, createProcessor, type MetaStore, type OnlineStore, type Position } from "../../mod.ts";
 import { kinesisConsumer, kinesisKeys, KPL_MAGIC } from "../../plugins/sources/kinesis.ts";
 import { memoryDeadLetters, memoryStore } from "../../plugins/stores/memory.ts";
-import { redisStore } from "../../plugins/stores/redis.ts";
+import { redisStore } from "../../plugins/stores/redis/redis.ts";
 import { createStream, kinesisClient, startKinesis, type KinesisKind, type KinesisService } from "../services/kinesis.ts";
 import { batchGate, event, kinesisRepo, lastPerShard, putAll, sleep, unique, until, versions, type PutResult, useKinesisTestBed } from "./kinesis-fixtures.ts";
 

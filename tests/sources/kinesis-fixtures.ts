@@ -148,8 +148,11 @@ export function spyMeta(meta: MetaStore) {
   };
   const hooks: { beforeCheckpoint?: (key: string, value: string) => void } = {};
   const spied: MetaStore = {
-    claim: async (k, t) => (await pass(), meta.claim(k, t)),
-    unclaim: async (k) => (await pass(), meta.unclaim(k)),
+    begin: async (k, f, t) => (await pass(), meta.begin(k, f, t)),
+    abandon: async (k, t) => (await pass(), meta.abandon(k, t)),
+    settle: async (k, f, t) => (await pass(), meta.settle(k, f, t)),
+    getWatermark: async (k) => (await pass(), meta.getWatermark(k)),
+    advanceWatermark: async (k, t) => (await pass(), meta.advanceWatermark(k, t)),
     getCheckpoint: async (k) => (await pass(), meta.getCheckpoint(k)),
     async setCheckpoint(key, value, fence) {
       await pass();

@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { consume, createProcessor, FreshetError, type Lease, type MetaStore, type OnlineStore, type SourceBatch, type StreamSource } from "../../mod.ts";
 import { type KinesisConsumer, kinesisConsumer, kinesisKeys } from "../../plugins/sources/kinesis.ts";
 import { memoryDeadLetters, memoryStore } from "../../plugins/stores/memory.ts";
-import { redisStore } from "../../plugins/stores/redis.ts";
+import { redisStore } from "../../plugins/stores/redis/redis.ts";
 import { createStream } from "../services/kinesis.ts";
 import { batchGate, kinesisRepo, lastPerShard, putAll, sleep, spyMeta, unique, until, versions, type PutResult, useKinesisTestBed } from "./kinesis-fixtures.ts";
 

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import * as v from "valibot";
 import { Redis as IORedis } from "ioredis";
 import { entity, FreshetError, featureRepo, pushSource, streamFeatureView, type FeatureRow } from "../../mod.ts";
-import { redisStore } from "../../plugins/stores/redis.ts";
+import { redisStore } from "../../plugins/stores/redis/redis.ts";
 import { conformanceRepo, testOnlineStore } from "../conformance/online-store.ts";
 import { startRedis, type RedisService } from "../services/redis.ts";
 
@@ -58,9 +58,9 @@ describe("redis store", () => {
       const t = Date.now();
       await store.write(view, rows(1, t - 1)); // loads the script (EVALSHA, NOSCRIPT, EVAL)
       const before = await scriptCalls(admin);
-      assert.deepEqual(await store.write(view, rows(1000, t)), { written: 1000, stale: 0 });
+      assert.deepEqual(await store.write(view, rows(1000, t)), { written: 1000, stale: 0, expired: 0 });
       assert.equal(await scriptCalls(admin) - before, 1);
-      assert.deepEqual(await store.write(view, rows(1000, t)), { written: 0, stale: 1000 });
+      assert.deepEqual(await store.write(view, rows(1000, t)), { written: 0, stale: 1000, expired: 0 });
       assert.equal(await scriptCalls(admin) - before, 2);
       const got = await store.read(view, rows(1000, t).map((r) => r.entityKey), ["trips", "label"]);
       assert.equal(got.length, 1000);
@@ -91,6 +91,121 @@ describe("redis store", () => {
       await custom.close();
     } finally {
       admin.disconnect();
+      await store.close();
+    }
+  });
+
+  it("expires a key at event time + ttl (PEXPIREAT), not at write time", async () => {
+    const { url } = await redis();
+    const store = redisStore({ url, project: "expiry" });
+    const admin = new IORedis(url);
+    try {
+      const t = Date.now() - 30 * 60_000; // half of the hour-long ttl already gone
+      await store.write(view, [{ entityKey: "driver_id=1", values: { trips: 1 }, eventTime: t }]);
+      assert.equal(Number(await admin.call("PEXPIRETIME", "freshet:expiry:conf_stats:driver_id=1")), t + 3600_000);
+      // A newer row moves the expiry with its event time.
+      await store.write(view, [{ entityKey: "driver_id=1", values: { trips: 2 }, eventTime: t + 1000 }]);
+      assert.equal(Number(await admin.call("PEXPIRETIME", "freshet:expiry:conf_stats:driver_id=1")), t + 1000 + 3600_000);
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
+  });
+
+  it("checks expiry against the store's clock (now option), on write and on read", async () => {
+    const { url } = await redis();
+    let offset = 0;
+    const store = redisStore({ url, project: "clock", now: () => Date.now() + offset });
+    const admin = new IORedis(url);
+    try {
+      const t = Date.now();
+      assert.deepEqual(await store.write(view, [{ entityKey: "driver_id=1", values: { trips: 1 }, eventTime: t }]), { written: 1, stale: 0, expired: 0 });
+      offset = 2 * 3600_000; // the store's clock runs ahead of Redis'
+      assert.equal((await store.read(view, ["driver_id=1"], ["trips"]))[0].trips.status, "NOT_FOUND", "past its ttl on the store's clock");
+      // Still in Redis (its clock is behind), but expired: it does not make a fresh row stale either.
+      assert.equal(await admin.exists("freshet:clock:conf_stats:driver_id=1"), 1);
+      assert.deepEqual(await store.write(view, [{ entityKey: "driver_id=2", values: { trips: 1 }, eventTime: t }]), { written: 0, stale: 0, expired: 1 });
+      assert.equal(await admin.exists("freshet:clock:conf_stats:driver_id=2"), 0);
+      assert.deepEqual(await store.write(view, [{ entityKey: "driver_id=1", values: { trips: 7 }, eventTime: t - 1 + offset }]), { written: 1, stale: 0, expired: 0 });
+      assert.equal((await store.read(view, ["driver_id=1"], ["trips"]))[0].trips.value, 7);
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
+  });
+
+  it("orders a missing created time below every created time, negative ones too", async () => {
+    const { url } = await redis();
+    const store = redisStore({ url, project: "ct" });
+    try {
+      const t = Date.now();
+      const r = (id: number, trips: number, createdTime?: number): FeatureRow => ({ entityKey: `driver_id=${id}`, values: { trips }, eventTime: t, createdTime });
+      await store.write(view, [r(1, 1)]);
+      assert.deepEqual(await store.write(view, [r(1, 2, -5)]), { written: 1, stale: 0, expired: 0 });
+      assert.deepEqual(await store.write(view, [r(1, 3)]), { written: 0, stale: 1, expired: 0 });
+      assert.deepEqual(await store.write(view, [r(1, 4, -6)]), { written: 0, stale: 1, expired: 0 });
+      assert.deepEqual(await store.write(view, [r(1, 5, -1)]), { written: 1, stale: 0, expired: 0 });
+      assert.equal((await store.read(view, ["driver_id=1"], ["trips"]))[0].trips.value, 5);
+      // Inside one batch as well.
+      assert.deepEqual(await store.write(view, [r(2, 1, -9), r(2, 2), r(2, 3, -9)]), { written: 1, stale: 2, expired: 0 });
+      assert.equal((await store.read(view, ["driver_id=2"], ["trips"]))[0].trips.value, 1);
+      // Pre-1970 event times.
+      assert.deepEqual(await store.write(forever, [{ entityKey: "driver_id=3", values: { x: 1 }, eventTime: -86_400_000 }]), { written: 1, stale: 0, expired: 0 });
+      assert.deepEqual(await store.write(forever, [{ entityKey: "driver_id=3", values: { x: 2 }, eventTime: -86_400_001 }]), { written: 0, stale: 1, expired: 0 });
+      assert.equal((await store.read(forever, ["driver_id=3"], ["x"]))[0].x.eventTime, -86_400_000);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("applies a write's commit (watermarks, done key) in the same single script call", async () => {
+    const { url } = await redis();
+    const store = redisStore({ url, prefix: "{fx}", project: "commit" });
+    const admin = new IORedis(url);
+    try {
+      const t = Date.now();
+      await store.write(view, rows(1, t - 1)); // loads the script
+      const begun = await store.meta.begin("webhook:msg_1", "fp1", 30_000);
+      assert.equal(begun.state, "started");
+      const before = await scriptCalls(admin);
+      const w = await store.write(view, rows(100, t), { watermarks: { "push:a": t, "push:b": -5 }, done: { key: "webhook:msg_1", fingerprint: "fp1", ttlMs: 60_000 } });
+      assert.deepEqual(w, { written: 100, stale: 0, expired: 0 });
+      assert.equal(await scriptCalls(admin) - before, 1, "rows and commit in one EVALSHA");
+      // Every key starts with the hash-tagged prefix: one Cluster slot.
+      assert.equal(await admin.get("{fx}:commit:#wm:push:a"), String(t));
+      assert.equal(await admin.get("{fx}:commit:#wm:push:b"), "-5");
+      assert.equal(await admin.get("{fx}:commit:#idem:webhook:msg_1"), "d|fp1");
+      const pttl = await admin.pttl("{fx}:commit:#idem:webhook:msg_1");
+      assert.ok(pttl > 50_000 && pttl <= 60_000, `PTTL ${pttl}`);
+      assert.deepEqual(await store.meta.begin("webhook:msg_1", "fp2", 30_000), { state: "done", fingerprint: "fp1" });
+      assert.equal(await store.meta.getWatermark("push:b"), -5);
+      // A commit without rows is one call too, and a lower watermark changes nothing.
+      const mid = await scriptCalls(admin);
+      assert.deepEqual(await store.write(view, [], { watermarks: { "push:a": t - 10, "push:b": -4 } }), { written: 0, stale: 0, expired: 0 });
+      assert.equal(await scriptCalls(admin) - mid, 1);
+      assert.equal(await store.meta.getWatermark("push:a"), t);
+      assert.equal(await store.meta.getWatermark("push:b"), -4);
+      // A pending key keeps a fingerprint with bars in it whole, and lives for the pending ttl.
+      const p = await store.meta.begin("webhook:msg_2", "fp|with|bars", 30_000);
+      assert.equal(p.state, "started");
+      assert.deepEqual(await store.meta.begin("webhook:msg_2", "x", 30_000), { state: "pending", fingerprint: "fp|with|bars" });
+      const ppttl = await admin.pttl("{fx}:commit:#idem:webhook:msg_2");
+      assert.ok(ppttl > 20_000 && ppttl <= 30_000, `PTTL ${ppttl}`);
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
+  });
+
+  it("rejects a bad commit before sending anything", async () => {
+    const { url } = await redis();
+    const store = redisStore({ url, project: "badcommit" });
+    try {
+      const isInput = (e: unknown) => e instanceof FreshetError && e.code === "INVALID_INPUT" && !e.retriable;
+      await assert.rejects(store.write(view, [], { watermarks: { k: Number.NaN } }), isInput);
+      await assert.rejects(store.write(view, [], { done: { key: "k", fingerprint: "f", ttlMs: 0 } }), isInput);
+      await assert.rejects(store.meta.advanceWatermark("k", Number.POSITIVE_INFINITY), isInput);
+    } finally {
       await store.close();
     }
   });
@@ -139,9 +254,9 @@ describe("redis store", () => {
     const store = redisStore({ url: own.url, project: "outage" });
     try {
       const t = Date.now();
-      assert.deepEqual(await store.write(view, rows(10, t)), { written: 10, stale: 0 });
+      assert.deepEqual(await store.write(view, rows(10, t)), { written: 10, stale: 0, expired: 0 });
       await own.stop();
-      for (const op of [() => store.write(view, rows(10, t + 1)), () => store.read(view, ["driver_id=1"], ["trips"]), () => store.meta.claim("c", 1000), () => store.ping()]) {
+      for (const op of [() => store.write(view, rows(10, t + 1)), () => store.read(view, ["driver_id=1"], ["trips"]), () => store.meta.begin("c", "fp", 1000), () => store.ping()]) {
         const started = Date.now();
         await assert.rejects(op(), (e: unknown) => e instanceof FreshetError && e.code === "STORE_UNAVAILABLE" && e.retriable && e.message.startsWith("[freshet] [redis]"));
         assert.ok(Date.now() - started < 2000, `rejected after ${Date.now() - started} ms`);
@@ -159,7 +274,7 @@ describe("redis store", () => {
           await new Promise((r) => setTimeout(r, 100));
         }
       }
-      assert.deepEqual(w, { written: 10, stale: 0 });
+      assert.deepEqual(w, { written: 10, stale: 0, expired: 0 });
       assert.equal((await store.read(view, ["driver_id=3"], ["trips"]))[0].trips.value, 3);
     } finally {
       await store.close();

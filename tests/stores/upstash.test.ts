@@ -6,7 +6,7 @@ import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Redis as UpstashRedis } from "@upstash/redis";
 import { FreshetError, type FeatureRow } from "../../mod.ts";
-import { upstashStore } from "../../plugins/stores/upstash.ts";
+import { upstashStore } from "../../plugins/stores/redis/upstash.ts";
 import { conformanceRepo, testOnlineStore } from "../conformance/online-store.ts";
 import { startRedis, type RedisService } from "../services/redis.ts";
 import { startUpstash, type UpstashService } from "../services/upstash-server.ts";
@@ -46,7 +46,7 @@ describe("upstash store", () => {
     const before = total(upstash);
     upstash.faults.next429 = 2;
     upstash.faults.next5xx = 2;
-    assert.deepEqual(await store.write(view, rows(20, t)), { written: 20, stale: 0 });
+    assert.deepEqual(await store.write(view, rows(20, t)), { written: 20, stale: 0, expired: 0 });
     assert.ok(total(upstash) - before >= 5, "4 failed attempts, then the write");
     upstash.faults.next5xx = 1;
     upstash.faults.status5xx = 503;
@@ -63,7 +63,7 @@ describe("upstash store", () => {
     try {
       await assert.rejects(store.write(view, rows(5, Date.now())), isCode("STORE_UNAVAILABLE", true));
       assert.equal(total(upstash) - before, 4, "1 attempt + 3 retries");
-      await assert.rejects(store.meta.claim("k", 1000), isCode("STORE_UNAVAILABLE", true));
+      await assert.rejects(store.meta.begin("k", "fp", 1000), isCode("STORE_UNAVAILABLE", true));
     } finally {
       upstash.faults.next5xx = 0;
     }
@@ -82,7 +82,7 @@ describe("upstash store", () => {
     const t = Date.now();
     const big = rows(3000, t, 1000); // ~3.2 MB of values
     const before = upstash.requests["/"] ?? 0;
-    assert.deepEqual(await store.write(view, big), { written: 3000, stale: 0 });
+    assert.deepEqual(await store.write(view, big), { written: 3000, stale: 0, expired: 0 });
     const calls = (upstash.requests["/"] ?? 0) - before;
     // 4 chunks at least; +1 for the EVAL after the first NOSCRIPT. Each one under 1 MB, or the fake would have refused it.
     assert.ok(calls >= 4 && calls <= 6, `${calls} requests`);
@@ -91,7 +91,7 @@ describe("upstash store", () => {
     for (let i = 0; i < 3000; i += 97) assert.equal(got[i].label.value, "x".repeat(1000) + i);
     assert.equal(got[2999].label.status, "PRESENT");
     // Replay in one go: every row stale, still split.
-    assert.deepEqual(await store.write(view, big), { written: 0, stale: 3000 });
+    assert.deepEqual(await store.write(view, big), { written: 0, stale: 3000, expired: 0 });
   });
 
   it("keeps latest-wins across the chunks of one split write", async () => {
@@ -109,6 +109,54 @@ describe("upstash store", () => {
     } finally {
       upstash.faults.maxRequestBytes = 1_000_000;
     }
+  });
+
+  it("puts a split write's commit in its last script call only, after every row", async () => {
+    const { upstash } = await fake();
+    upstash.faults.maxRequestBytes = 20_000;
+    // An @upstash/redis client whose transport records every script call's KEYS.
+    const real = new UpstashRedis({ url: upstash.url, token: upstash.token, enableTelemetry: false });
+    const inner = (real as unknown as { client: { request(req: { body?: unknown }): Promise<unknown> } }).client;
+    const scriptKeys: string[][] = [];
+    const spy = {
+      client: {
+        request(req: { body?: unknown }) {
+          const b = req.body as string[];
+          if (b[0] === "EVALSHA" || b[0] === "EVAL") scriptKeys.push(b.slice(3, 3 + Number(b[2])));
+          return inner.request(req);
+        },
+      },
+    } as unknown as UpstashRedis;
+    const store = upstashStore({ client: spy, project: "commit", maxRequestBytes: 20_000 });
+    try {
+      const t = Date.now();
+      assert.equal((await store.meta.begin("webhook:m1", "fp", 30_000)).state, "started");
+      scriptKeys.length = 0;
+      const w = await store.write(view, rows(200, t, 200), { watermarks: { "push:a": t }, done: { key: "webhook:m1", fingerprint: "fp", ttlMs: 60_000 } });
+      assert.deepEqual(w, { written: 200, stale: 0, expired: 0 });
+      const withCommit = scriptKeys.map((k, i) => [i, k.includes("freshet:commit:#idem:webhook:m1"), k.includes("freshet:commit:#wm:push:a")]);
+      assert.ok(scriptKeys.length >= 3, `${scriptKeys.length} script calls`);
+      assert.deepEqual(withCommit.filter(([, d, m]) => d || m).map(([i]) => i), [scriptKeys.length - 1], "only the last call carries the commit");
+      assert.deepEqual(await store.meta.begin("webhook:m1", "fp", 30_000), { state: "done", fingerprint: "fp" });
+      assert.equal(await store.meta.getWatermark("push:a"), t);
+      // A commit alone is one call.
+      scriptKeys.length = 0;
+      assert.deepEqual(await store.write(view, [], { watermarks: { "push:a": t + 1 } }), { written: 0, stale: 0, expired: 0 });
+      assert.equal(scriptKeys.length, 1);
+      assert.equal(await store.meta.getWatermark("push:a"), t + 1);
+    } finally {
+      upstash.faults.maxRequestBytes = 1_000_000;
+    }
+  });
+
+  it("counts rows outside the ttl as expired on the store's clock", async () => {
+    const { upstash } = await fake();
+    const store = upstashStore({ url: upstash.url, token: upstash.token, project: "expired", now: () => Date.now() + 2 * 3600_000 });
+    const t = Date.now();
+    assert.deepEqual(await store.write(view, [...rows(2, t), ...rows(1, t + 2 * 3600_000, 0).map((r) => ({ ...r, entityKey: "driver_id=9" }))]), { written: 1, stale: 0, expired: 2 });
+    const [a, b] = await store.read(view, ["driver_id=0", "driver_id=9"], ["trips"]);
+    assert.equal(a.trips.status, "NOT_FOUND");
+    assert.equal(b.trips.status, "PRESENT");
   });
 
   it("refuses a bad token at once, with a clear non-retriable error", async () => {
@@ -129,12 +177,17 @@ describe("upstash store", () => {
     const client = new UpstashRedis({ url: upstash.url, token: upstash.token, enableTelemetry: false });
     const store = upstashStore({ client, project: "sdk" });
     const t = Date.now();
-    assert.deepEqual(await store.write(view, rows(3, t)), { written: 3, stale: 0 });
-    assert.deepEqual(await store.write(view, rows(3, t)), { written: 0, stale: 3 });
+    assert.deepEqual(await store.write(view, rows(3, t)), { written: 3, stale: 0, expired: 0 });
+    assert.deepEqual(await store.write(view, rows(3, t)), { written: 0, stale: 3, expired: 0 });
     const [r] = await store.read(view, ["driver_id=2"], ["trips", "label"]);
     assert.deepEqual(r.label, { value: "2", status: "PRESENT", eventTime: t });
-    assert.equal(await store.meta.claim("c", 10_000), true);
-    assert.equal(await store.meta.claim("c", 10_000), false);
+    const begun = await store.meta.begin("c", "fp", 10_000);
+    assert.equal(begun.state, "started");
+    assert.deepEqual(await store.meta.begin("c", "fp", 10_000), { state: "pending", fingerprint: "fp" });
+    await store.meta.settle("c", "fp", 10_000);
+    assert.deepEqual(await store.meta.begin("c", "fp", 10_000), { state: "done", fingerprint: "fp" });
+    assert.equal(await store.meta.advanceWatermark("wm", -5), -5);
+    assert.equal(await store.meta.getWatermark("wm"), -5);
     assert.equal(await store.meta.setCheckpoint("cp", "49590338271490256608559692538361571095921575989136588898"), true);
     assert.equal(await store.meta.getCheckpoint("cp"), "49590338271490256608559692538361571095921575989136588898");
     const lease = await store.meta.acquireLease("shard-0", "w", 10_000);

@@ -1,17 +1,19 @@
 /**
  * @module
  * The Upstash online store: Redis over Upstash's REST API, with `fetch`
- * only (no TCP), so it runs on Cloudflare Workers as well as on Node, Bun
- * and Deno.
+ * only (no TCP, no `node:` import), so it runs on Cloudflare Workers as
+ * well as on Node, Bun and Deno.
  *
- * It runs the same Lua scripts and key layout as the Redis store
- * (core/redis-layout.ts): a write is one EVALSHA per batch, or a few when
- * the request would pass Upstash's 1 MB limit (each one is still atomic per
- * entity, and latest-wins per row keeps the result the same). Reads are one
- * pipeline request of HMGETs. 429 and 5xx answers and network errors are
- * retried with jittered exponential backoff, a bounded number of times,
- * then fail as a retriable `STORE_UNAVAILABLE`. A bad token fails at once
- * with a non-retriable `INVALID_CONFIG`.
+ * It runs the same Lua scripts, key layout and MetaStore as the Redis store
+ * (./layout.ts, ./scripts.ts, ./meta.ts): a write is one EVALSHA per batch,
+ * or a few when the request would pass Upstash's 1 MB limit (each one is
+ * still atomic per entity, and latest-wins per row keeps the result the
+ * same); the batch's commit (watermarks, the idempotency key marked done)
+ * rides in the last of them, so it never lands before every row did. Reads
+ * are one pipeline request of HMGETs. 429 and 5xx answers and network
+ * errors are retried with jittered exponential backoff, a bounded number of
+ * times, then fail as a retriable `STORE_UNAVAILABLE`. A bad token fails at
+ * once with a non-retriable `INVALID_CONFIG`.
  *
  * @example
  * ```ts
@@ -20,27 +22,13 @@
  * ```
  */
 import type { Redis, Requester } from "@upstash/redis";
-import {
-  ACQUIRE_LEASE,
-  assertDecimal,
-  CLAIM,
-  decodeLease,
-  decodeLeaseList,
-  decodeRead,
-  type EncodedRow,
-  encodeRows,
-  LIST_LEASES,
-  type LuaScript,
-  readFields,
-  redisLayout,
-  RELEASE_LEASE,
-  SET_CHECKPOINT,
-  WRITE_ROWS,
-  writeScriptArgs,
-} from "../../core/redis-layout.ts";
-import { FreshetError, storeUnavailable } from "../../core/errors.ts";
-import type { FeatureRow, FeatureValue, MetaStore, OnlineStore, WriteResult } from "../../core/contracts.ts";
-import type { FeatureView } from "../../core/definitions.ts";
+import type { CommitMeta, FeatureRow, FeatureValue, OnlineStore, WriteResult } from "../../../core/contracts.ts";
+import type { FeatureView } from "../../../core/definitions.ts";
+import { FreshetError, storeUnavailable } from "../../../core/errors.ts";
+import { decodeRead, type EncodedCommit, type EncodedRow, encodeCommit, encodeRows, readFields, redisLayout } from "./layout.ts";
+import { redisMeta } from "./meta.ts";
+import { decodeWriteReply, WRITE_ROWS, writeScriptArgs } from "./scripts.ts";
+import { evalScript, redisError, RedisReplyError, type RedisTransport } from "./transport.ts";
 
 /**
  * Options of {@link upstashStore}. Give `url` and `token`, or a `client`.
@@ -65,7 +53,7 @@ export interface UpstashStoreOptions {
   prefix?: string;
   /** Second segment of every key, usually the feature repo's project. Default "default". */
   project?: string;
-  /** The clock for ttl on read (OUTSIDE_MAX_AGE). Default `Date.now`. Leases use Redis' clock. */
+  /** The clock for ttl: rows expired on write, OUTSIDE_MAX_AGE on read. Default `Date.now`. Leases use Redis' clock. */
   now?: () => number;
   /** Retries after a 429, a 5xx or a network error. Default 5. */
   retries?: number;
@@ -155,12 +143,15 @@ function requesterWire(requester: Requester): Wire {
       if (/^(Unauthorized|WRONGPASS|NOAUTH)/i.test(msg)) {
         throw new FreshetError("INVALID_CONFIG", `Upstash refused the token (${msg}): check the client's token and url`, { plugin: PLUGIN, retriable: false, cause: e });
       }
-      // A Redis error reply ("ERR ...", "NOSCRIPT ...") for a single command, unless it is a rate limit.
-      if (path === "" && /^[A-Z]{2,} /.test(msg) && !/limit/i.test(msg)) return { body: { error: msg } };
+      // A Redis error reply ("ERR ...", "NOSCRIPT ...") for a single command, unless it is a rate limit (429).
+      if (path === "" && /^[A-Z]{2,} /.test(msg) && !isRateLimit(msg)) return { body: { error: msg } };
       return { retry: msg, cause: e };
     }
   };
 }
+
+/** Upstash's answers to a 429 ("ERR max daily request limit exceeded", ...), not its request size limit. */
+const isRateLimit = (msg: string) => /limit exceeded/i.test(msg) && !/request size/i.test(msg);
 
 /** The transport inside an `@upstash/redis` client (a protected field, so reached at runtime). */
 function requesterOf(client: Redis): Requester {
@@ -186,7 +177,7 @@ function jsonBytes(s: string): number {
   return n;
 }
 
-/** Splits encoded rows into runs whose script call stays under `budget` bytes (exact for the EVALSHA body). */
+/** Splits encoded rows into runs whose script call stays under `budget` bytes (exact for the EVALSHA body, header and trailer aside). */
 function chunkRows(rows: EncodedRow[], budget: number): EncodedRow[][] {
   const chunks: EncodedRow[][] = [];
   let cur: EncodedRow[] = [];
@@ -218,13 +209,22 @@ function sameFields(a: string[], b: string[]): boolean {
   return true;
 }
 
+/** The bytes a commit adds to a script call: its keys and its trailer. */
+function commitBytes(c: EncodedCommit | undefined): number {
+  if (!c) return 0;
+  let n = 16;
+  for (let i = 0; i < c.watermarks.length; i++) n += jsonBytes(c.watermarkKeys[i]) + jsonBytes(c.watermarks[i]) + 2;
+  if (c.done) n += jsonBytes(c.done.key) + jsonBytes(c.done.fingerprint) + jsonBytes(c.done.ttlMs) + 3;
+  return n;
+}
+
 /**
  * An online store on Upstash Redis, over its REST API.
  *
  * @example
  * ```ts
  * const store = upstashStore({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN, project: "driver_stats" })
- * const { written, stale } = await store.write(view, rows)
+ * const { written, stale, expired } = await store.write(view, rows)
  * const [driver] = await store.read(view, ["driver_id=1001"], ["conv_rate"])
  * ```
  */
@@ -235,7 +235,7 @@ export function upstashStore(opts: UpstashStoreOptions = {}): UpstashOnlineStore
   if (opts.url && !/^https?:\/\/[^\s/]/.test(opts.url)) {
     throw new FreshetError("INVALID_CONFIG", `url ${JSON.stringify(opts.url)} is not an http(s) URL: use the REST URL, e.g. https://eu1-example.upstash.io`, { plugin: PLUGIN });
   }
-  const layout = redisLayout({ prefix: opts.prefix, project: opts.project });
+  const layout = redisLayout({ prefix: opts.prefix, project: opts.project, plugin: PLUGIN });
   const now = opts.now ?? Date.now;
   const retries = Math.max(0, opts.retries ?? 5);
   const baseMs = opts.retryBaseMs ?? 50;
@@ -260,27 +260,14 @@ export function upstashStore(opts: UpstashStoreOptions = {}): UpstashOnlineStore
     }
   };
 
-  /** One command; a Redis error reply is thrown (non-retriable), except what `handle` takes. */
-  const command = async (cmd: string[], definition?: string): Promise<Reply> => {
-    const r = (await send("", cmd, definition)) as Reply;
-    if (r === null || typeof r !== "object") throw storeUnavailable(PLUGIN, new Error(`unexpected answer ${JSON.stringify(r)}`), definition);
-    return r;
-  };
-
-  const replyError = (msg: string, definition?: string) =>
-    /^(BUSY|LOADING|MASTERDOWN|READONLY|TRYAGAIN|OOM)\b/.test(msg)
-      ? new FreshetError("STORE_UNAVAILABLE", `store unavailable: ${msg}`, { plugin: PLUGIN, definition, retriable: true })
-      : /max request size/i.test(msg)
-      ? new FreshetError("INVALID_INPUT", `a single row is larger than the request limit (${msg}); make the row smaller`, { plugin: PLUGIN, definition, retriable: false })
-      : new FreshetError("INTERNAL", `Upstash replied with an error: ${msg}`, { plugin: PLUGIN, definition, retriable: false });
-
-  /** EVALSHA, then EVAL when the script is not loaded yet. */
-  const run = async (s: LuaScript, keys: string[], args: string[], definition?: string): Promise<unknown> => {
-    const rest = ([String(keys.length)] as string[]).concat(keys, args);
-    let r = await command(["EVALSHA", s.sha].concat(rest), definition);
-    if (r.error?.startsWith("NOSCRIPT")) r = await command(["EVAL", s.source].concat(rest), definition);
-    if (r.error !== undefined && r.error !== null) throw replyError(r.error, definition);
-    return r.result;
+  /** One command: its reply, or a RedisReplyError for an error reply. */
+  const transport: RedisTransport = {
+    async send(command, args, definition) {
+      const r = (await send("", [command].concat(args), definition)) as Reply;
+      if (r === null || typeof r !== "object") throw storeUnavailable(PLUGIN, new Error(`unexpected answer ${JSON.stringify(r)}`), definition);
+      if (r.error !== undefined && r.error !== null) throw new RedisReplyError(r.error);
+      return r.result;
+    },
   };
 
   /** A pipeline, split so that no request passes the size limit; answers in order. */
@@ -304,7 +291,7 @@ export function upstashStore(opts: UpstashStoreOptions = {}): UpstashOnlineStore
     for (const a of answers) {
       if (!Array.isArray(a)) throw storeUnavailable(PLUGIN, new Error("a pipeline answer was not an array"), definition);
       for (const r of a as Reply[]) {
-        if (r?.error) throw replyError(r.error, definition);
+        if (r?.error) throw redisError(PLUGIN, new RedisReplyError(r.error), definition);
         out.push(r?.result);
       }
     }
@@ -314,54 +301,32 @@ export function upstashStore(opts: UpstashStoreOptions = {}): UpstashOnlineStore
   // What an EVAL of the write script adds besides the rows (the fallback sends the source).
   const writeOverhead = jsonBytes(WRITE_ROWS.source) + 200;
 
-  const meta: MetaStore = {
-    async claim(key, ttlMs) {
-      const token = globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
-      return Number(await run(CLAIM, [layout.claimKey(key)], [token, String(Math.max(0, Math.ceil(ttlMs)))])) === 1;
-    },
-    async unclaim(key) {
-      const r = await command(["DEL", layout.claimKey(key)]);
-      if (r.error) throw replyError(r.error);
-    },
-    async getCheckpoint(key) {
-      const r = await command(["GET", layout.checkpointKey(key)]);
-      if (r.error) throw replyError(r.error);
-      return r.result === null || r.result === undefined ? undefined : String(r.result);
-    },
-    async setCheckpoint(key, value, fence) {
-      assertDecimal(value, PLUGIN);
-      const keys = fence ? [layout.checkpointKey(key), layout.leaseKey(fence.lease)] : [layout.checkpointKey(key)];
-      const args = fence ? [value, fence.owner, String(fence.counter)] : [value];
-      return Number(await run(SET_CHECKPOINT, keys, args)) === 1;
-    },
-    async acquireLease(key, owner, ttlMs) {
-      return decodeLease(key, owner, await run(ACQUIRE_LEASE, [layout.leaseKey(key), layout.leaseIndexKey], [owner, String(Math.ceil(ttlMs)), key]));
-    },
-    async releaseLease(key, owner) {
-      await run(RELEASE_LEASE, [layout.leaseKey(key)], [owner]);
-    },
-    async listLeases(prefix) {
-      return decodeLeaseList(await run(LIST_LEASES, [layout.leaseIndexKey], [prefix, layout.leaseKey("")]));
-    },
-  };
-
   return {
     name: "upstash",
-    meta,
-    async write(view: FeatureView, rows: FeatureRow[]): Promise<WriteResult> {
-      if (rows.length === 0) return { written: 0, stale: 0 };
-      const encoded = encodeRows(layout, view, rows, PLUGIN);
-      let written = 0;
-      let stale = 0;
-      // In order: a later chunk may hold a newer row for the same entity.
-      for (const chunk of chunkRows(encoded, maxRequestBytes - writeOverhead)) {
-        const { keys, args } = writeScriptArgs(chunk, view.ttlMs);
-        const r = await run(WRITE_ROWS, keys, args, view.name);
-        if (!Array.isArray(r)) throw storeUnavailable(PLUGIN, new Error(`unexpected write answer ${JSON.stringify(r)}`), view.name);
-        written += Number(r[0]);
-        stale += Number(r[1]);
+    meta: redisMeta({ transport, layout, plugin: PLUGIN, now }),
+    async write(view: FeatureView, rows: FeatureRow[], commit?: CommitMeta): Promise<WriteResult> {
+      const encodedCommit = encodeCommit(layout, commit, PLUGIN, view.name);
+      const out: WriteResult = { written: 0, stale: 0, expired: 0 };
+      if (rows.length === 0 && !encodedCommit) return out;
+      const t = now();
+      const chunks = rows.length ? chunkRows(encodeRows(layout, view, rows, PLUGIN), maxRequestBytes - writeOverhead - commitBytes(encodedCommit)) : [[]];
+      // In order: a later chunk may hold a newer row for the same entity,
+      // and the commit rides in the last one, once every row has landed.
+      for (let i = 0; i < chunks.length; i++) {
+        const { keys, args } = writeScriptArgs(chunks[i], view.ttlMs, t, i === chunks.length - 1 ? encodedCommit : undefined);
+        let reply: unknown;
+        try {
+          reply = await evalScript(transport, WRITE_ROWS, keys, args, view.name);
+        } catch (e) {
+          throw redisError(PLUGIN, e, view.name);
+        }
+        const counts = decodeWriteReply(reply);
+        if (!counts) throw storeUnavailable(PLUGIN, new Error(`unexpected write answer ${JSON.stringify(reply)}`), view.name);
+        out.written += counts.written;
+        out.stale += counts.stale;
+        out.expired += counts.expired;
       }
-      return { written, stale };
+      return out;
     },
     async read(view: FeatureView, entityKeys: string[], features: string[]): Promise<Record<string, FeatureValue>[]> {
       if (entityKeys.length === 0) return [];
@@ -371,8 +336,11 @@ export function upstashStore(opts: UpstashStoreOptions = {}): UpstashOnlineStore
       return replies.map((r) => decodeRead(view, r as (string | null)[] | null, features, t));
     },
     async ping() {
-      const r = await command(["PING"]);
-      if (r.error) throw replyError(r.error);
+      try {
+        await transport.send("PING", []);
+      } catch (e) {
+        throw redisError(PLUGIN, e);
+      }
     },
     close() {
       closed = true;

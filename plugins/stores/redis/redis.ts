@@ -2,11 +2,13 @@
  * @module
  * The Redis online store, over TCP with ioredis (Node, Bun and Deno).
  *
- * A write is one EVALSHA per batch, whatever its size: a Lua script keeps
- * the newest row per entity atomically, even under concurrent writers (see
- * core/redis-layout.ts for the keys and scripts, shared with Upstash). A
- * read is one pipelined round trip of HMGETs. Claims, checkpoints and
- * leases are scripts too, fenced on Redis' own clock.
+ * A write is one EVALSHA per batch, whatever its size, and its commit
+ * (watermarks, the idempotency key it guards) rides in the same call: a
+ * Lua script keeps the newest row per entity atomically, even under
+ * concurrent writers (see ./layout.ts for the keys and ./scripts.ts for the
+ * scripts, shared with Upstash). A read is one pipelined round trip of
+ * HMGETs. Idempotency keys, watermarks, checkpoints and leases are scripts
+ * too (./meta.ts).
  *
  * It fails fast: while Redis is unreachable, calls reject within about
  * `connectTimeoutMs` with a retriable `STORE_UNAVAILABLE` instead of
@@ -19,26 +21,13 @@
  * ```
  */
 import type { Redis, RedisOptions } from "ioredis";
-import {
-  ACQUIRE_LEASE,
-  assertDecimal,
-  CLAIM,
-  decodeLease,
-  decodeLeaseList,
-  decodeRead,
-  encodeRows,
-  LIST_LEASES,
-  type LuaScript,
-  readFields,
-  redisLayout,
-  RELEASE_LEASE,
-  SET_CHECKPOINT,
-  WRITE_ROWS,
-  writeScriptArgs,
-} from "../../core/redis-layout.ts";
-import { FreshetError, storeUnavailable } from "../../core/errors.ts";
-import type { FeatureRow, FeatureValue, MetaStore, OnlineStore, WriteResult } from "../../core/contracts.ts";
-import type { FeatureView } from "../../core/definitions.ts";
+import type { CommitMeta, FeatureRow, FeatureValue, OnlineStore, WriteResult } from "../../../core/contracts.ts";
+import type { FeatureView } from "../../../core/definitions.ts";
+import { FreshetError } from "../../../core/errors.ts";
+import { decodeRead, encodeCommit, encodeRows, readFields, redisLayout } from "./layout.ts";
+import { redisMeta } from "./meta.ts";
+import { decodeWriteReply, WRITE_ROWS, writeScriptArgs } from "./scripts.ts";
+import { evalScript, redisError, type RedisTransport } from "./transport.ts";
 
 /**
  * Options of {@link redisStore}.
@@ -60,7 +49,7 @@ export interface RedisStoreOptions {
   prefix?: string;
   /** Second segment of every key, usually the feature repo's project. Default "default". */
   project?: string;
-  /** The clock for ttl on read (OUTSIDE_MAX_AGE). Default `Date.now`. Leases use Redis' clock. */
+  /** The clock for ttl: rows expired on write, OUTSIDE_MAX_AGE on read. Default `Date.now`. Leases use Redis' clock. */
   now?: () => number;
   /** How long a call waits for a connection before it fails with STORE_UNAVAILABLE. Default 1000 ms. */
   connectTimeoutMs?: number;
@@ -88,39 +77,19 @@ export interface RedisOnlineStore extends OnlineStore {
 
 const PLUGIN = "redis";
 
-// Reply errors that mean "not now" rather than "never".
-const RETRIABLE_REPLIES = new Set(["BUSY", "LOADING", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "OOM", "NOREPLICAS", "UNBLOCKED"]);
-const AUTH_REPLIES = new Set(["NOAUTH", "WRONGPASS", "NOPERM"]);
-
-/** Maps an ioredis error to a FreshetError: reply errors by their code, anything else (connection) as STORE_UNAVAILABLE. */
-function toFreshetError(e: unknown, definition?: string): FreshetError {
-  if (e instanceof FreshetError) return e;
-  const err = e as { name?: string; message?: string } | undefined;
-  if (err?.name === "ReplyError" && typeof err.message === "string") {
-    const code = err.message.split(" ", 1)[0];
-    if (AUTH_REPLIES.has(code)) {
-      return new FreshetError("INVALID_CONFIG", `Redis refused the credentials (${err.message}): check the password or user in the url`, { plugin: PLUGIN, definition, retriable: false, cause: e });
-    }
-    if (!RETRIABLE_REPLIES.has(code)) {
-      return new FreshetError("INTERNAL", `Redis replied with an error: ${err.message}`, { plugin: PLUGIN, definition, retriable: false, cause: e });
-    }
-  }
-  return storeUnavailable(PLUGIN, e, definition);
-}
-
 /**
  * An online store on Redis. The client is created on first use.
  *
  * @example
  * ```ts
  * const store = redisStore({ url: process.env.REDIS_URL, project: "driver_stats" })
- * const { written, stale } = await store.write(view, rows)
+ * const { written, stale, expired } = await store.write(view, rows, { watermarks: { "push:driver_push": maxEventTime } })
  * const [driver] = await store.read(view, ["driver_id=1001"], ["conv_rate"])
  * await store.close()
  * ```
  */
 export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
-  const layout = redisLayout({ prefix: opts.prefix, project: opts.project });
+  const layout = redisLayout({ prefix: opts.prefix, project: opts.project, plugin: PLUGIN });
   const now = opts.now ?? Date.now;
   const connectTimeoutMs = opts.connectTimeoutMs ?? 1000;
   const commandTimeoutMs = opts.commandTimeoutMs ?? 5000;
@@ -137,8 +106,7 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
     const c = new IORedis(url, {
       lazyConnect: true,
       // Fail fast: nothing queues while disconnected, and a command in
-      // flight when the connection drops is rejected, not resent (a resent
-      // claim could report a duplicate for a request it made itself).
+      // flight when the connection drops is rejected, not resent.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       autoResendUnfulfilledCommands: false,
@@ -177,59 +145,35 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
     return c;
   };
 
-  /** EVALSHA, then EVAL when the server does not know the script (first use, restart, SCRIPT FLUSH). */
-  const run = async (c: Redis, s: LuaScript, keys: string[], args: string[]): Promise<unknown> => {
-    // One array argument, never a spread: a batch can have 100k+ arguments.
-    const rest = ([keys.length] as (string | number)[]).concat(keys, args);
-    try {
-      return await c.call("EVALSHA", [s.sha].concat(rest as string[]));
-    } catch (e) {
-      if (!(e instanceof Error) || !e.message.startsWith("NOSCRIPT")) throw e;
-      return await c.call("EVAL", [s.source].concat(rest as string[]));
-    }
+  const transport: RedisTransport = {
+    send: async (command, args) => (await ready()).call(command, args),
   };
 
   const call = async <T>(definition: string | undefined, f: (c: Redis) => Promise<T>): Promise<T> => {
     try {
       return await f(await ready());
     } catch (e) {
-      throw toFreshetError(e, definition);
+      throw redisError(PLUGIN, e, definition);
     }
-  };
-
-  const meta: MetaStore = {
-    claim: (key, ttlMs) =>
-      call(undefined, async (c) => Number(await run(c, CLAIM, [layout.claimKey(key)], [claimToken(), String(Math.max(0, Math.ceil(ttlMs)))])) === 1),
-    unclaim: (key) => call(undefined, async (c) => void await c.del(layout.claimKey(key))),
-    getCheckpoint: (key) => call(undefined, async (c) => (await c.get(layout.checkpointKey(key))) ?? undefined),
-    async setCheckpoint(key, value, fence) {
-      assertDecimal(value, PLUGIN);
-      return await call(undefined, async (c) => {
-        const keys = fence ? [layout.checkpointKey(key), layout.leaseKey(fence.lease)] : [layout.checkpointKey(key)];
-        const args = fence ? [value, fence.owner, String(fence.counter)] : [value];
-        return Number(await run(c, SET_CHECKPOINT, keys, args)) === 1;
-      });
-    },
-    acquireLease: (key, owner, ttlMs) =>
-      call(undefined, async (c) => decodeLease(key, owner, await run(c, ACQUIRE_LEASE, [layout.leaseKey(key), layout.leaseIndexKey], [owner, String(Math.ceil(ttlMs)), key]))),
-    releaseLease: (key, owner) => call(undefined, async (c) => void await run(c, RELEASE_LEASE, [layout.leaseKey(key)], [owner])),
-    listLeases: (prefix) => call(undefined, async (c) => decodeLeaseList(await run(c, LIST_LEASES, [layout.leaseIndexKey], [prefix, layout.leaseKey("")]))),
   };
 
   return {
     name: "redis",
-    meta,
-    write(view: FeatureView, rows: FeatureRow[]): Promise<WriteResult> {
-      if (rows.length === 0) return Promise.resolve({ written: 0, stale: 0 });
+    meta: redisMeta({ transport, layout, plugin: PLUGIN, now }),
+    write(view: FeatureView, rows: FeatureRow[], commit?: CommitMeta): Promise<WriteResult> {
       let keys: string[], args: string[];
       try {
-        ({ keys, args } = writeScriptArgs(encodeRows(layout, view, rows, PLUGIN), view.ttlMs));
+        const encoded = encodeCommit(layout, commit, PLUGIN, view.name);
+        if (rows.length === 0 && !encoded) return Promise.resolve({ written: 0, stale: 0, expired: 0 });
+        ({ keys, args } = writeScriptArgs(encodeRows(layout, view, rows, PLUGIN), view.ttlMs, now(), encoded));
       } catch (e) {
         return Promise.reject(e);
       }
-      return call(view.name, async (c) => {
-        const [written, stale] = (await run(c, WRITE_ROWS, keys, args)) as [number, number];
-        return { written: Number(written), stale: Number(stale) };
+      return call(view.name, async () => {
+        const reply = await evalScript(transport, WRITE_ROWS, keys, args, view.name);
+        const counts = decodeWriteReply(reply);
+        if (!counts) throw new Error(`unexpected answer to the write script: ${JSON.stringify(reply)}`);
+        return counts;
       });
     },
     read(view: FeatureView, entityKeys: string[], features: string[]): Promise<Record<string, FeatureValue>[]> {
@@ -261,11 +205,6 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
       else c.disconnect();
     },
   };
-}
-
-/** A value unique to one claim call. */
-function claimToken(): string {
-  return globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
 }
 
 /** The url without its password, for messages. */

@@ -1,0 +1,393 @@
+/**
+ * @module
+ * The Lua scripts of the Redis family and the arguments they take. Each
+ * script is one atomic step on the server, the same for TCP and REST.
+ *
+ * The write script (`WRITE_ROWS`) applies a batch latest-wins and, in the
+ * same call, the batch's commit (watermarks raised, idempotency key marked
+ * done), so the state that guards an effect never runs ahead of it:
+ *
+ * ```
+ * KEYS: rowKey x nRows, watermarkKey x nWm, [doneKey]
+ * ARGV: ttlMs, nowMs, nRows,
+ *       segments: (nFields, field x nFields, nRowsInSegment, (ts, ct, value x nFields) x nRowsInSegment)...,
+ *       trailer:  nWm, watermark x nWm, [doneFingerprint, doneTtlMs]
+ * ```
+ *
+ * Rows that share their fields share a segment, so ARGV carries each field
+ * name once per run, with no JSON to decode in Lua. `ct` is "" for a row
+ * without a created time. The done pair is there exactly when KEYS ends
+ * with a done key.
+ */
+import type { Lease } from "../../../core/contracts.ts";
+import type { EncodedCommit, EncodedRow } from "./layout.ts";
+
+/** A Lua script; Redis names it by the SHA1 of `source` (see {@link scriptSha}). */
+export interface LuaScript {
+  readonly name: string;
+  readonly source: string;
+}
+
+function script(name: string, source: string): LuaScript {
+  return { name, source: source.trim() + "\n" };
+}
+
+const shas = new Map<LuaScript, Promise<string>>();
+
+/**
+ * The SHA1 of a script's source in hex, for EVALSHA: computed once with
+ * WebCrypto (every runtime, Workers included), then cached.
+ *
+ * @example
+ * ```ts
+ * await redis.call("EVALSHA", await scriptSha(BEGIN), 1, key, fingerprint, token, "30000")
+ * ```
+ */
+export function scriptSha(s: LuaScript): Promise<string> {
+  let sha = shas.get(s);
+  if (!sha) {
+    sha = crypto.subtle.digest("SHA-1", new TextEncoder().encode(s.source)).then((d) => Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join(""));
+    shas.set(s, sha);
+  }
+  return sha;
+}
+
+// Monotone max of a watermark: compared as numbers (epoch ms, negative
+// before 1970), stored as the string the client sent.
+const RAISE_WATERMARK = `
+local function raise_watermark(key, v)
+  local cur = redis.call('GET', key)
+  if cur and tonumber(cur) and tonumber(cur) >= tonumber(v) then return cur end
+  redis.call('SET', key, v)
+  return v
+end
+`;
+
+// ---- write ---------------------------------------------------------------
+
+const sameFields = (a: string[], b: string[]) => {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+};
+
+/**
+ * KEYS and ARGV of one {@link WRITE_ROWS} call (layout in the module doc).
+ * `now` is the store's clock, for the expiry check; `commit` is applied in
+ * the same call, also when there are no rows.
+ *
+ * @example
+ * ```ts
+ * const { keys, args } = writeScriptArgs(encodeRows(layout, view, rows, "redis"), view.ttlMs, Date.now(), encodeCommit(layout, commit, "redis"))
+ * await redis.call("EVALSHA", await scriptSha(WRITE_ROWS), keys.length, ...keys, ...args)
+ * ```
+ */
+export function writeScriptArgs(rows: readonly EncodedRow[], ttlMs: number, now: number, commit?: EncodedCommit): { keys: string[]; args: string[] } {
+  const keys: string[] = new Array(rows.length);
+  const args: string[] = [String(Math.max(0, Math.round(ttlMs))), String(now), String(rows.length)];
+  let fields: string[] | undefined;
+  let countAt = -1;
+  let count = 0;
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i];
+    keys[i] = r.key;
+    if (!fields || !sameFields(fields, r.fields)) {
+      if (countAt >= 0) args[countAt] = String(count);
+      fields = r.fields;
+      args.push(String(fields.length), ...fields, "");
+      countAt = args.length - 1;
+      count = 0;
+    }
+    args.push(r.ts, r.ct);
+    for (const v of r.values) args.push(v);
+    count++;
+  }
+  if (countAt >= 0) args[countAt] = String(count);
+  args.push(String(commit?.watermarks.length ?? 0));
+  if (commit) {
+    for (let i = 0; i < commit.watermarks.length; i++) {
+      keys.push(commit.watermarkKeys[i]);
+      args.push(commit.watermarks[i]);
+    }
+    if (commit.done) {
+      keys.push(commit.done.key);
+      args.push(commit.done.fingerprint, commit.done.ttlMs);
+    }
+  }
+  return { keys, args };
+}
+
+/**
+ * Writes a batch, latest-wins per entity, and applies its commit, in one
+ * call. For each row, in order: expired (not written) when ttl > 0 and
+ * event time + ttl <= now; otherwise compared with the stored `_ts`/`_ct`
+ * (a stored row that is itself expired counts as absent) and written only
+ * when strictly newer, event time first, then created time, a missing
+ * created time being less than any (core `isNewer`): the first of equals
+ * wins, inside a batch and across batches. A written row replaces the
+ * whole hash and expires at event time + ttl (PEXPIREAT; ttl 0: never).
+ * Then each watermark is raised to at least its value, and the done key is
+ * set to `d|{fingerprint}` for its ttl. Returns `{written, stale, expired}`.
+ *
+ * Times are compared as Lua numbers (doubles), exact for epoch ms; they are
+ * stored as the strings the client sent, never reformatted by Lua.
+ */
+export const WRITE_ROWS: LuaScript = script("freshet_write_rows", `
+${RAISE_WATERMARK}
+local ttl, now, nrows = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local a, k = 4, 1
+local written, stale, expired = 0, 0, 0
+while k <= nrows do
+  local nf = tonumber(ARGV[a])
+  local f0 = a + 1
+  local rows = tonumber(ARGV[f0 + nf])
+  a = f0 + nf + 1
+  for _ = 1, rows do
+    local key = KEYS[k]
+    local ts, ct = ARGV[a], ARGV[a + 1]
+    local its = tonumber(ts)
+    if ttl > 0 and its + ttl <= now then
+      expired = expired + 1
+    else
+      local cur = redis.call('HMGET', key, '_ts', '_ct')
+      local sts = tonumber(cur[1])
+      local newer = true
+      if sts and not (ttl > 0 and sts + ttl <= now) then
+        if its ~= sts then
+          newer = its > sts
+        else
+          local ict, sct = -math.huge, -math.huge
+          if ct ~= '' then ict = tonumber(ct) end
+          if cur[2] then sct = tonumber(cur[2]) end
+          newer = ict > sct
+        end
+      end
+      if newer then
+        if cur[1] then redis.call('DEL', key) end
+        local h = {'_ts', ts}
+        if ct ~= '' then h[3] = '_ct'; h[4] = ct end
+        local j = #h
+        for i = 0, nf - 1 do
+          h[j + 1] = ARGV[f0 + i]
+          h[j + 2] = ARGV[a + 2 + i]
+          j = j + 2
+        end
+        if j <= 7000 then
+          redis.call('HSET', key, unpack(h))
+        else -- unpack is bounded by Lua's C stack (~8000 values): in slices of whole pairs
+          for s = 1, j, 7000 do redis.call('HSET', key, unpack(h, s, math.min(s + 6999, j))) end
+        end
+        if ttl > 0 then redis.call('PEXPIREAT', key, string.format('%.0f', its + ttl)) end
+        written = written + 1
+      else
+        stale = stale + 1
+      end
+    end
+    a = a + 2 + nf
+    k = k + 1
+  end
+end
+local nwm = tonumber(ARGV[a])
+for i = 1, nwm do raise_watermark(KEYS[nrows + i], ARGV[a + i]) end
+a = a + nwm + 1
+if ARGV[a] then redis.call('SET', KEYS[nrows + nwm + 1], 'd|' .. ARGV[a], 'PX', ARGV[a + 1]) end
+return {written, stale, expired}
+`);
+
+/**
+ * The counts of a {@link WRITE_ROWS} reply, or undefined when the reply is not one.
+ *
+ * @example
+ * ```ts
+ * decodeWriteReply([3, 1, 0]) // { written: 3, stale: 1, expired: 0 }
+ * ```
+ */
+export function decodeWriteReply(reply: unknown): { written: number; stale: number; expired: number } | undefined {
+  if (!Array.isArray(reply) || reply.length < 3) return undefined;
+  return { written: Number(reply[0]), stale: Number(reply[1]), expired: Number(reply[2]) };
+}
+
+// ---- idempotency and watermarks ------------------------------------------
+
+/**
+ * Begins an idempotent delivery. KEYS: the idempotency key. ARGV:
+ * fingerprint, token, pendingTtlMs. Returns `{"done", fingerprint}` or
+ * `{"pending", fingerprint}` for a key that is held; otherwise sets
+ * `p|{token}|{fingerprint}` PX pendingTtlMs and returns `{"started", token}`.
+ * A retry of the same call (same token) that finds its own pending key is
+ * "started" too, so a request retried after a lost answer is not taken for
+ * a duplicate of itself.
+ */
+export const BEGIN: LuaScript = script("freshet_begin", `
+local v = redis.call('GET', KEYS[1])
+if v then
+  local tag = string.sub(v, 1, 2)
+  if tag == 'd|' then return {'done', string.sub(v, 3)} end
+  local bar = tag == 'p|' and string.find(v, '|', 3, true)
+  if bar then
+    if string.sub(v, 3, bar - 1) == ARGV[2] then return {'started', ARGV[2]} end
+    return {'pending', string.sub(v, bar + 1)}
+  end
+end
+redis.call('SET', KEYS[1], 'p|' .. ARGV[2] .. '|' .. ARGV[1], 'PX', ARGV[3])
+return {'started', ARGV[2]}
+`);
+
+/** Deletes the idempotency key KEYS[1] when it is pending and held by token ARGV[1]. Returns 1 when deleted. */
+export const ABANDON: LuaScript = script("freshet_abandon", `
+local v = redis.call('GET', KEYS[1])
+local held = 'p|' .. ARGV[1] .. '|'
+if v and string.sub(v, 1, #held) == held then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+`);
+
+/** Raises the watermark KEYS[1] to at least ARGV[1] (never lowers it). Returns the stored value, as a string. */
+export const ADVANCE_WATERMARK: LuaScript = script("freshet_advance_watermark", `
+${RAISE_WATERMARK}
+return raise_watermark(KEYS[1], ARGV[1])
+`);
+
+// ---- checkpoints and leases ----------------------------------------------
+
+// Redis TIME in epoch ms inside a script: one clock for every worker.
+const NOW_MS = `
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+`;
+
+// TIME is non-deterministic: on Redis < 5 a script must ask for effects
+// replication before it writes. A no-op on Redis 7 and on Upstash.
+const EFFECTS = `if redis.replicate_commands then pcall(redis.replicate_commands) end`;
+
+/**
+ * Moves a checkpoint forward. KEYS: checkpoint, and the lease when fenced.
+ * ARGV: value, owner, counter. Values compare as decimal integers of any
+ * length (Kinesis sequence numbers have ~56 digits): leading zeros
+ * stripped, then by length, then digit by digit. Fenced: refused unless the
+ * lease has that owner and counter and has not expired on Redis' clock.
+ * Returns 1 when moved, 0 when refused.
+ */
+export const SET_CHECKPOINT: LuaScript = script("freshet_set_checkpoint", `
+${EFFECTS}
+${NOW_MS}
+local function norm(s)
+  local t = string.gsub(s, '^0+', '')
+  if t == '' then return '0' end
+  return t
+end
+local function cmp(x, y)
+  x, y = norm(x), norm(y)
+  if #x ~= #y then
+    if #x < #y then return -1 else return 1 end
+  end
+  for i = 1, #x do
+    local p, q = string.byte(x, i), string.byte(y, i)
+    if p ~= q then
+      if p < q then return -1 else return 1 end
+    end
+  end
+  return 0
+end
+if #KEYS > 1 then
+  local l = redis.call('HMGET', KEYS[2], 'owner', 'counter', 'expiresAt')
+  if l[1] ~= ARGV[2] or tonumber(l[2]) ~= tonumber(ARGV[3]) then return 0 end
+  if tonumber(l[3]) <= now_ms() then return 0 end
+end
+local cur = redis.call('GET', KEYS[1])
+if cur and cmp(ARGV[1], cur) <= 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+`);
+
+/**
+ * Takes or renews a lease. KEYS: lease hash, lease index. ARGV: owner,
+ * ttlMs, lease name. Succeeds when the lease is free, expired or held by
+ * the same owner; the counter (fencing token) goes up whenever it changes
+ * hands or was expired. Expiry is on Redis' clock. The hash itself never
+ * expires, so the counter never goes back. Returns `{counter, expiresAt}`
+ * or nil when another owner holds it.
+ */
+export const ACQUIRE_LEASE: LuaScript = script("freshet_acquire_lease", `
+${EFFECTS}
+${NOW_MS}
+local now = now_ms()
+local l = redis.call('HMGET', KEYS[1], 'owner', 'counter', 'expiresAt')
+local owner = l[1] or ''
+local counter = tonumber(l[2] or '0')
+local exp = tonumber(l[3] or '0')
+if owner ~= '' and owner ~= ARGV[1] and exp > now then return false end
+if not (owner == ARGV[1] and exp > now) then counter = counter + 1 end
+local e = now + tonumber(ARGV[2])
+local cs, es = string.format('%.0f', counter), string.format('%.0f', e)
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'counter', cs, 'expiresAt', es)
+redis.call('ZADD', KEYS[2], 0, ARGV[3])
+return {cs, es}
+`);
+
+/** Releases a lease held by ARGV[1] (KEYS: lease hash): no owner, expired, counter kept. Returns 1 when released. */
+export const RELEASE_LEASE: LuaScript = script("freshet_release_lease", `
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'owner', '', 'expiresAt', '0')
+return 1
+`);
+
+/**
+ * Lists leases whose name starts with ARGV[1]. KEYS: the lease index.
+ * ARGV[2] is the lease key prefix (`{base}#lease:`): the hashes are derived
+ * from the index, which is why they are not in KEYS (they share its hash
+ * tag, if any). Returns a flat `name, owner, counter, expiresAt` list.
+ */
+export const LIST_LEASES: LuaScript = script("freshet_list_leases", `
+local lo, hi = '-', '+'
+if ARGV[1] ~= '' then lo = '[' .. ARGV[1]; hi = '(' .. ARGV[1] .. '\\255' end
+local names = redis.call('ZRANGEBYLEX', KEYS[1], lo, hi)
+local out = {}
+for _, name in ipairs(names) do
+  local l = redis.call('HMGET', ARGV[2] .. name, 'owner', 'counter', 'expiresAt')
+  if l[2] then
+    out[#out + 1] = name
+    out[#out + 1] = l[1] or ''
+    out[#out + 1] = l[2]
+    out[#out + 1] = l[3] or '0'
+  end
+end
+return out
+`);
+
+/** Every script, for SCRIPT LOAD or a check that EVALSHA will find them. */
+export const REDIS_SCRIPTS: readonly LuaScript[] = [WRITE_ROWS, BEGIN, ABANDON, ADVANCE_WATERMARK, SET_CHECKPOINT, ACQUIRE_LEASE, RELEASE_LEASE, LIST_LEASES];
+
+/**
+ * The lease from an {@link ACQUIRE_LEASE} reply, or undefined for nil.
+ *
+ * @example
+ * ```ts
+ * decodeLease("shard-0", "worker-a", ["3", "1767225601000"]) // { key: "shard-0", owner: "worker-a", counter: 3, expiresAt: 1767225601000 }
+ * ```
+ */
+export function decodeLease(key: string, owner: string, reply: unknown): Lease | undefined {
+  if (!Array.isArray(reply) || reply.length < 2) return undefined;
+  return { key, owner, counter: Number(reply[0]), expiresAt: Number(reply[1]) };
+}
+
+/**
+ * The leases from a {@link LIST_LEASES} reply.
+ *
+ * @example
+ * ```ts
+ * decodeLeaseList(["shard-0", "worker-a", "3", "1767225601000"])
+ * ```
+ */
+export function decodeLeaseList(reply: unknown): Lease[] {
+  const out: Lease[] = [];
+  if (!Array.isArray(reply)) return out;
+  for (let i = 0; i + 3 < reply.length; i += 4) {
+    out.push({ key: String(reply[i]), owner: String(reply[i + 1] ?? ""), counter: Number(reply[i + 2]), expiresAt: Number(reply[i + 3]) });
+  }
+  return out;
+}
