@@ -178,36 +178,62 @@ test("bad Avro records are dead letters and the good ones around them are writte
   }
 });
 
-test("out of order for one key: the newest event wins, older ones within the watermark are stale, ones past it are dead-lettered as late", { timeout: 60_000 }, async () => {
-  const topic = unique("out-of-order");
-  const B = Date.UTC(2025, 5, 1);
-  const s = (sec: number) => B + sec * 1000;
-  const ev = (driver_id: number, sec: number, v: string) => ({ partition: 0, value: JSON.stringify({ driver_id, ts: s(sec), v }) });
-  // Batch 1 (max 105 s, watermark 95 s): driver 1 arrives 100, 95, 80, 105; driver 2 arrives 101, 99.
-  await produce(bed.producer, topic, [ev(1, 100, "a"), ev(1, 95, "b"), ev(1, 80, "c"), ev(1, 105, "d"), ev(2, 101, "e"), ev(2, 99, "f")]);
-  // Batch 2 (max 110 s, watermark 100 s): driver 1 at 104 is older than what the store holds; driver 2 at 110 is newer.
-  await produce(bed.producer, topic, [ev(1, 104, "g"), ev(2, 110, "h")]);
+// Three sends to partition 0, so three batches (the mock broker returns one send per fetch):
+// batch 1 (no watermark yet: a batch's own events never make each other late; max 105 s):
+//   driver 1 arrives 100, 95, 105; driver 2 arrives 101, 99;
+// batch 2 (watermark 105 - 10 = 95 s; max 110 s): driver 1 at 104 is within the watermark but
+//   older than what the store holds (stale); driver 1 at 80 is past the watermark (late);
+//   driver 2 at 110 is newer;
+// batch 3 (watermark 110 - 10 = 100 s), alone: driver 3 at 90, a new entity, past the watermark.
+const OOO_B = Date.UTC(2025, 5, 1);
+const oooAt = (sec: number) => OOO_B + sec * 1000;
+async function outOfOrder(dropLate: boolean) {
+  const topic = unique(dropLate ? "out-of-order-drop" : "out-of-order-keep");
+  const ev = (driver_id: number, sec: number, v: string) => ({ partition: 0, value: JSON.stringify({ driver_id, ts: oooAt(sec), v }) });
+  await produce(bed.producer, topic, [ev(1, 100, "a"), ev(1, 95, "b"), ev(1, 105, "d"), ev(2, 101, "e"), ev(2, 99, "f")]);
+  await produce(bed.producer, topic, [ev(1, 104, "g"), ev(1, 80, "c"), ev(2, 110, "h")]);
+  await produce(bed.producer, topic, [ev(3, 90, "i")]);
   const source = kafkaSource({ name: "ooo", kafkaBootstrapServers: bed.kafkaSvc.brokers, topic, groupId: unique("g"), timestampField: "ts", batchSize: 6, watermarkDelay: "10s" });
-  const view = streamFeatureView({ name: "ooo_view", entities: [entity({ name: "driver", joinKeys: ["driver_id"] })], source, ttl: 0, schema: v.object({ driver_id: v.number(), v: v.string() }) });
+  const view = streamFeatureView({ name: "ooo_view", entities: [entity({ name: "driver", joinKeys: ["driver_id"] })], source, ttl: 0, dropLate, schema: v.object({ driver_id: v.number(), v: v.string() }) });
   const registry = featureRepo({ project: "kafka_ooo", definitions: [source, view] });
   const online = redisStore({ url: bed.redis.url, project: unique("p") });
   const dlq = memoryDeadLetters();
-  const run = startConsume(kafkaConsumer(source, { ...GROUP, logger: recordingLogger() }), { registry, online, deadLetters: dlq });
+  const batches: number[] = [];
+  const run = startConsume(kafkaConsumer(source, { ...GROUP, logger: recordingLogger() }), { registry, online, deadLetters: dlq }, { onBatch: (_r, b) => batches.push(b.records.length) });
   try {
     await until("all offsets committed", () => caughtUp(bed.admin, source.groupId!, topic), 30_000, 200);
-    const rows = await online.read(view, ["driver_id=1", "driver_id=2"], ["v"]);
-    assert.deepEqual(rows.map((r) => [r.v.value, r.v.eventTime]), [["d", s(105)], ["h", s(110)]]);
-    assert.equal(dlq.letters.length, 1);
-    const [late] = dlq.letters;
-    assert.equal(late.reason, "late");
-    assert.equal(late.path, "ts");
-    assert.deepEqual(late.position, { kind: "kafka", topic, partition: 0, offset: "2" });
-    assert.match(late.message, /before the watermark/);
+    await until("9 records acknowledged", () => run.acked >= 9, 5_000, 10);
+    assert.deepEqual(batches, [5, 3, 1], "one batch per send");
+    const rows = await online.read(view, ["driver_id=1", "driver_id=2", "driver_id=3"], ["v"]);
     const m = run.processor.metrics;
     const count = (outcome: string) => m.sum("freshet_records_total", { outcome });
-    assert.deepEqual({ written: count("written"), stale: count("stale"), late: count("late") }, { written: 3, stale: 4, late: 1 });
+    return { rows: rows.map((r) => [r.v.status, r.v.value ?? null, r.v.eventTime ?? null]), dlq, topic, counts: { written: count("written"), stale: count("stale"), late: count("late"), lateArrivals: m.sum("freshet_late_arrivals_total", {}) } };
   } finally {
     await run.stop();
     await online.close();
   }
+}
+
+test("out of order for one key, dropLate: the newest event wins, older ones within the watermark are stale, ones past it are dead-lettered as late", { timeout: 60_000 }, async () => {
+  const { rows, dlq, topic, counts } = await outOfOrder(true);
+  assert.deepEqual(rows, [["PRESENT", "d", oooAt(105)], ["PRESENT", "h", oooAt(110)], ["NOT_FOUND", null, null]]);
+  assert.equal(dlq.letters.length, 2);
+  for (const [late, offset] of [[dlq.letters[0], "6"], [dlq.letters[1], "8"]] as const) {
+    assert.equal(late.reason, "late");
+    assert.equal(late.path, "ts");
+    assert.equal(late.view, "ooo_view");
+    assert.deepEqual(late.position, { kind: "kafka", topic, partition: 0, offset });
+    assert.match(late.message, /behind the watermark/);
+  }
+  assert.match(dlq.letters[0].message, new RegExp(`watermark ${new Date(oooAt(95)).toISOString()}`));
+  assert.match(dlq.letters[1].message, new RegExp(`watermark ${new Date(oooAt(100)).toISOString()}`));
+  assert.deepEqual(counts, { written: 3, stale: 4, late: 2, lateArrivals: 0 });
+});
+
+test("out of order for one key, default (late kept): past the watermark goes through latest-wins and counts as a late arrival, nothing is dead-lettered", { timeout: 60_000 }, async () => {
+  const { rows, dlq, counts } = await outOfOrder(false);
+  // driver 1 at 80 loses to 104 and 105 (stale); driver 3 at 90 is the entity's first value (written).
+  assert.deepEqual(rows, [["PRESENT", "d", oooAt(105)], ["PRESENT", "h", oooAt(110)], ["PRESENT", "i", oooAt(90)]]);
+  assert.equal(dlq.letters.length, 0);
+  assert.deepEqual(counts, { written: 4, stale: 5, late: 0, lateArrivals: 2 });
 });

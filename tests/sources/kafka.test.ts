@@ -12,7 +12,7 @@ import { kafkaConsumer } from "../../plugins/sources/kafka.ts";
 import { avroFormat } from "../../plugins/formats/avro.ts";
 import { jsonFormat } from "../../plugins/formats/json.ts";
 import { redisStore } from "../../plugins/stores/redis/redis.ts";
-import { memoryDeadLetters } from "../../plugins/stores/memory.ts";
+import { memoryDeadLetters, memoryStore } from "../../plugins/stores/memory.ts";
 import {
   caughtUp,
   controllableStore,
@@ -210,7 +210,7 @@ test("TLS and SASL settings reach kafkajs (the mock broker speaks neither, so th
     const source = kafkaSource({ name: "secured", kafkaBootstrapServers: bed.kafkaSvc.brokers, topic, ...auth });
     const view = streamFeatureView({ name: "secured_view", entities: [entity({ name: "event", joinKeys: ["seq"] })], source, ttl: 0, schema: v.object({ seq: v.number(), n: v.number(), ts: v.number() }), timestampField: "ts" });
     const registry = featureRepo({ project: "kafka_auth", definitions: [source, view] });
-    const processor = createProcessor({ registry, deadLetters: memoryDeadLetters() });
+    const processor = createProcessor({ registry, online: memoryStore(), deadLetters: memoryDeadLetters() });
     const consumer = kafkaConsumer(source, { logger: recordingLogger(), retry: { retries: 0, initialRetryTime: 50 } });
     const started = Date.now();
     const err = await consumer.run(() => Promise.resolve(), AbortSignal.timeout(20_000)).then(() => undefined, (e) => e);
