@@ -49,7 +49,7 @@ export interface RedisStoreOptions {
   prefix?: string;
   /** Second segment of every key, usually the feature repo's project. Default "default". */
   project?: string;
-  /** The clock for ttl: rows expired on write, OUTSIDE_MAX_AGE on read. Default `Date.now`. Leases use Redis' clock. */
+  /** The store's clock for ttl: a row whose event time + ttl is not after it is not written (expired) and reads as NOT_FOUND. Default `Date.now`. Leases and idempotency keys expire on Redis' clock. */
   now?: () => number;
   /** How long a call waits for a connection before it fails with STORE_UNAVAILABLE. Default 1000 ms. */
   connectTimeoutMs?: number;

@@ -53,7 +53,7 @@ export interface UpstashStoreOptions {
   prefix?: string;
   /** Second segment of every key, usually the feature repo's project. Default "default". */
   project?: string;
-  /** The clock for ttl: rows expired on write, OUTSIDE_MAX_AGE on read. Default `Date.now`. Leases use Redis' clock. */
+  /** The store's clock for ttl: a row whose event time + ttl is not after it is not written (expired) and reads as NOT_FOUND. Default `Date.now`. Leases and idempotency keys expire on Redis' clock. */
   now?: () => number;
   /** Retries after a 429, a 5xx or a network error. Default 5. */
   retries?: number;
