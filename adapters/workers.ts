@@ -42,6 +42,12 @@ export interface WorkerHandler {
  * ```
  */
 export function createWorker(registry: Registry, opts: WorkerOptions = {}): WorkerHandler {
+  // Workers have no offline log: refuse at load time, not after an online write.
+  for (const view of registry.views.values()) {
+    if (view.offline) {
+      throw new FreshetError("INVALID_CONFIG", `view "${view.name}" has offline: true, but a Worker has no offline store: set offline: false on the view for the Worker build`, { plugin: "workers", definition: view.name });
+    }
+  }
   // Built once per isolate: env bindings do not change while it lives.
   let app: ReturnType<typeof pushApp> | undefined;
   return {

@@ -68,7 +68,8 @@ describe("edge_push Worker on workerd + Upstash", () => {
   const now = () => Math.floor(Date.now() / 1000);
 
   it("pushes and serves features through Upstash", async () => {
-    const res = await push("evt_1", { user_id: ["u1", "u2"], last_page: ["/cart", "/home"], cart_items: [2, 0], cart_value: [59.9, 0], ts: [now(), now()] });
+    const first = { user_id: ["u1", "u2"], last_page: ["/cart", "/home"], cart_items: [2, 0], cart_value: [59.9, 0], ts: [now(), now()] };
+    const res = await push("evt_1", first);
     assert.equal(res.status, 200, await res.clone().text());
     assert.equal((await res.json()).written, 2);
     const body = await get(["u1", "u2", "nobody"]);
@@ -76,8 +77,12 @@ describe("edge_push Worker on workerd + Upstash", () => {
     assert.deepEqual(body.results[1].values, [2, 0, null]);
     assert.deepEqual(body.results[2].values, ["/cart", "/home", null]);
     assert.deepEqual(body.results[1].statuses, ["PRESENT", "PRESENT", "NOT_FOUND"]);
-    const dup = await push("evt_1", { user_id: ["u1"], last_page: ["/x"], cart_items: [9], cart_value: [1], ts: [now()] });
+    // A redelivery of the same message is a duplicate; the same id with another body is refused.
+    const dup = await push("evt_1", first);
     assert.equal((await dup.json()).status, "duplicate");
+    const reused = await push("evt_1", { user_id: ["u1"], last_page: ["/x"], cart_items: [9], cart_value: [1], ts: [now()] });
+    assert.equal(reused.status, 422);
+    assert.equal((await reused.json()).error.code, "webhook_id_reused");
     assert.ok(Object.values(upstash.requests).reduce((a, b) => a + b, 0) > 0, "requests went through the Upstash REST server");
   });
 
@@ -104,5 +109,16 @@ describe("edge_push Worker on workerd + Upstash", () => {
     assert.equal(retry.status, 200);
     assert.equal((await retry.json()).status, "ok");
     assert.deepEqual((await get(["u5"])).results[1].values, [5]);
+  });
+});
+
+describe("createWorker", () => {
+  it("refuses at load time a view that writes offline, since a Worker has no offline log", async () => {
+    const v = await import("valibot");
+    const { entity, featureRepo, pushSource, streamFeatureView } = await import("../../mod.ts");
+    const { createWorker } = await import("../../adapters/workers.ts");
+    const user = entity({ name: "user", joinKeys: ["user_id"] });
+    const repo = featureRepo({ project: "edge_offline", definitions: [streamFeatureView({ name: "logged", entities: [user], source: pushSource({ name: "p", timestampField: "ts" }), ttl: 0, offline: true, schema: v.object({ user_id: v.string(), n: v.number(), ts: v.number() }) })] });
+    assert.throws(() => createWorker(repo), /view "logged" has offline: true, but a Worker has no offline store/);
   });
 });
