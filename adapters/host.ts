@@ -72,7 +72,7 @@ export async function loadRepo(path: string): Promise<Registry> {
  * ```
  */
 export async function openStores(url: string, dataDir: string, opts: { project?: string; upstashToken?: string } = {}): Promise<{ online: OnlineStore; offline: OfflineStore }> {
-  const { fileOffline } = await import("../plugins/stores/file.ts");
+  const { fileOffline } = await import("../plugins/stores/file/index.ts");
   const offline = fileOffline({ dir: dataDir });
   if (url === "memory:" || url === "memory") {
     const { memoryStore } = await import("../plugins/stores/memory.ts");
@@ -89,7 +89,7 @@ export async function openStores(url: string, dataDir: string, opts: { project?:
     return { online: upstashStore({ url: restUrl, token: opts.upstashToken, project: opts.project }), offline };
   }
   if (url.startsWith("file:") || !url.includes("://")) {
-    const { fileStore } = await import("../plugins/stores/file.ts");
+    const { fileStore } = await import("../plugins/stores/file/index.ts");
     const dir = url.startsWith("file:") ? url.slice("file:".length).replace(/^\/\/(?=\/)/, "") || dataDir : url;
     return { online: fileStore({ dir }), offline };
   }
@@ -109,7 +109,7 @@ export async function createHost(config: HostConfig): Promise<Host> {
   const registry = typeof config.repo === "string" ? await loadRepo(config.repo) : config.repo;
   const dataDir = config.dataDir ?? "./data";
   const { online, offline } = await openStores(config.store ?? `file:${dataDir}`, dataDir, { project: registry.project, upstashToken: config.upstashToken });
-  const { fileDeadLetters } = await import("../plugins/stores/file.ts");
+  const { fileDeadLetters } = await import("../plugins/stores/file/index.ts");
   const deadLetters = fileDeadLetters(config.deadLetters ?? `${dataDir}/dead-letters.jsonl`);
   const processor = createProcessor({ registry, online, offline, deadLetters, sourceDeadLetters: config.sourceDeadLetters, logger: config.logger });
   const app = pushApp({ processor, webhookSecret: config.webhookSecret, maxBodyBytes: config.maxBodyBytes, pendingTtlMs: config.pendingTtlMs });

@@ -61,7 +61,7 @@ async function worker(argv: string[]): Promise<void> {
   const { Redis } = await import("ioredis");
   const { createProcessor } = await import("../mod.ts");
   const { redisStore } = await import("../plugins/stores/redis/redis.ts");
-  const { fileOffline, fileDeadLetters } = await import("../plugins/stores/file.ts");
+  const { fileOffline, fileDeadLetters } = await import("../plugins/stores/file/index.ts");
   const repo = (await import("./feature_repo.ts")).default;
   const { FEATURES } = await import("./feature_repo.ts");
 

@@ -6,7 +6,7 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileStore } from "../../plugins/stores/file.ts";
+import { fileStore } from "../../plugins/stores/file/index.ts";
 import repo from "../../examples/driver_stats/feature_repo.ts";
 
 const root = new URL("../../", import.meta.url).pathname;

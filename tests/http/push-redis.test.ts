@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { Webhook } from "standardwebhooks";
 import { createProcessor, featureRepo } from "../../mod.ts";
 import { pushApp } from "../../plugins/sources/push.ts";
-import { fileDeadLetters, fileOffline } from "../../plugins/stores/file.ts";
+import { fileDeadLetters, fileOffline } from "../../plugins/stores/file/index.ts";
 import { redisStore } from "../../plugins/stores/redis/redis.ts";
 import { startRedis } from "../services/redis.ts";
 import { driverHourlyStats } from "../../examples/driver_stats/feature_repo.ts";

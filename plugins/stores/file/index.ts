@@ -1,0 +1,24 @@
+/**
+ * @module
+ * The default store: online values, an offline log and dead letters in plain
+ * files under one directory.
+ *
+ * ```
+ * <dir>/freshet.lock          the process that holds the directory (pid, host, since)
+ * <dir>/state.snapshot        the online state (rows, idempotency keys, checkpoints,
+ *                             watermarks, leases) as of a log entry, one change per line
+ * <dir>/state.log             the changes after the snapshot, one line per group commit
+ * <dir>/offline/<view>.jsonl  the offline log, one JSON object per line
+ * ```
+ *
+ * @example
+ * ```ts
+ * import { fileDeadLetters, fileOffline, fileStore } from "freshet/stores/file"
+ * const online = fileStore({ dir: "./data" })
+ * const offline = fileOffline({ dir: "./data" })
+ * const deadLetters = fileDeadLetters("./data/dead-letters.jsonl")
+ * ```
+ */
+export { type FileStore, fileStore, type FileStoreOptions } from "./online.ts";
+export { fileOffline, type FileOfflineOptions } from "./offline.ts";
+export { fileDeadLetters } from "./dead-letters.ts";
