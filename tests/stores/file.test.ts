@@ -8,7 +8,7 @@ import process from "node:process";
 import { pathToFileURL } from "node:url";
 import { type DeadLetter, type FeatureRow, FreshetError, type OnlineStore } from "../../mod.ts";
 import { fileDeadLetters, fileOffline, fileStore } from "../../plugins/stores/file/index.ts";
-import { LOG_FILE, loadState, SNAPSHOT_FILE } from "../../plugins/stores/file/log.ts";
+import { LOG_FILE, loadState, SNAPSHOT_FILE } from "../../plugins/stores/file/replay.ts";
 import { conformanceRepo, testOnlineStore } from "../conformance/online-store.ts";
 
 const dirs: string[] = [];
