@@ -3,7 +3,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileStore } from "../../plugins/stores/file/index.ts";
@@ -13,18 +13,42 @@ const root = new URL("../../", import.meta.url).pathname;
 const cli = (...args: string[]) => spawnSync(process.execPath, ["bin/freshet.mjs", ...args], { cwd: root, encoding: "utf8", timeout: 60_000 });
 
 describe("freshet CLI", () => {
-  it("materializes the latest row per entity in a range, with progress", async () => {
+  it("materializes the latest row per entity in a range, with progress, through the UDF", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "freshet-cli-"));
+    try {
+      // The example's view with ttl 0, so that its November history is not expired.
+      const repoFile = join(dir, "feature_repo.ts");
+      writeFileSync(join(dir, "package.json"), '{"type":"module"}');
+      const mod = join(root, "mod.ts");
+      const example = join(root, "examples/driver_stats/feature_repo.ts");
+      writeFileSync(repoFile, `import { featureRepo, streamFeatureView } from ${JSON.stringify(mod)};
+import { driver, driverStatsPush, driverHourlyStats } from ${JSON.stringify(example)};
+const { kind: _k, joinKeys: _j, ttlMs: _t, watermarkDelayMs: _w, maxFutureSkewMs: _m, dropLate: _d, ...opts } = driverHourlyStats;
+export default featureRepo({ project: "driver_stats", definitions: [driver, driverStatsPush, streamFeatureView({ ...opts, ttl: 0 } as never)] });
+`);
+      const r = cli("materialize", repoFile, "--data-dir", dir, "--start", "2026-11-20T00:00:00Z", "--end", "2026-11-20T12:00:00Z");
+      assert.equal(r.status, 0, r.stderr + r.stdout);
+      assert.match(r.stdout + r.stderr, /materialize driver_hourly_stats: 120 rows read/);
+      assert.match(r.stdout + r.stderr, /\(done in/);
+      assert.match(r.stdout, /materialized driver_hourly_stats: 120 rows read, 60 in range, 5 written, 55 stale, 0 expired \(outside the ttl\), 0 invalid/);
+      const store = fileStore({ dir });
+      const view = (await import(repoFile)).default.view("driver_hourly_stats");
+      const [row] = await store.read(view, ["driver_id=1001"], ["avg_daily_trips", "reliability"]);
+      assert.equal(row.avg_daily_trips.eventTime, Date.parse("2026-11-20T11:00:00Z"), "the last row before the end");
+      assert.equal(row.reliability.status, "PRESENT", "the UDF ran in the backfill");
+      await store.close?.();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("materialize says so when the history is older than the view's ttl", () => {
     const dir = mkdtempSync(join(tmpdir(), "freshet-cli-"));
     try {
       const r = cli("materialize", "examples/driver_stats/feature_repo.ts", "--data-dir", dir, "--start", "2026-11-20T00:00:00Z", "--end", "2026-11-20T12:00:00Z");
       assert.equal(r.status, 0, r.stderr + r.stdout);
-      assert.match(r.stdout + r.stderr, /materialize driver_hourly_stats: 120 rows read/);
-      assert.match(r.stdout, /materialized driver_hourly_stats: 120 rows read, 60 in range, 0 invalid, 5 entities written/);
-      const store = fileStore({ dir });
-      const view = repo.view("driver_hourly_stats");
-      const [row] = await store.read(view, ["driver_id=1001"], ["avg_daily_trips"]);
-      assert.equal(row.avg_daily_trips.eventTime, Date.parse("2026-11-20T11:00:00Z"), "the last row before the end");
-      await store.close?.();
+      // The example's ttl is 1 day and its history is from 2026-11-20: nothing is live any more.
+      if (Date.now() > Date.parse("2026-11-21T12:00:00Z")) assert.match(r.stdout, /0 written, 0 stale, 60 expired \(outside the ttl\)/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
