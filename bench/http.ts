@@ -385,8 +385,8 @@ async function p6(ctx: Ctx, rt: Runtime, freshet: Server, bare: Server): Promise
   const pushed = await fetch(`${freshet.url}/push`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ push_source_name: "bench_push", df, to: "online" }) });
   const pushedBody = await pushed.json() as { written?: number };
   if (pushed.status !== 200 || pushedBody.written !== 1) throw new Error(`P6 setup: push answered ${pushed.status} ${JSON.stringify(pushedBody)}`);
-  // Whatever the key layout, the one key in the flushed database is the entity's hash.
-  const keys = await client.keys("*");
+  // Whatever the key layout, the one feature key in the flushed database is the entity's hash (metadata keys have "#").
+  const keys = (await client.keys("*")).filter((k) => !k.includes(":#"));
   if (keys.length !== 1) throw new Error(`P6 setup: expected one key in Redis, found ${keys.length}: ${keys.slice(0, 3).join(", ")}${keys.length > 3 ? ", ..." : ""}`);
   const stored = await client.hgetall(keys[0]);
   const fields = [...Object.keys(stored).filter((f) => f !== "_ts" && f !== "_ct").sort(), "_ts"];
