@@ -91,7 +91,7 @@ export interface ViewCounts {
   /** Behind the watermark on a `dropLate` view: dead-lettered. */
   late: number;
   invalid: number;
-  /** Outside the requested range of a backfill. */
+  /** Filtered out by the UDF (it returned no row for the record), or outside the requested range of a backfill. */
   skipped: number;
   /** Behind the watermark but kept (not an outcome: these are also written, stale or expired). */
   lateArrivals: number;
@@ -128,8 +128,15 @@ export interface PreparedBatch {
   readonly issues: RecordIssue[];
   /** Set in "reject" mode when some record is bad: commit refuses to write it. */
   readonly rejected?: RecordIssue[];
-  /** Greatest event time per watermark key in this batch, committed with the last online write. */
+  /** Greatest event time per watermark key after this batch (this process's view). */
   readonly watermarks: Record<string, number>;
+  /**
+   * What the batch commits to the store, with its last online write: the
+   * watermark state as it stood BEFORE the batch. The stored state trails by
+   * one batch, so a batch redelivered after a crash between its write and its
+   * ack is judged against the same watermark as the first time.
+   */
+  readonly watermarksBefore: Record<string, number>;
   /** How far `commit` got, so that a retry resumes. */
   readonly progress: { deadLetters: boolean; offline: Set<string>; online: Map<string, WriteResult>; meta: boolean };
 }
@@ -216,12 +223,13 @@ export function createProcessor(opts: ProcessorOptions): Processor {
     const issues: RecordIssue[] = [];
     const decoded = await decodeAll(source, records, issues, popts.fieldMapping);
     const watermarks: Record<string, number> = {};
+    const watermarksBefore: Record<string, number> = {};
     const prepared: PreparedView[] = [];
     const t = now();
-    for (const view of views) prepared.push(await prepareView(view, records, decoded, issues, popts, t, watermarks));
+    for (const view of views) prepared.push(await prepareView(view, records, decoded, issues, popts, t, watermarks, watermarksBefore));
     const badInput = issues.filter((i) => i.reason !== "late");
     const rejected = popts.onInvalid === "reject" && badInput.length > 0 ? badInput : undefined;
-    return { source, records, views: prepared, issues, rejected, watermarks, progress: { deadLetters: false, offline: new Set(), online: new Map(), meta: false } };
+    return { source, records, views: prepared, issues, rejected, watermarks, watermarksBefore, progress: { deadLetters: false, offline: new Set(), online: new Map(), meta: false } };
   }
 
   async function prepareView(
@@ -232,6 +240,7 @@ export function createProcessor(opts: ProcessorOptions): Processor {
     popts: PrepareOptions,
     t: number,
     watermarks: Record<string, number>,
+    watermarksBefore: Record<string, number>,
   ): Promise<PreparedView> {
     const counts: ViewCounts = { written: 0, stale: 0, expired: 0, late: 0, invalid: 0, skipped: 0, lateArrivals: 0 };
     const bad = (index: number, reason: DeadLetterReason, message: string, path?: string) => {
@@ -272,7 +281,8 @@ export function createProcessor(opts: ProcessorOptions): Processor {
       try {
         rows = await view.udf(valid.map((r) => ({ ...r })));
         if (!Array.isArray(rows)) throw new Error("the udf must return an array of rows");
-        if (rows.length !== valid.length) rowOrigin = rows.map(() => -1);
+        // A UDF that filters or fans out: row by row below, so that each output keeps its record.
+        if (rows.length !== valid.length) throw new Error("row count changed");
       } catch {
         rows = [];
         rowOrigin = [];
@@ -280,6 +290,7 @@ export function createProcessor(opts: ProcessorOptions): Processor {
           try {
             const out = await view.udf([{ ...valid[k] }]);
             if (!Array.isArray(out)) throw new Error("the udf must return an array of rows");
+            if (out.length === 0) counts.skipped++; // filtered out by the UDF
             for (const o of out) {
               rows.push(o);
               rowOrigin.push(origin[k]);
@@ -342,13 +353,18 @@ export function createProcessor(opts: ProcessorOptions): Processor {
         continue;
       }
       const values: Row = {};
-      for (const f of view.features) values[f] = row[f] === undefined ? null : row[f];
+      for (const f of view.features) {
+        const v = row[f];
+        // JSON has no bigint: a safe integer becomes a number, a larger one its decimal string (as the Redis codec does).
+        values[f] = v === undefined ? null : typeof v === "bigint" ? (Number.isSafeInteger(Number(v)) ? Number(v) : v.toString()) : v;
+      }
       const featureRow: FeatureRow = { entityKey: ek.key, values, eventTime, createdTime };
 
       // The watermark as it stood before this batch: the batch's own events never make each other late.
       if (useWatermark) {
         const key = `${view.name}:${partitionOf(records[index]?.position ?? { kind: "memory", index })}`;
-        const seen = await watermarkOf(key);
+        const seen = key in watermarksBefore ? watermarksBefore[key] : await watermarkOf(key);
+        if (seen !== undefined) watermarksBefore[key] = seen;
         if (seen !== undefined && eventTime < seen - view.watermarkDelayMs!) {
           if (view.dropLate) {
             bad(index, "late", `event time ${toIso(eventTime)} is behind the watermark ${toIso(seen - view.watermarkDelayMs!)} (the greatest event time seen on this partition, ${toIso(seen)}, minus ${view.watermarkDelayMs! / 1000}s)`, tsField);
@@ -405,9 +421,12 @@ export function createProcessor(opts: ProcessorOptions): Processor {
       progress.offline.add(p.view.name);
     }
 
+    if (!online && views.some((p) => p.online.length > 0)) {
+      throw new FreshetError("INVALID_CONFIG", "rows for the online store, but no online store is configured", { definition: views.find((p) => p.online.length > 0)!.view.name });
+    }
     // Online writes; the last one carries the watermarks and the idempotency key.
     const meta: CommitMeta = {};
-    if (Object.keys(batch.watermarks).length) meta.watermarks = batch.watermarks;
+    if (Object.keys(batch.watermarksBefore).length) meta.watermarks = batch.watermarksBefore;
     if (copts.idempotency) meta.done = copts.idempotency;
     const hasMeta = meta.watermarks !== undefined || meta.done !== undefined;
     const pending = views.filter((p) => p.online.length > 0 && !progress.online.has(p.view.name));

@@ -101,6 +101,7 @@ export function pushApp(opts: PushAppOptions): Hono {
       if ("error" in parsed) return fail(c, 422, "invalid_request", parsed.error.message, parsed.error.field);
       const { source, rows, to } = parsed;
       if (to && to !== "online" && !processor.offline) return fail(c, 422, "invalid_request", `to "${to}" needs an offline store, and this deployment has none; push with to "online"`, "to");
+      if (to && to !== "offline" && !processor.online) return fail(c, 422, "invalid_request", `to "${to}" needs an online store, and this deployment has none; push with to "offline"`, "to");
 
       const requestId = id ?? crypto.randomUUID();
       const records: RawRecord[] = rows.map((value, index) => ({ value, position: { kind: "push", requestId, index } }));

@@ -253,6 +253,7 @@ export class StateLog {
     try {
       own = await call<{ size: number }>((cb) => fstat(this.#fd, cb));
     } catch (e) {
+      if (gen !== this.#gen) return; // a compaction swapped the descriptor meanwhile
       throw this.#break(`${this.logPath} cannot be checked (${codeMessage(e)})`);
     }
     if (gen !== this.#gen) return; // an append or compaction ran meanwhile
