@@ -9,8 +9,9 @@
 // makes itself late. (The old per-batch watermark, max of the batch minus
 // 5m, dead-lettered 538 of these 600.) The Redis contents must equal those
 // of the same stream consumed one record at a time (a second topic, batchSize 1).
-// Then, after a restart (the watermark is restored from Redis), an event
-// older than the watermark by more than the delay, alone in its batch, is
+// Then an event 10 minutes behind the last one, alone in its batch, is
+// dead-lettered as late by the running process; and after a restart (the
+// watermark restored from Redis) another one past the restored watermark is
 // dead-lettered as late, while one within the delay is written.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -18,7 +19,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
-import type { DeadLetter } from "../../mod.ts";
+import * as v from "valibot";
+import { createProcessor, entity, featureRepo, kafkaSource, streamFeatureView, type DeadLetter, type RawRecord } from "../../mod.ts";
+import { redisStore } from "../../plugins/stores/redis/redis.ts";
+import { memoryDeadLetters } from "../../plugins/stores/memory.ts";
 import { caughtUp, offsets, unique, until, useKafkaTestBed } from "../fixtures/kafka-harness.ts";
 import { kcatProduce, root, scrape, startCli, sumMetric, type Sample } from "../fixtures/cli-harness.ts";
 
@@ -104,18 +108,28 @@ test("backlog catch-up: 100 minutes of in-order history in batches of 500 with d
   for (const t of [big.topic, one.topic]) assert.equal((await offsets(bed.admin, "nobody", t)).high[0], N, `${t} holds the 600 events on partition 0`);
 
   try {
-    // ---- phase 1: the backlog, consumed from the start.
+    const wmKeyBig = `freshet:${project}:#wm:backlog_big_view:kafka:${big.topic}:0`;
+    const liveLateTs = last - DELAY_MS - 5 * 60_000; // 10 minutes behind the greatest event time: past the 5m delay
+    // ---- phase 1: the backlog, consumed from the start; then, in the same process, one real late event alone in its batch.
     const cli = await startCli(args);
     let samples: Sample[];
+    let samples1b: Sample[];
+    let dead: DeadLetter[];
+    let wmBigAfterBacklog: string | null;
     try {
       await until("both groups at the high watermark", async () => (await caughtUp(bed.admin, big.groupId, big.topic)) && (await caughtUp(bed.admin, one.groupId, one.topic)), 45_000, 200);
       samples = await scrape(cli.port);
+      dead = readLetters(letters); // written before the commit: complete once the offsets are
+      wmBigAfterBacklog = await redis.get(wmKeyBig);
+      // ---- phase 1b: the process knows the greatest event time (the last event): one 10 minutes behind it is late.
+      await kcatProduce(bed.kafkaSvc.brokers, big.topic, [line(N, "late_live", liveLateTs)], { lingerMs: 0 });
+      await until("the live late event committed", () => caughtUp(bed.admin, big.groupId, big.topic), 30_000, 200);
+      samples1b = await scrape(cli.port);
     } finally {
       assert.equal(await cli.stop(), 0, `clean exit on SIGTERM:\n${cli.output()}`);
     }
 
     // No record late, none invalid: the dead-letter file is empty and the counters say so.
-    const dead = readLetters(letters);
     assert.equal(dead.length, 0, `no dead letters; got ${dead.length}, e.g. ${JSON.stringify(dead[0])}`);
     const bigCounts = outcomes(samples, "backlog_big");
     const oneCounts = outcomes(samples, "backlog_one");
@@ -157,19 +171,34 @@ test("backlog catch-up: 100 minutes of in-order history in batches of 500 with d
       assert.equal(JSON.parse(entry.hash.label), `k${k}@${lastSeq}`);
       assert.equal(entry.expireAt, at(lastSeq) + 86_400_000, "expires at event time + ttl");
     }
-    const wmBig = await redis.get(`freshet:${project}:#wm:backlog_big_view:kafka:${big.topic}:0`);
+    const wmBig = wmBigAfterBacklog;
     const wmOne = await redis.get(`freshet:${project}:#wm:backlog_one_view:kafka:${one.topic}:0`);
     // The stored state trails by one batch (a redelivered batch is judged as the first time): the greatest
     // event time before the last batch. One record at a time, that is the second-to-last event.
     assert.equal(wmOne, String(at(N - 2)));
-    const restored = Number(wmBig);
-    assert.ok(restored <= last && restored >= at(0), `the stored watermark ${wmBig} is an event time of the stream`);
+    assert.ok(Number(wmBig) <= last && Number(wmBig) >= at(0), `the stored watermark ${wmBig} is an event time of the stream`);
+
+    // Phase 1b: the late event, alone in its batch, is dead-lettered against the greatest event time seen (the last one).
+    const d1 = outcomes(samples1b, "backlog_big");
+    assert.equal(sumMetric(samples1b, "freshet_batches_total", { source: "backlog_big" }) - bigBatches, 1, "a batch of its own");
+    assert.deepEqual({ late: d1.late, written: d1.written - bigCounts.written, stale: d1.stale - bigCounts.stale, lateArrivals: d1.lateArrivals }, { late: 1, written: 0, stale: 0, lateArrivals: 0 });
+    const dead1 = readLetters(letters);
+    assert.equal(dead1.length, 1, JSON.stringify(dead1));
+    assert.equal(dead1[0].reason, "late");
+    assert.equal(dead1[0].view, "backlog_big_view");
+    assert.deepEqual(dead1[0].position, { kind: "kafka", topic: big.topic, partition: 0, offset: String(N) });
+    assert.match(dead1[0].message, new RegExp(`behind the watermark ${new Date(last - DELAY_MS).toISOString()} \\(the greatest event time seen on this partition, ${new Date(last).toISOString()}`));
+    assert.equal(await redis.exists(`freshet:${project}:backlog_big_view:k=late_live`), 0, "written nowhere");
+    assert.equal(readOffline(dataDir, "backlog_big_view").length, N);
+    // That batch committed the watermark as it stood before it: now the greatest event time of the stream.
+    const restored = Number(await redis.get(wmKeyBig));
+    assert.equal(restored, last);
 
     // ---- phase 2: after a restart, one event past the restored watermark, alone in its batch, and one within the delay.
     const lateTs = restored - DELAY_MS - 5 * 60_000; // 10 minutes behind the greatest event time restored: past the 5m delay
     const okTs = restored - DELAY_MS + 60_000; // 4 minutes behind: within the delay
-    await kcatProduce(bed.kafkaSvc.brokers, big.topic, [line(N, "late_key", lateTs)], { lingerMs: 0 });
-    await kcatProduce(bed.kafkaSvc.brokers, big.topic, [line(N + 1, "ok_key", okTs)], { lingerMs: 0 });
+    await kcatProduce(bed.kafkaSvc.brokers, big.topic, [line(N + 1, "late_key", lateTs)], { lingerMs: 0 });
+    await kcatProduce(bed.kafkaSvc.brokers, big.topic, [line(N + 2, "ok_key", okTs)], { lingerMs: 0 });
     const cli2 = await startCli(args);
     let samples2: Sample[];
     try {
@@ -181,13 +210,13 @@ test("backlog catch-up: 100 minutes of in-order history in batches of 500 with d
     assert.equal(sumMetric(samples2, "freshet_batches_total", { source: "backlog_big" }), 2, "each new event in a batch of its own");
     assert.deepEqual(outcomes(samples2, "backlog_big"), { written: 1, stale: 0, expired: 0, late: 1, invalid: 0, lateArrivals: 0 });
     const dead2 = readLetters(letters);
-    assert.equal(dead2.length, 1, JSON.stringify(dead2));
-    const [late] = dead2;
+    assert.equal(dead2.length, 2, JSON.stringify(dead2));
+    const late = dead2[1];
     assert.equal(late.reason, "late");
     assert.equal(late.source, "backlog_big");
     assert.equal(late.view, "backlog_big_view");
     assert.equal(late.path, "ts");
-    assert.deepEqual(late.position, { kind: "kafka", topic: big.topic, partition: 0, offset: String(N) });
+    assert.deepEqual(late.position, { kind: "kafka", topic: big.topic, partition: 0, offset: String(N + 1) });
     assert.match(late.message, new RegExp(`behind the watermark ${new Date(restored - DELAY_MS).toISOString()}`));
     assert.equal(JSON.parse(late.payload).k, "late_key");
     // The late event is written nowhere; the one within the delay is written online and offline.
@@ -200,5 +229,42 @@ test("backlog catch-up: 100 minutes of in-order history in batches of 500 with d
   } finally {
     redis.disconnect();
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// The gap the trailing stored watermark leaves: it stores the state as it stood BEFORE each batch
+// (so that a batch redelivered after a crash is judged as the first time), so the greatest event
+// time of the last batch before a stop is never stored, and the restarted process never stores it
+// either (it does not see that batch again). In the scenario above, a stop right after the backlog
+// restores the maximum of the first 500 events, not of all 600: an event 10 minutes behind the
+// last one is then not late. Marked todo until the store keeps the watermark after the batch too.
+test("a restart right after the batch that carried the greatest event time still knows it", {
+  todo: "product: core/processor.ts commits watermarksBefore only, so the last batch's maximum before a restart is lost",
+  timeout: 30_000,
+}, async () => {
+  const source = kafkaSource({ name: "gap", kafkaBootstrapServers: bed.kafkaSvc.brokers, topic: "gap", timestampField: "ts", watermarkDelay: "5m" });
+  const view = streamFeatureView({ name: "gap_view", entities: [entity({ name: "key", joinKeys: ["k"] })], source, ttl: 0, dropLate: true, schema: v.object({ k: v.string(), seq: v.number() }) });
+  const registry = featureRepo({ project: "gap", definitions: [source, view] });
+  const project = unique("gap").replace(/-/g, "_");
+  const t0 = Date.now() - 110 * 60_000;
+  const rec = (seq: number, ts = t0 + seq * STEP_MS): RawRecord => ({ value: JSON.stringify({ k: `k${seq % KEYS}`, seq, ts: new Date(ts).toISOString() }), position: { kind: "kafka", topic: "gap", partition: 0, offset: String(seq) } });
+  const events = Array.from({ length: N }, (_, i) => rec(i));
+  const first = redisStore({ url: bed.redis.url, project });
+  try {
+    const p1 = createProcessor({ registry, online: first, deadLetters: memoryDeadLetters() });
+    assert.equal((await p1.process("gap", events.slice(0, 500))).late, 0);
+    assert.equal((await p1.process("gap", events.slice(500))).late, 0);
+  } finally {
+    await first.close();
+  }
+  // A clean stop, a restart: a new process on the same store.
+  const second = redisStore({ url: bed.redis.url, project });
+  try {
+    const dlq = memoryDeadLetters();
+    const p2 = createProcessor({ registry, online: second, deadLetters: dlq });
+    const r = await p2.process("gap", [rec(N, t0 + (N - 1) * STEP_MS - DELAY_MS - 5 * 60_000)]);
+    assert.equal(r.late, 1, `10 minutes behind the greatest event time seen: late (stored watermark ${new Date((await second.meta.getWatermark(`gap_view:kafka:gap:0`)) ?? 0).toISOString()}, greatest event ${new Date(t0 + (N - 1) * STEP_MS).toISOString()})`);
+  } finally {
+    await second.close();
   }
 });
