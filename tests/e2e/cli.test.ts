@@ -60,13 +60,13 @@ export default featureRepo({ project: "driver_stats", definitions: [driver, driv
       // A store written by a first run, then damaged in the middle of its log.
       const first = cli("materialize", "examples/driver_stats/feature_repo.ts", "--data-dir", dir);
       assert.equal(first.status, 0, first.stderr);
-      writeFileSync(join(dir, "state.log"), '{"format":"freshet-log","version":1,"snapshotSeq":0}\nnot json at all\n{"seq":2,"c":[]}\n');
+      writeFileSync(join(dir, "state.log"), '{"format":"freshet-log","version":1,"base":0}\n{"seq":1,"c":[]}\nnot json at all\n{"seq":2,"c":[]}\n');
       const r = cli("serve", "examples/driver_stats/feature_repo.ts", "--data-dir", dir, "--port", "0");
       assert.equal(r.status, 2, r.stdout + r.stderr);
-      assert.match(r.stderr, /state\.log/);
+      assert.match(r.stderr, /state\.log has an unreadable line 3 .*Restore state\.log from a backup, or move it out/);
       assert.doesNotMatch(r.stdout, /serving project/, "it never started serving");
       // Written by a newer Freshet.
-      writeFileSync(join(dir, "state.log"), '{"format":"freshet-log","version":99,"snapshotSeq":0}\n');
+      writeFileSync(join(dir, "state.log"), '{"format":"freshet-log","version":99,"base":0}\n');
       const newer = cli("serve", "examples/driver_stats/feature_repo.ts", "--data-dir", dir, "--port", "0");
       assert.equal(newer.status, 2, newer.stdout + newer.stderr);
       assert.match(newer.stderr, /state\.log[\s\S]*[Uu]pgrade/);
