@@ -88,12 +88,13 @@ export async function openStores(url: string, dataDir: string, opts: { project?:
     if (!opts.upstashToken) throw new FreshetError("INVALID_CONFIG", "an Upstash store needs a token: set UPSTASH_REDIS_REST_TOKEN");
     return { online: upstashStore({ url: restUrl, token: opts.upstashToken, project: opts.project }), offline };
   }
-  if (url.startsWith("file:") || !url.includes("://")) {
+  if (url.startsWith("file:")) {
     const { fileStore } = await import("../plugins/stores/file/index.ts");
-    const dir = url.startsWith("file:") ? url.slice("file:".length).replace(/^\/\/(?=\/)/, "") || dataDir : url;
+    const dir = url.slice("file:".length).replace(/^\/\/(?=\/)/, "") || dataDir;
     return { online: fileStore({ dir }), offline };
   }
-  throw new FreshetError("INVALID_CONFIG", `unknown store URL "${url}": use file:./data, memory:, redis://host:port, rediss://... or an Upstash https:// URL`);
+  // Anything else is a mistake to report, never a directory to create (`redis:/host:6379` with one slash).
+  throw new FreshetError("INVALID_CONFIG", `unknown store URL "${url}": use file:./data, memory:, redis://host:port, rediss://host:port or an Upstash https:// URL`);
 }
 
 /**

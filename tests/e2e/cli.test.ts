@@ -88,6 +88,10 @@ export default featureRepo({ project: "driver_stats", definitions: [driver, driv
     const badStore = cli("serve", "examples/driver_stats/feature_repo.ts", "--store", "mongodb://x");
     assert.equal(badStore.status, 2);
     assert.match(badStore.stderr, /unknown store URL "mongodb:\/\/x": use file:/);
+    // One slash is a typo, not a directory named "redis:" to write into.
+    const typo = cli("serve", "examples/driver_stats/feature_repo.ts", "--store", "redis:/127.0.0.1:6379", "--data-dir", mkdtempSync(join(tmpdir(), "freshet-cli-")));
+    assert.equal(typo.status, 2, typo.stdout + typo.stderr);
+    assert.match(typo.stderr, /unknown store URL "redis:\/127\.0\.0\.1:6379"/);
     const badPort = cli("serve", "examples/driver_stats/feature_repo.ts", "--port", "http");
     assert.equal(badPort.status, 2);
     assert.match(badPort.stderr, /--port http is not a port number/);
