@@ -13,8 +13,12 @@ import { upstashStore } from "../plugins/stores/redis/upstash.ts";
 export interface WorkerEnv {
   UPSTASH_REDIS_REST_URL?: string;
   UPSTASH_REDIS_REST_TOKEN?: string;
-  /** Standard Webhooks secret; when set, pushes must be signed. */
+  /** Standard Webhooks secret; when set, pushes must be signed (or carry WRITE_TOKEN). */
   WEBHOOK_SECRET?: string;
+  /** Bearer token for POST /push (`wrangler secret put WRITE_TOKEN`). */
+  WRITE_TOKEN?: string;
+  /** Bearer token for get-online-features, /registry and /metrics (`wrangler secret put READ_TOKEN`). */
+  READ_TOKEN?: string;
   MAX_BODY_BYTES?: string;
   [key: string]: unknown;
 }
@@ -67,7 +71,13 @@ function build(registry: Registry, env: WorkerEnv, opts: WorkerOptions) {
   const online = opts.store ? opts.store(env) : upstashStore({ url, token, project: registry.project });
   const deadLetters = opts.deadLetters ? opts.deadLetters(env) : upstashListDeadLetters(new Redis({ url: url!, token: token! }), `freshet:${registry.project}:dead-letters`);
   const processor = createProcessor({ registry, online, deadLetters });
-  return pushApp({ processor, webhookSecret: env.WEBHOOK_SECRET, maxBodyBytes: env.MAX_BODY_BYTES ? Number(env.MAX_BODY_BYTES) : undefined });
+  return pushApp({
+    processor,
+    webhookSecret: env.WEBHOOK_SECRET,
+    writeToken: env.WRITE_TOKEN,
+    readToken: env.READ_TOKEN,
+    maxBodyBytes: env.MAX_BODY_BYTES ? Number(env.MAX_BODY_BYTES) : undefined,
+  });
 }
 
 /**

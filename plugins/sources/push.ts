@@ -2,19 +2,45 @@
  * @module
  * The HTTP interface on Hono, the same app on every runtime: Feast's
  * `POST /push` and `POST /get-online-features`, plus `GET /health`,
- * `GET /metrics` and `GET /registry`. Optional Standard Webhooks signatures,
- * idempotency by `webhook-id`, and a body-size limit.
+ * `GET /metrics` and `GET /registry`. Bearer tokens for writing and for
+ * reading, optional Standard Webhooks signatures, idempotency by
+ * `webhook-id`, JSON-only bodies, a Host check against DNS rebinding, and
+ * bounds on every request and error answer.
  */
-import { Hono, type Context } from "hono";
+import { Hono, type Context, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { cors } from "hono/cors";
 import { Webhook } from "standardwebhooks";
-import { type BatchResult, entityKeyOf, isRetriable, type Processor, type RawRecord, type RecordIssue, type Row, type WriteTarget } from "../../core/index.ts";
+import { type BatchResult, entityKeyOf, FreshetError, isRetriable, type Processor, type RawRecord, type RecordIssue, type Row, type WriteTarget } from "../../core/index.ts";
 
 /** Options of {@link pushApp}. */
 export interface PushAppOptions {
   processor: Processor;
-  /** Standard Webhooks secret (`whsec_...`). When set, every push must be signed. */
+  /**
+   * Standard Webhooks secret (`whsec_...`). When set, every push must be
+   * signed, unless it carries the write token.
+   */
   webhookSecret?: string;
+  /**
+   * Bearer token for `POST /push` (`Authorization: Bearer <token>`). When set,
+   * a push needs it, or a valid Standard Webhooks signature when
+   * `webhookSecret` is set too. Compared in constant time.
+   */
+  writeToken?: string;
+  /**
+   * Bearer token for `POST /get-online-features`, `GET /registry` and
+   * `GET /metrics`. The write token does not grant reads (unless both are
+   * the same). `/health` stays open.
+   */
+  readToken?: string;
+  /**
+   * Refuse (421) every request whose `Host` is not a loopback name
+   * (`localhost`, `127.x.x.x`, `[::1]`, any port): DNS rebinding protection
+   * for a server on loopback without credentials.
+   */
+  loopbackOnly?: boolean;
+  /** Origins allowed to call the app from a browser (CORS). Default none: no CORS headers at all. */
+  corsOrigins?: string[];
   /** How long a `webhook-id` is remembered once its effect is durable, in ms. Default 24 h, well past the 5-minute signature window. */
   idempotencyTtlMs?: number;
   /**
@@ -24,18 +50,44 @@ export interface PushAppOptions {
    * Default 30 s.
    */
   pendingTtlMs?: number;
-  /** Largest accepted body, in bytes. Default 5 MiB. */
+  /** Largest accepted push body, in bytes. Default 5 MiB. */
   maxBodyBytes?: number;
+  /** Largest accepted get-online-features body, in bytes. Default 1 MiB. */
+  maxReadBodyBytes?: number;
+  /** Most entities (rows) per get-online-features request. Default 1000. */
+  maxEntities?: number;
+  /** Most feature refs per get-online-features request (before duplicates collapse). Default 200. */
+  maxFeatureRefs?: number;
+  /** Most values per get-online-features answer: entities x distinct feature refs. Default 100,000. */
+  maxFeatureValues?: number;
   /** Retry-After, in seconds, on a 503. Default 1. */
   retryAfterSeconds?: number;
+  /** Where each 5xx answer is logged, once, with its request id and cause. Default console. */
+  logger?: { error(msg: string): void };
 }
 
 /** The JSON body of every error answer. */
 export interface ErrorBody {
-  error: { code: string; message: string; field?: string; issues?: { field?: string; message: string; reason: string; row: number; view?: string }[] };
+  error: {
+    code: string;
+    message: string;
+    field?: string;
+    /** At most 20 of them; `issues_total` says how many there were. */
+    issues?: { field?: string; message: string; reason: string; row: number; view?: string }[];
+    issues_total?: number;
+    request_id?: string;
+  };
 }
 
 const TARGETS: WriteTarget[] = ["online", "offline", "online_and_offline"];
+
+/** Error answers list at most this many issues, plus the total. */
+const MAX_ISSUES = 20;
+const MAX_MESSAGE = 1000;
+const MAX_ISSUE_MESSAGE = 300;
+const MAX_FIELD = 200;
+
+type Status = 400 | 401 | 404 | 409 | 413 | 415 | 421 | 422 | 500 | 503;
 
 /**
  * Builds the Hono app. Serve it with an adapter (`adapters/node.ts`, ...), or
@@ -43,7 +95,7 @@ const TARGETS: WriteTarget[] = ["online", "offline", "online_and_offline"];
  *
  * @example
  * ```ts
- * const app = pushApp({ processor, webhookSecret: env.WEBHOOK_SECRET })
+ * const app = pushApp({ processor, writeToken: env.WRITE_TOKEN, readToken: env.READ_TOKEN })
  * export default app // Bun, Deno and Workers take a fetch handler
  * ```
  */
@@ -51,35 +103,143 @@ export function pushApp(opts: PushAppOptions): Hono {
   const { processor } = opts;
   const { registry, metrics } = processor;
   const store = processor.online;
-  const webhook = opts.webhookSecret ? new Webhook(opts.webhookSecret) : undefined;
+  const secret = (name: string, value: string | undefined) => {
+    if (value !== undefined && (typeof value !== "string" || value.trim() === "")) {
+      throw new FreshetError("INVALID_CONFIG", `${name} is empty: give it a value, or leave it out`, { plugin: "push", field: name });
+    }
+    return value;
+  };
+  const size = (name: string, value: number | undefined, fallback: number) => {
+    if (value === undefined) return fallback;
+    if (typeof value !== "number" || !Number.isSafeInteger(value) || value <= 0) {
+      throw new FreshetError("INVALID_CONFIG", `${name} must be a positive whole number, got ${String(value)}`, { plugin: "push", field: name });
+    }
+    return value;
+  };
+  const webhookSecret = secret("webhookSecret", opts.webhookSecret);
+  const writeToken = secret("writeToken", opts.writeToken);
+  const readToken = secret("readToken", opts.readToken);
+  const webhook = webhookSecret ? new Webhook(webhookSecret) : undefined;
   const idemTtl = opts.idempotencyTtlMs ?? 86_400_000;
   const pendingTtl = opts.pendingTtlMs ?? 30_000;
   const retryAfter = String(opts.retryAfterSeconds ?? 1);
-  const maxBody = opts.maxBodyBytes ?? 5 * 1024 * 1024;
+  const maxBody = size("maxBodyBytes", opts.maxBodyBytes, 5 * 1024 * 1024);
+  const maxReadBody = size("maxReadBodyBytes", opts.maxReadBodyBytes, 1024 * 1024);
+  const limits: ReadLimits = {
+    entities: size("maxEntities", opts.maxEntities, 1000),
+    refs: size("maxFeatureRefs", opts.maxFeatureRefs, 200),
+    values: size("maxFeatureValues", opts.maxFeatureValues, 100_000),
+  };
+  const logger = opts.logger ?? console;
+  const redact = redactor([writeToken, readToken, webhookSecret, webhookSecret?.replace(/^whsec_/, "")]);
+  // Digests of the tokens, computed on first use (a Worker builds the app inside a request).
+  const digests = new Map<string, Promise<Uint8Array>>();
+  const digestOf = (token: string) => {
+    let d = digests.get(token);
+    if (!d) digests.set(token, (d = sha256Bytes(token)));
+    return d;
+  };
+  const bearerMatches = async (c: Context, token: string) => {
+    const given = bearer(c.req.header("authorization"));
+    const [a, b] = await Promise.all([sha256Bytes(given ?? ""), digestOf(token)]);
+    let diff = given === undefined ? 1 : 0;
+    for (let i = 0; i < b.length; i++) diff |= a[i] ^ b[i];
+    return diff === 0;
+  };
+  const requestIds = new WeakMap<Context, string>();
 
   const app = new Hono();
-  const fail = (c: Context, status: 400 | 401 | 404 | 409 | 413 | 422 | 500 | 503, code: string, message: string, field?: string, extra?: Partial<ErrorBody["error"]>) => {
+  const fail = (c: Context, status: Status, code: string, message: string, field?: string, extra?: Partial<ErrorBody["error"]>, cause?: unknown) => {
     if (status === 503 || status === 409) c.header("Retry-After", retryAfter);
-    return c.json({ error: { code, message, ...(field ? { field } : {}), ...extra } } satisfies ErrorBody, status);
+    const msg = truncate(redact(message), MAX_MESSAGE);
+    if (status >= 500) {
+      const rid = requestIds.get(c) ?? "-";
+      const why = cause === undefined ? msg : redact(causeText(cause));
+      logger.error(`[freshet] [http] request ${rid}: ${c.req.method} ${truncate(c.req.path, MAX_FIELD)} answered ${status} ${code}: ${truncate(why, 4 * MAX_MESSAGE)}`);
+    }
+    const error: ErrorBody["error"] = { code, message: msg, ...(field ? { field: truncate(field, MAX_FIELD) } : {}), ...extra };
+    if (status >= 500) error.request_id = requestIds.get(c);
+    return c.json({ error } satisfies ErrorBody, status);
+  };
+  const unauthorized = (c: Context, scope: "write" | "read", alternative = "") => {
+    const given = c.req.header("authorization") !== undefined;
+    c.header("WWW-Authenticate", given ? 'Bearer realm="freshet", error="invalid_token"' : 'Bearer realm="freshet"');
+    const what = `${c.req.method} ${truncate(c.req.path, MAX_FIELD)}`;
+    const flag = scope === "write" ? "--write-token, FRESHET_WRITE_TOKEN or the WRITE_TOKEN secret of a Worker" : "--read-token, FRESHET_READ_TOKEN or the READ_TOKEN secret of a Worker";
+    return fail(c, 401, "unauthorized", `${what} needs the ${scope} token${alternative}: send the authorization header "Authorization: Bearer <token>" with the server's ${flag}${given ? "; the token sent is not it" : ""}`, "authorization");
   };
 
   app.use("*", async (c, next) => {
+    const incoming = c.req.header("x-request-id");
+    const rid = incoming !== undefined && /^[\w.:@-]{1,128}$/.test(incoming) ? incoming : crypto.randomUUID();
+    requestIds.set(c, rid);
+    c.header("x-request-id", rid);
     await next();
     metrics.inc("freshet_http_requests_total", { route: c.req.routePath, status: String(c.res.status) });
   });
+  if (opts.loopbackOnly) {
+    app.use("*", async (c, next) => {
+      const host = c.req.header("host") ?? new URL(c.req.url).host;
+      if (isLoopbackHost(host)) return await next();
+      return fail(c, 421, "host_not_allowed", `the host header "${truncate(host, 100)}" is not a loopback name; this server listens on loopback without credentials and only answers requests for localhost, 127.0.0.1 or [::1] (protection against DNS rebinding). To expose it, give it a write/read token or a webhook secret`, "host");
+    });
+  }
+  if (opts.corsOrigins?.length) {
+    app.use("*", cors({
+      origin: [...opts.corsOrigins],
+      allowMethods: ["GET", "POST", "OPTIONS"],
+      allowHeaders: ["content-type", "authorization", "webhook-id", "webhook-timestamp", "webhook-signature", "x-request-id"],
+      exposeHeaders: ["x-request-id", "retry-after"],
+      maxAge: 600,
+    }));
+  }
   app.onError((err, c) => {
-    if (isRetriable(err)) return fail(c, 503, "store_unavailable", (err as Error).message);
-    return fail(c, 500, "internal", (err as Error)?.message ?? String(err));
+    if (isRetriable(err)) return fail(c, 503, "store_unavailable", (err as Error).message, undefined, undefined, err);
+    return fail(c, 500, "internal", "internal error; the cause is in the server log under this request id", undefined, undefined, err);
   });
   app.notFound((c) => fail(c, 404, "not_found", `no route ${c.req.method} ${c.req.path}; try POST /push, POST /get-online-features, GET /health, /metrics or /registry`));
 
+  const jsonOnly: MiddlewareHandler = async (c, next) => {
+    const type = c.req.header("content-type");
+    if (isJsonType(type)) return await next();
+    return fail(c, 415, "unsupported_media_type", `${c.req.method} ${c.req.path} takes JSON: send the content-type header "application/json"${type === undefined ? " (none was sent)" : ` (got "${truncate(type, 100)}")`}`, "content-type");
+  };
+  const limit = (bytes: number, hint: string) =>
+    bodyLimit({ maxSize: bytes, onError: (c) => fail(c, 413, "body_too_large", `the body is larger than ${bytes} bytes; ${hint}`, "body") });
+  const readAuth: MiddlewareHandler = async (c, next) => {
+    if (readToken === undefined || (await bearerMatches(c, readToken))) return next();
+    return unauthorized(c, "read");
+  };
+  // Set by pushAuth when the write token authorized the push, so that no signature is needed.
+  const byToken = new WeakSet<Context>();
+  const pushAuth: MiddlewareHandler = async (c, next) => {
+    if (writeToken !== undefined) {
+      if (await bearerMatches(c, writeToken)) {
+        byToken.add(c);
+        return next();
+      }
+      if (!webhook || c.req.header("webhook-signature") === undefined) return unauthorized(c, "write", webhook ? " or a Standard Webhooks signature" : "");
+    } else if (webhook && c.req.header("webhook-signature") === undefined) {
+      return fail(c, 401, "invalid_signature", "webhook signature check failed: this server takes signed pushes only (Standard Webhooks): the webhook-signature header is missing", "webhook-signature");
+    }
+    return next();
+  };
+  const webhookIdBound: MiddlewareHandler = async (c, next) => {
+    const id = c.req.header("webhook-id");
+    if (id !== undefined && id.length > MAX_WEBHOOK_ID) return fail(c, 422, "invalid_request", `webhook-id is ${id.length} characters long; at most ${MAX_WEBHOOK_ID} are accepted`, "webhook-id");
+    return await next();
+  };
+
   app.post(
     "/push",
-    bodyLimit({ maxSize: maxBody, onError: (c) => fail(c, 413, "body_too_large", `the body is larger than ${maxBody} bytes; split the push into smaller requests`, "body") }),
+    pushAuth,
+    jsonOnly,
+    webhookIdBound,
+    limit(maxBody, "split the push into smaller requests"),
     async (c) => {
       const text = await c.req.text();
       const id = c.req.header("webhook-id");
-      if (webhook) {
+      if (webhook && !byToken.has(c)) {
         try {
           webhook.verify(text, {
             "webhook-id": id ?? "",
@@ -87,7 +247,8 @@ export function pushApp(opts: PushAppOptions): Hono {
             "webhook-signature": c.req.header("webhook-signature") ?? "",
           }, { jsonParse: false }); // a signed but malformed body is a 400 below, not a bad signature
         } catch (e) {
-          return fail(c, 401, "invalid_signature", `webhook signature check failed: ${(e as Error).message}`, "webhook-signature");
+          if (writeToken !== undefined) c.header("WWW-Authenticate", 'Bearer realm="freshet"');
+          return fail(c, 401, "invalid_signature", `webhook signature check failed: ${(e as Error).message}${writeToken !== undefined ? "; or send the write token as Authorization: Bearer <token>" : ""}`, "webhook-signature");
         }
       }
       if (!text.trim()) return fail(c, 400, "empty_body", 'the body is empty; send {"push_source_name": ..., "df": {...}}', "body");
@@ -103,11 +264,13 @@ export function pushApp(opts: PushAppOptions): Hono {
       if (to && to !== "online" && !processor.offline) return fail(c, 422, "invalid_request", `to "${to}" needs an offline store, and this deployment has none; push with to "online"`, "to");
       if (to && to !== "offline" && !processor.online) return fail(c, 422, "invalid_request", `to "${to}" needs an online store, and this deployment has none; push with to "offline"`, "to");
 
-      const requestId = id ?? crypto.randomUUID();
+      const requestId = id ?? requestIds.get(c) ?? crypto.randomUUID();
       const records: RawRecord[] = rows.map((value, index) => ({ value, position: { kind: "push", requestId, index } }));
       const rejectRows = (rejected: RecordIssue[]) => {
-        const issues = rejected.map((i) => issueJson(i, parsed.columnar));
-        return fail(c, 422, "invalid_rows", `${issues.length} invalid row(s); first: ${issues[0].field ?? "row"}: ${issues[0].message}`, issues[0].field, { issues });
+        const shown = rejected.slice(0, MAX_ISSUES).map((i) => issueJson(i, parsed.columnar));
+        const first = shown[0];
+        const more = rejected.length > shown.length ? ` (the first ${shown.length} are listed)` : "";
+        return fail(c, 422, "invalid_rows", `${rejected.length} invalid row(s)${more}; first: ${first.field ?? "row"}: ${first.message}`, first.field, { issues: shown, issues_total: rejected.length });
       };
       const ok = (result: BatchResult) =>
         c.json({ status: "ok", request_id: requestId, records: result.records, written: result.written, stale: result.stale, expired: result.expired, late: result.late, views: result.views });
@@ -118,7 +281,6 @@ export function pushApp(opts: PushAppOptions): Hono {
       }
 
       // Idempotency: pending while this delivery runs, done in the same atomic step as its write.
-      if (id.length > MAX_WEBHOOK_ID) return fail(c, 422, "invalid_request", `webhook-id is ${id.length} characters long; at most ${MAX_WEBHOOK_ID} are accepted`, "webhook-id");
       if (!store) return fail(c, 500, "no_store", "idempotency by webhook-id needs an online store");
       const key = `push:${registry.project}:${id}`;
       const fingerprint = await sha256(text);
@@ -148,37 +310,49 @@ export function pushApp(opts: PushAppOptions): Hono {
     },
   );
 
-  app.post("/get-online-features", async (c) => {
-    let body: unknown;
-    try {
-      body = await c.req.json();
-    } catch (e) {
-      return fail(c, 400, "invalid_json", `the body is not valid JSON: ${(e as Error).message}`, "body");
-    }
-    if (!store) return fail(c, 500, "no_store", "no online store is configured");
-    const req = parseGetOnline(body, registry.views);
-    if ("error" in req) return fail(c, 422, "invalid_request", req.error.message, req.error.field);
-    const featureNames = [...req.joinKeys];
-    const results: { values: unknown[]; statuses: string[]; event_timestamps: string[] }[] = req.joinKeys.map((k) => ({
-      values: req.entities[k],
-      statuses: req.entities[k].map(() => "PRESENT"),
-      event_timestamps: req.entities[k].map(() => EPOCH),
-    }));
-    const byView = new Map<string, string[]>();
-    for (const [view, feature] of req.features) byView.set(view, [...(byView.get(view) ?? []), feature]);
-    const n = req.rows;
-    const reads = await Promise.all([...byView].map(async ([viewName, features]) => {
-      const view = registry.view(viewName);
-      const keys: string[] = [];
-      for (let i = 0; i < n; i++) {
-        const row: Row = {};
-        for (const k of view.joinKeys) row[k] = req.entities[k][i];
-        keys.push(entityKey(view.joinKeys, row));
+  app.post(
+    "/get-online-features",
+    readAuth,
+    jsonOnly,
+    limit(maxReadBody, "ask for fewer entities or features per request"),
+    async (c) => {
+      const text = await c.req.text();
+      if (!text.trim()) return fail(c, 400, "empty_body", 'the body is empty; send {"entities": {...}, "features": ["view:feature", ...]}', "body");
+      let body: unknown;
+      try {
+        body = JSON.parse(text);
+      } catch (e) {
+        return fail(c, 400, "invalid_json", `the body is not valid JSON: ${(e as Error).message}`, "body");
       }
-      return { viewName, features, values: await store.read(view, keys, features) };
-    }));
-    for (const { viewName, features, values } of reads) {
-      for (const f of features) {
+      if (!store) return fail(c, 500, "no_store", "no online store is configured");
+      const req = parseGetOnline(body, registry.views, limits);
+      if ("error" in req) return fail(c, 422, req.error.code ?? "invalid_request", req.error.message, req.error.field);
+      const n = req.rows;
+      const byView = new Map<string, string[]>();
+      for (const [view, feature] of req.features) {
+        const list = byView.get(view);
+        if (list) list.push(feature);
+        else byView.set(view, [feature]);
+      }
+      const reads = new Map(await Promise.all([...byView].map(async ([viewName, features]) => {
+        const view = registry.view(viewName);
+        const keys: string[] = new Array(n);
+        for (let i = 0; i < n; i++) {
+          const row: Row = {};
+          for (const k of view.joinKeys) row[k] = req.entities[k][i];
+          keys[i] = entityKey(view.joinKeys, row);
+        }
+        return [viewName, await store.read(view, keys, features)] as const;
+      })));
+      const featureNames = [...req.joinKeys];
+      const results: { values: unknown[]; statuses: string[]; event_timestamps: string[] }[] = req.joinKeys.map((k) => ({
+        values: req.entities[k],
+        statuses: req.entities[k].map(() => "PRESENT"),
+        event_timestamps: req.entities[k].map(() => EPOCH),
+      }));
+      // Each distinct ref once, in the order of its first appearance in the request.
+      for (const [viewName, f] of req.features) {
+        const values = reads.get(viewName)!;
         featureNames.push(req.fullFeatureNames ? `${viewName}__${f}` : f);
         results.push({
           values: values.map((r) => r[f].value),
@@ -186,20 +360,20 @@ export function pushApp(opts: PushAppOptions): Hono {
           event_timestamps: values.map((r) => (r[f].eventTime === undefined ? EPOCH : new Date(r[f].eventTime!).toISOString().replace(".000Z", "Z"))),
         });
       }
-    }
-    return c.json({ metadata: { feature_names: featureNames }, results });
-  });
+      return c.json({ metadata: { feature_names: featureNames }, results });
+    },
+  );
 
   app.get("/health", async (c) => {
     try {
       await store?.ping?.();
       return c.json({ status: "ok", project: registry.project, store: store?.name ?? null });
     } catch (e) {
-      return fail(c, 503, "store_unavailable", `store ${store?.name} is down: ${(e as Error).message}`);
+      return fail(c, 503, "store_unavailable", `store ${store?.name} is down: ${(e as Error).message}`, undefined, undefined, e);
     }
   });
-  app.get("/metrics", (c) => c.text(metrics.render(), 200, { "content-type": "text/plain; version=0.0.4" }));
-  app.get("/registry", (c) => c.json(registry.describe()));
+  app.get("/metrics", readAuth, (c) => c.text(metrics.render(), 200, { "content-type": "text/plain; version=0.0.4" }));
+  app.get("/registry", readAuth, (c) => c.json(registry.describe()));
   return app;
 }
 
@@ -208,20 +382,75 @@ const EPOCH = "1970-01-01T00:00:00Z";
 /** The longest accepted `webhook-id` (Standard Webhooks ids are about 30 characters). */
 const MAX_WEBHOOK_ID = 256;
 
+const encoder = new TextEncoder();
+
+async function sha256Bytes(text: string): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(text)));
+}
+
 /** SHA-256 of a request body, hex: the fingerprint that tells a retry from a reused id. */
 async function sha256(text: string): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
   let hex = "";
-  for (const b of digest) hex += b.toString(16).padStart(2, "0");
+  for (const b of await sha256Bytes(text)) hex += b.toString(16).padStart(2, "0");
   return hex;
+}
+
+/** The token of an `Authorization: Bearer <token>` header. */
+function bearer(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  const m = /^Bearer[ \t]+([^ \t]+)[ \t]*$/i.exec(header);
+  return m ? m[1] : undefined;
+}
+
+/** `application/json`, with or without parameters, and `application/<anything>+json`. */
+function isJsonType(type: string | undefined): boolean {
+  if (type === undefined) return false;
+  const media = type.split(";", 1)[0].trim().toLowerCase();
+  return media === "application/json" || /^application\/[a-z0-9!#$&^_.-]+\+json$/.test(media);
+}
+
+/** `localhost`, `127.x.x.x` or `[::1]`, with an optional port. */
+function isLoopbackHost(host: string): boolean {
+  const m = /^(localhost|127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})|\[::1\])(?::(\d{1,5}))?$/.exec(host.toLowerCase());
+  if (!m) return false;
+  if (m[2] !== undefined && [m[2], m[3], m[4]].some((o) => Number(o) > 255)) return false;
+  return m[5] === undefined || Number(m[5]) <= 65535;
+}
+
+function truncate(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max)}... (${text.length - max} more characters)`;
+}
+
+/** Removes configured secrets, bearer tokens and URL credentials from a text bound for an answer or a log line. */
+function redactor(secrets: (string | undefined)[]): (text: string) => string {
+  const known = secrets.filter((s): s is string => typeof s === "string" && s.length >= 4).sort((a, b) => b.length - a.length);
+  return (text) => {
+    let out = String(text);
+    for (const s of known) if (out.includes(s)) out = out.split(s).join("[redacted]");
+    return out
+      .replace(/\b(Bearer|Basic)[ \t]+[A-Za-z0-9._~+/=-]+/gi, "$1 [redacted]")
+      .replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/@:]*:[^\s/@]*@/gi, "$1[redacted]@");
+  };
+}
+
+/** An error's message and the messages of its causes, on one line. */
+function causeText(e: unknown): string {
+  const parts: string[] = [];
+  let cur: unknown = e;
+  for (let depth = 0; cur !== undefined && cur !== null && depth < 4; depth++) {
+    const text = cur instanceof Error ? `${cur.name}: ${cur.message}` : String(cur);
+    parts.push(text);
+    cur = cur instanceof Error ? (cur as { cause?: unknown }).cause : undefined;
+  }
+  return parts.join(" <- caused by ").replace(/\s*\n\s*/g, " ");
 }
 
 function entityKey(joinKeys: string[], row: Row): string {
   const ek = entityKeyOf(joinKeys, row);
-  return "key" in ek ? ek.key : ""; // parseGetOnline checked every join key is present
+  return "key" in ek ? ek.key : ""; // parseGetOnline checked every join key is present and encodable
 }
 
-type Parsed<T> = T | { error: { message: string; field: string } };
+type Parsed<T> = T | { error: { message: string; field: string; code?: string } };
 
 function parsePush(body: unknown, sources: ReadonlyMap<string, { kind: string }>): Parsed<{ source: string; rows: Row[]; to?: WriteTarget; columnar: boolean }> {
   const err = (field: string, message: string) => ({ error: { field, message } });
@@ -229,7 +458,7 @@ function parsePush(body: unknown, sources: ReadonlyMap<string, { kind: string }>
   const name = body.push_source_name;
   if (typeof name !== "string" || !name) return err("push_source_name", "push_source_name is required and must be a string");
   const src = sources.get(name);
-  if (!src) return err("push_source_name", `unknown push source "${name}"; known: ${[...sources.values()].filter((s) => s.kind === "push").map((s) => (s as { name?: string }).name).join(", ") || "none"}`);
+  if (!src) return err("push_source_name", `unknown push source "${truncate(name, 100)}"; known: ${[...sources.values()].filter((s) => s.kind === "push").map((s) => (s as { name?: string }).name).join(", ") || "none"}`);
   if (src.kind !== "push") return err("push_source_name", `source "${name}" is a ${src.kind} source, not a push source`);
   const to = body.to;
   if (to !== undefined && !TARGETS.includes(to as WriteTarget)) return err("to", `to must be one of ${TARGETS.join(", ")}`);
@@ -245,9 +474,10 @@ function parsePush(body: unknown, sources: ReadonlyMap<string, { kind: string }>
   let n = -1;
   for (const col of cols) {
     const values = df[col];
-    if (!Array.isArray(values)) return err(`df.${col}`, `column "${col}" must be an array of values`);
+    const c = truncate(col, 100);
+    if (!Array.isArray(values)) return err(`df.${c}`, `column "${c}" must be an array of values`);
     if (n === -1) n = values.length;
-    else if (values.length !== n) return err(`df.${col}`, `column "${col}" has ${values.length} values but "${cols[0]}" has ${n}; every column needs one value per row`);
+    else if (values.length !== n) return err(`df.${c}`, `column "${c}" has ${values.length} values but "${truncate(cols[0], 100)}" has ${n}; every column needs one value per row`);
   }
   if (n === 0) return err("df", "no rows to push");
   const rows: Row[] = new Array(n);
@@ -260,45 +490,84 @@ function parsePush(body: unknown, sources: ReadonlyMap<string, { kind: string }>
 }
 
 function issueJson(i: RecordIssue, columnar: boolean) {
-  const field = i.path ? (columnar ? `df.${i.path}[${i.index}]` : `rows[${i.index}].${i.path}`) : (columnar ? `df[${i.index}]` : `rows[${i.index}]`);
-  return { field, message: i.message, reason: i.reason, row: i.index, view: i.view };
+  const path = i.path === undefined ? undefined : truncate(i.path, 100);
+  const field = path ? (columnar ? `df.${path}[${i.index}]` : `rows[${i.index}].${path}`) : (columnar ? `df[${i.index}]` : `rows[${i.index}]`);
+  return { field, message: truncate(i.message, MAX_ISSUE_MESSAGE), reason: i.reason, row: i.index, view: i.view };
 }
 
-function parseGetOnline(body: unknown, views: ReadonlyMap<string, { joinKeys: string[]; features: string[] }>): Parsed<{
+interface ReadLimits {
+  entities: number;
+  refs: number;
+  values: number;
+}
+
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+const wellFormed = (s: string): boolean => {
+  const f = (s as { isWellFormed?: () => boolean }).isWellFormed;
+  return f ? f.call(s) : !LONE_SURROGATE.test(s);
+};
+
+function parseGetOnline(body: unknown, views: ReadonlyMap<string, { joinKeys: string[]; features: string[] }>, limits: ReadLimits): Parsed<{
   entities: Record<string, unknown[]>;
   joinKeys: string[];
+  /** Distinct [view, feature] pairs, in the order of their first appearance. */
   features: [string, string][];
   rows: number;
   fullFeatureNames: boolean;
 }> {
-  const err = (field: string, message: string) => ({ error: { field, message } });
+  const err = (field: string, message: string, code?: string) => ({ error: { field, message, code } });
   if (!isObject(body)) return err("body", 'the body must be {"entities": {...}, "features": ["view:feature", ...]}');
   if (body.feature_service !== undefined) return err("feature_service", "feature services are not supported; list features as \"view:feature\"");
   const entities = body.entities;
   if (!isObject(entities) || Object.keys(entities).length === 0) return err("entities", 'entities is required, e.g. {"driver_id": [1001, 1002]}');
+  // Sizes first, before any work that grows with them.
   let rows = -1;
   for (const [k, v] of Object.entries(entities)) {
-    if (!Array.isArray(v)) return err(`entities.${k}`, `entities.${k} must be an array of values`);
-    if (v.some((x) => x === null || typeof x === "object")) return err(`entities.${k}`, `entities.${k} must hold strings or numbers`);
+    const name = truncate(k, 100);
+    if (!Array.isArray(v)) return err(`entities.${name}`, `entities.${name} must be an array of values`);
+    if (v.length > limits.entities) return err(`entities.${name}`, `entities.${name} has ${v.length} values; at most ${limits.entities} entities are accepted per request (maxEntities): split the request`, "too_many_entities");
     if (rows === -1) rows = v.length;
-    else if (v.length !== rows) return err(`entities.${k}`, "every entities column needs the same number of values");
+    else if (v.length !== rows) return err(`entities.${name}`, "every entities column needs the same number of values");
   }
   const features = body.features;
   if (!Array.isArray(features) || features.length === 0) return err("features", 'features is required, e.g. ["driver_hourly_stats:conv_rate"]');
+  if (features.length > limits.refs) return err("features", `features lists ${features.length} refs; at most ${limits.refs} are accepted per request (maxFeatureRefs): split the request, and list each ref once`, "too_many_features");
   const parsed: [string, string][] = [];
+  const seen = new Set<string>();
   const joinKeys = new Set<string>();
   for (let i = 0; i < features.length; i++) {
     const f = features[i];
+    if (typeof f === "string" && seen.has(f)) continue; // a duplicate ref is answered once
     const m = typeof f === "string" ? /^([^:]+):(.+)$/.exec(f) : null;
     if (!m) return err(`features[${i}]`, `features[${i}] must read "view:feature"`);
     const view = views.get(m[1]);
-    if (!view) return err(`features[${i}]`, `unknown feature view "${m[1]}"; known: ${[...views.keys()].join(", ")}`);
-    if (!view.features.includes(m[2])) return err(`features[${i}]`, `view "${m[1]}" has no feature "${m[2]}"; it has ${view.features.join(", ")}`);
+    if (!view) return err(`features[${i}]`, `unknown feature view "${truncate(m[1], 100)}"; known: ${[...views.keys()].join(", ")}`);
+    if (!view.features.includes(m[2])) return err(`features[${i}]`, `view "${m[1]}" has no feature "${truncate(m[2], 100)}"; it has ${view.features.join(", ")}`);
     for (const k of view.joinKeys) {
       if (!(k in entities)) return err("entities", `view "${m[1]}" needs join key "${k}" in entities`);
       joinKeys.add(k);
     }
+    seen.add(f as string);
     parsed.push([m[1], m[2]]);
+  }
+  if (rows * parsed.length > limits.values) {
+    return err("features", `${rows} entities x ${parsed.length} features = ${rows * parsed.length} values; at most ${limits.values} are answered per request (maxFeatureValues): split the request`, "too_many_values");
+  }
+  for (const [k, v] of Object.entries(entities)) {
+    const name = truncate(k, 100);
+    const values = v as unknown[];
+    for (let i = 0; i < values.length; i++) {
+      const x = values[i];
+      if (typeof x === "number") {
+        if (Number.isInteger(x) && !Number.isSafeInteger(x)) {
+          return err(`entities.${name}[${i}]`, `entities.${name}[${i}] is a number beyond ±2^53-1 (${x}), which JSON numbers cannot hold exactly, so it could name another entity: send the key as a string, e.g. "12345678901234567890"`, "unsafe_integer");
+        }
+      } else if (typeof x === "string") {
+        if (!wellFormed(x)) return err(`entities.${name}[${i}]`, `entities.${name}[${i}] holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which cannot be encoded as a key: send valid Unicode`, "unencodable_key");
+      } else if (x === null || typeof x === "object") {
+        return err(`entities.${name}[${i}]`, `entities.${name} must hold strings or numbers; entities.${name}[${i}] is ${x === null ? "null" : Array.isArray(x) ? "an array" : "an object"}`);
+      }
+    }
   }
   return { entities: entities as Record<string, unknown[]>, joinKeys: [...joinKeys], features: parsed, rows, fullFeatureNames: body.full_feature_names === true };
 }
@@ -306,4 +575,3 @@ function parseGetOnline(body: unknown, views: ReadonlyMap<string, { joinKeys: st
 function isObject(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === "object" && !Array.isArray(v);
 }
-

@@ -93,8 +93,11 @@ describe("edge_push Worker on workerd + Upstash", () => {
     assert.equal(bad.status, 422);
     assert.equal((await bad.json()).error.field, "df.cart_items[0]");
     const at = new Date();
-    const junk = await mf.dispatchFetch("http://edge/push", { method: "POST", body: "{nope", headers: { "webhook-id": "evt_4", "webhook-timestamp": String(Math.floor(at.getTime() / 1000)), "webhook-signature": wh.sign("evt_4", at, "{nope") } });
+    const junk = await mf.dispatchFetch("http://edge/push", { method: "POST", body: "{nope", headers: { "content-type": "application/json", "webhook-id": "evt_4", "webhook-timestamp": String(Math.floor(at.getTime() / 1000)), "webhook-signature": wh.sign("evt_4", at, "{nope") } });
     assert.equal(junk.status, 400);
+    // Without a JSON content type the same body is refused before it is read (a browser form cannot push).
+    const plain = await mf.dispatchFetch("http://edge/push", { method: "POST", body: "{nope", headers: { "webhook-id": "evt_4", "webhook-timestamp": String(Math.floor(at.getTime() / 1000)), "webhook-signature": wh.sign("evt_4", at, "{nope") } });
+    assert.equal(plain.status, 415);
     assert.equal((await get(["u3"])).results[1].statuses[0], "NOT_FOUND");
   });
 
