@@ -131,10 +131,9 @@ export interface PreparedBatch {
   /** Greatest event time per watermark key after this batch (this process's view). */
   readonly watermarks: Record<string, number>;
   /**
-   * What the batch commits to the store, with its last online write: the
-   * watermark state as it stood BEFORE the batch. The stored state trails by
-   * one batch, so a batch redelivered after a crash between its write and its
-   * ack is judged against the same watermark as the first time.
+   * The watermark each key was judged by in this batch. Committed beside the
+   * greatest event time, so that this batch, if it is redelivered after a
+   * crash between its write and its ack, is judged the same way again.
    */
   readonly watermarksBefore: Record<string, number>;
   /** How far `commit` got, so that a retry resumes. */
@@ -159,6 +158,8 @@ export interface Processor {
 const textDecoder = new TextDecoder("utf-8", { fatal: true });
 const textEncoder = new TextEncoder();
 const OUTCOMES = ["written", "stale", "expired", "late", "invalid"] as const;
+/** Suffix of the watermark key that holds what the last committed batch was judged by. */
+const BEFORE = "|before";
 
 /**
  * The watermark key of a record: one per view and source partition, shard
@@ -197,20 +198,28 @@ export function createProcessor(opts: ProcessorOptions): Processor {
   }
   const metrics = opts.metrics ?? createMetrics();
   const now = opts.now ?? Date.now;
-  /** Watermark state already read or committed, by key: a lower bound of what the store holds. */
+  /** Watermark state already read or committed, by key: the greatest event time this process knows of. */
   const watermarkCache = new Map<string, number>();
 
+  /**
+   * The watermark a batch is judged by. Once a key is known in this process:
+   * the greatest event time seen before the batch. On first sight (after a
+   * start): the state as it stood before the LAST committed batch (`|before`),
+   * because that batch may be exactly what is redelivered now (a crash between
+   * its write and its ack), and it must be judged as it was the first time.
+   * The greatest event time (`key`) is restored for every batch after that.
+   */
   async function watermarkOf(key: string): Promise<number | undefined> {
     if (watermarkCache.has(key)) return watermarkCache.get(key);
     if (!online) return undefined;
-    let v: number | undefined;
+    let latest: number | undefined, before: number | undefined;
     try {
-      v = await online.meta.getWatermark(key);
+      [latest, before] = await Promise.all([online.meta.getWatermark(key), online.meta.getWatermark(key + BEFORE)]);
     } catch (e) {
       throw storeUnavailable(online.name, e);
     }
-    if (v !== undefined) watermarkCache.set(key, Math.max(v, watermarkCache.get(key) ?? -Infinity));
-    return watermarkCache.get(key);
+    if (latest !== undefined) watermarkCache.set(key, latest);
+    return before;
   }
 
   async function prepare(sourceName: string, records: RawRecord[], popts: PrepareOptions = {}): Promise<PreparedBatch> {
@@ -243,6 +252,8 @@ export function createProcessor(opts: ProcessorOptions): Processor {
     watermarksBefore: Record<string, number>,
   ): Promise<PreparedView> {
     const counts: ViewCounts = { written: 0, stale: 0, expired: 0, late: 0, invalid: 0, skipped: 0, lateArrivals: 0 };
+    /** Watermark keys already looked up for this batch (a key with nothing stored is looked up once too). */
+    const judged = new Set<string>();
     const bad = (index: number, reason: DeadLetterReason, message: string, path?: string) => {
       issues.push({ index, view: view.name, reason, message, path });
       counts[reason === "late" ? "late" : "invalid"]++;
@@ -345,7 +356,7 @@ export function createProcessor(opts: ProcessorOptions): Processor {
       }
       const ek = entityKeyOf(view.joinKeys, row);
       if ("missing" in ek) {
-        bad(index, "join_key", `join key "${ek.missing}" is missing or empty`, ek.missing);
+        bad(index, "join_key", ek.reason ?? `join key "${ek.missing}" is missing or empty`, ek.missing);
         continue;
       }
       if (eventTime < rangeStart || eventTime >= rangeEnd) {
@@ -363,8 +374,14 @@ export function createProcessor(opts: ProcessorOptions): Processor {
       // The watermark as it stood before this batch: the batch's own events never make each other late.
       if (useWatermark) {
         const key = `${view.name}:${partitionOf(records[index]?.position ?? { kind: "memory", index })}`;
-        const seen = key in watermarksBefore ? watermarksBefore[key] : await watermarkOf(key);
-        if (seen !== undefined) watermarksBefore[key] = seen;
+        let seen: number | undefined;
+        if (key in watermarksBefore) seen = watermarksBefore[key];
+        else if (!judged.has(key)) {
+          // Read once per key and batch, even when nothing is stored yet.
+          judged.add(key);
+          seen = await watermarkOf(key);
+          if (seen !== undefined) watermarksBefore[key] = seen;
+        }
         if (seen !== undefined && eventTime < seen - view.watermarkDelayMs!) {
           if (view.dropLate) {
             bad(index, "late", `event time ${toIso(eventTime)} is behind the watermark ${toIso(seen - view.watermarkDelayMs!)} (the greatest event time seen on this partition, ${toIso(seen)}, minus ${view.watermarkDelayMs! / 1000}s)`, tsField);
@@ -426,7 +443,17 @@ export function createProcessor(opts: ProcessorOptions): Processor {
     }
     // Online writes; the last one carries the watermarks and the idempotency key.
     const meta: CommitMeta = {};
-    if (Object.keys(batch.watermarksBefore).length) meta.watermarks = batch.watermarksBefore;
+    // The greatest event time, and what this batch was judged by (for its redelivery after a crash),
+    // also for a key whose records were all late: what judged them must be what judges them again.
+    const wmKeys = new Set([...Object.keys(batch.watermarks), ...Object.keys(batch.watermarksBefore)]);
+    if (wmKeys.size) {
+      meta.watermarks = {};
+      for (const k of wmKeys) {
+        const before = batch.watermarksBefore[k];
+        meta.watermarks[k] = Math.max(batch.watermarks[k] ?? -Infinity, before ?? -Infinity);
+        if (before !== undefined) meta.watermarks[k + BEFORE] = before;
+      }
+    }
     if (copts.idempotency) meta.done = copts.idempotency;
     const hasMeta = meta.watermarks !== undefined || meta.done !== undefined;
     const pending = views.filter((p) => p.online.length > 0 && !progress.online.has(p.view.name));

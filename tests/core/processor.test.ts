@@ -300,4 +300,30 @@ describe("processor", () => {
     assert.deepEqual(forA.letters.map((l) => l.source), ["a"]);
     assert.deepEqual(fallback.letters.map((l) => l.source), ["b"]);
   });
+  it("dead-letters a numeric join key that is not a safe integer (it would collide) and says to send a string", async () => {
+    const { processor, dlq, read } = setup();
+    // 2^53 + 1 parses as 2^53: without the check, both rows would land on one entity.
+    const r = await processor.process("trips", [
+      rec(enc('{"driver_id": 9007199254740993, "trips": 1, "event_timestamp": "' + iso(T) + '"}'), 0),
+      rec(enc({ driver_id: 1.5, trips: 2, event_timestamp: iso(T) }), 1),
+      rec(enc({ driver_id: 7, trips: 3, event_timestamp: iso(T) }), 2),
+    ]);
+    assert.deepEqual([r.written, r.invalid], [1, 2]);
+    assert.deepEqual(dlq.letters.map((l) => [l.reason, l.path]), [["join_key", "driver_id"], ["join_key", "driver_id"]]);
+    assert.match(dlq.letters[0].message, /send it as a string/);
+    assert.match(dlq.letters[1].message, /not an integer/);
+    assert.equal((await read(7)).value, 3);
+  });
+
+  it("reads a stored watermark once per key and batch, even when none is stored", async () => {
+    const src = kafkaSource({ name: "trips", kafkaBootstrapServers: "x:9092", topic: "t", timestampField: "event_timestamp", watermarkDelay: "1m" });
+    const repo = featureRepo({ project: "p", definitions: [streamFeatureView({ name: "stats", entities: [driver], source: src, schema, ttl: 0 })] });
+    const online = memoryStore();
+    let reads = 0;
+    const get = online.meta.getWatermark.bind(online.meta);
+    online.meta.getWatermark = async (k: string) => (reads++, get(k));
+    const processor = createProcessor({ registry: repo, online, deadLetters: memoryDeadLetters() });
+    await processor.process("trips", Array.from({ length: 50 }, (_, i) => rec(enc({ driver_id: i, trips: i, event_timestamp: iso(T + i) }), i)));
+    assert.ok(reads > 0 && reads <= 2, `${reads} watermark reads for one key in one batch`);
+  });
 });
