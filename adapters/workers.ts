@@ -8,6 +8,7 @@ import { Redis } from "@upstash/redis";
 import { createProcessor, type DeadLetterSink, FreshetError, type OnlineStore, type Registry, storeUnavailable } from "../mod.ts";
 import { pushApp } from "../plugins/sources/push.ts";
 import { upstashStore } from "../plugins/stores/redis/upstash.ts";
+import { parseSize, SIZE_HINT } from "./size.ts";
 
 /** The bindings the Worker reads (wrangler.toml `[vars]` and secrets). */
 export interface WorkerEnv {
@@ -76,8 +77,16 @@ function build(registry: Registry, env: WorkerEnv, opts: WorkerOptions) {
     webhookSecret: env.WEBHOOK_SECRET,
     writeToken: env.WRITE_TOKEN,
     readToken: env.READ_TOKEN,
-    maxBodyBytes: env.MAX_BODY_BYTES ? Number(env.MAX_BODY_BYTES) : undefined,
+    maxBodyBytes: maxBodyOf(env.MAX_BODY_BYTES),
   });
+}
+
+/** MAX_BODY_BYTES with units (`5MiB`), or a startup error: a bad value never removes the limit. */
+function maxBodyOf(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const n = parseSize(String(text));
+  if (n === undefined) throw new FreshetError("INVALID_CONFIG", `MAX_BODY_BYTES ${JSON.stringify(text)} is not a size: ${SIZE_HINT}`, { plugin: "workers" });
+  return n;
 }
 
 /**
