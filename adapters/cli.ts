@@ -203,6 +203,7 @@ const isMain = (() => {
 if (isMain) {
   main(process.argv.slice(2)).catch((e) => {
     console.error(e instanceof FreshetError ? e.message : e);
-    process.exit(e instanceof FreshetError && e.code === "INVALID_CONFIG" ? 2 : 1);
+    // A mistake in the flags, the env or the feature repo: exit 2, like a usage error.
+    process.exit(e instanceof FreshetError && (e.code === "INVALID_CONFIG" || e.code === "INVALID_DEFINITION") ? 2 : 1);
   });
 }

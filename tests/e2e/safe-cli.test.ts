@@ -7,7 +7,7 @@
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -123,6 +123,20 @@ describe("freshet serve, safe by default", () => {
     refuses(serve("--cors-origins", "evil.example/path"), {}, /--cors-origins "evil\.example\/path" is not an origin list/);
     refuses(serve("--store", "redis:/127.0.0.1:6379"), {}, /unknown store URL "redis:\/127\.0\.0\.1:6379"/);
     refuses(["bogus", REPO], {}, /unknown command "bogus": use serve, consume, materialize or describe/);
+  });
+
+  it("a typo in a feature repo's options stops the command with exit 2 and a \"did you mean\"", () => {
+    const dir = tempDir();
+    const repoFile = join(dir, "feature_repo.ts");
+    writeFileSync(join(dir, "package.json"), '{"type":"module"}');
+    writeFileSync(repoFile, `import { featureRepo, kafkaSource, streamFeatureView } from ${JSON.stringify(join(root, "mod.ts"))};
+import { driver, driverHourlyStats } from ${JSON.stringify(join(root, REPO))};
+const src = kafkaSource({ name: "trips", kafkaBootstrapServers: "127.0.0.1:9092", topic: "trips", timestampField: "event_timestamp", groupID: "my-group" } as never);
+export default featureRepo({ project: "typo", definitions: [streamFeatureView({ name: "v", entities: [driver], source: src, schema: driverHourlyStats.schema, ttl: 0 })] });
+`);
+    refuses(["describe", repoFile], {}, /kafkaSource\(\) has no option "groupID"; did you mean "groupId"\?/);
+    writeFileSync(repoFile, readFileSync(repoFile, "utf8").replace("groupID", "batchsize").replace('"my-group"', "5"));
+    refuses(["consume", repoFile, "--data-dir", dir], {}, /kafkaSource\(\) has no option "batchsize"; did you mean "batchSize"\?/);
   });
 
   it("listens on loopback by default, and refuses requests for another Host (DNS rebinding) with 421", async () => {
