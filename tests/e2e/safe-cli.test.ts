@@ -212,7 +212,7 @@ export default featureRepo({ project: "typo", definitions: [streamFeatureView({ 
     assert.ok(!server.output().includes(writeToken) && !server.output().includes(readToken), "no token in the log");
   });
 
-  it("GET /registry of a repo holding a TLS key, SASL and AWS credentials shows none of them, and repo-relative paths", async () => {
+  it("GET /registry of a repo holding a TLS key, SASL and AWS credentials shows none of them, and repo-relative paths; nor do errors and logs", async () => {
     const dir = tempDir();
     const readToken = "r-token-0a9d";
     const server = await startCli(["serve", SECRETS_REPO, "--port", "0", "--read-token", readToken, "--data-dir", dir, "--store", "memory:"], { env: cleanEnv() });
@@ -234,11 +234,23 @@ export default featureRepo({ project: "typo", definitions: [streamFeatureView({ 
       for (const [name, secret] of Object.entries(SECRETS)) assert.ok(!out.includes(secret), `${where} shows ${name}`);
       assert.ok(!out.includes(root), `${where} shows an absolute path`);
     }
+    // The consumers' errors and logs: a broker list with a password in it, and a Kinesis endpoint that refuses connections.
+    const kafka = cli(["consume", SECRETS_REPO, "--source", "rider_events", "--store", "memory:", "--data-dir", dir]);
+    assert.equal(kafka.status, 2, kafka.stdout + kafka.stderr);
+    assert.match(kafka.stderr, /broker "\[redacted\]@127\.0\.0\.1:2" is not host:port \(credentials go in sasl/);
+    const kinesis = await startCli(["consume", SECRETS_REPO, "--source", "rider_stream", "--port", "0", "--store", "memory:", "--data-dir", dir], { env: cleanEnv() });
+    const deadline = Date.now() + 20_000;
+    while (!/shard discovery failed.*retry 2/.test(kinesis.output()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    await kinesis.stop();
+    assert.match(kinesis.output(), /shard discovery failed/);
+    for (const [where, out] of [["consume's errors", kafka.stdout + kafka.stderr], ["the Kinesis consumer's log", kinesis.output()]] as const) {
+      for (const [name, secret] of Object.entries(SECRETS)) assert.ok(!out.includes(secret), `${where} shows ${name}`);
+    }
     const registry = JSON.parse(text.slice(0, text.lastIndexOf("}{") + 1));
-    const kafka = registry.sources.find((s: { name: string }) => s.name === "rider_events");
-    assert.deepEqual(kafka.ssl, { ca: "[set]", key: "[redacted]", rejectUnauthorized: true });
-    assert.deepEqual(kafka.sasl, { mechanism: "scram-sha-256", username: "[redacted]", password: "[redacted]" });
-    assert.equal(kafka.batchSource.path, "tests/fixtures/data/rider_history.jsonl");
+    const kafkaJson = registry.sources.find((s: { name: string }) => s.name === "rider_events");
+    assert.deepEqual(kafkaJson.ssl, { ca: "[set]", key: "[redacted]", rejectUnauthorized: true });
+    assert.deepEqual(kafkaJson.sasl, { mechanism: "scram-sha-256", username: "[redacted]", password: "[redacted]" });
+    assert.equal(kafkaJson.batchSource.path, "tests/fixtures/data/rider_history.jsonl");
     assert.equal(registry.sources.find((s: { name: string }) => s.name === "rider_stream").credentials, "[redacted]");
   });
 });
