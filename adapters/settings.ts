@@ -176,7 +176,8 @@ export function readSettings(values: Values, env: Env): Settings {
     if (!(port >= 0 && port < 65536)) fail(`${portS.from} ${portS.value} is not a port number (0-65535)`);
   }
   const hostS = setting(values, "host", env, "FRESHET_HOST");
-  const hostname = text(hostS, "--host 127.0.0.1")?.trim() ?? "127.0.0.1";
+  // [::1] as in a URL is ::1 to listen on.
+  const hostname = text(hostS, "--host 127.0.0.1")?.trim().replace(/^\[(.*)\]$/, "$1") ?? "127.0.0.1";
   if (hostS && !/^[A-Za-z0-9.:\-[\]%]+$/.test(hostname)) fail(`${hostS.from} ${JSON.stringify(hostS.value)} is not an address to listen on: use 127.0.0.1 (default), 0.0.0.0, :: or an interface address`);
   const corsS = setting(values, "cors-origins", env, "FRESHET_CORS_ORIGINS");
   let corsOrigins: string[] | undefined;
