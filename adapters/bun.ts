@@ -18,7 +18,7 @@ declare const Bun: {
  * ```
  */
 export function serve(app: FetchApp, opts: { port?: number; hostname?: string } = {}): Promise<RunningServer> {
-  const server = Bun.serve({ fetch: app.fetch, port: opts.port ?? 8080, hostname: opts.hostname ?? "0.0.0.0", maxRequestBodySize: 1024 * 1024 * 1024 });
+  const server = Bun.serve({ fetch: app.fetch, port: opts.port ?? 8080, hostname: opts.hostname ?? "127.0.0.1", maxRequestBodySize: 1024 * 1024 * 1024 });
   // stop(false) stops listening and lets in-flight requests finish.
   return Promise.resolve({ port: server.port, close: () => server.stop(false) });
 }

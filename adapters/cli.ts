@@ -5,9 +5,9 @@
  * `describe` a feature repo, on Node, Bun or Deno.
  */
 import process from "node:process";
-import { parseArgs } from "node:util";
 import { consume, type DeadLetterSink, FreshetError, type StreamSource } from "../mod.ts";
 import { createHost, loadRepo, type HostConfig } from "./host.ts";
+import { listenPolicy, parseFlags, readSettings, type Settings } from "./settings.ts";
 
 const USAGE = `freshet: streaming feature ingestion
 
@@ -19,15 +19,22 @@ Usage:
 
 Options (or environment variables):
   --port <n>            FRESHET_PORT, PORT           default 8080 (consume: serve /metrics when set)
-  --host <addr>         FRESHET_HOST                 default 0.0.0.0
+  --host <addr>         FRESHET_HOST                 default 127.0.0.1 (loopback); 0.0.0.0 needs a token or --open
+  --write-token <t>     FRESHET_WRITE_TOKEN          bearer token required on POST /push
+  --read-token <t>      FRESHET_READ_TOKEN           bearer token required on reads, /registry and /metrics
+  --webhook-secret <s>  FRESHET_WEBHOOK_SECRET       require Standard Webhooks signatures on /push
+  --open                FRESHET_OPEN=1               serve without credentials on any address (no Host check)
+  --cors-origins <list> FRESHET_CORS_ORIGINS         origins allowed from browsers, comma-separated (default none)
   --store <url>         FRESHET_STORE                file:./data (default), memory:, redis://h:p, https://<upstash>
   --data-dir <dir>      FRESHET_DATA_DIR             default ./data (file store, offline log, dead letters)
   --dead-letters <f>    FRESHET_DEAD_LETTERS         default <data-dir>/dead-letters.jsonl
-  --webhook-secret <s>  FRESHET_WEBHOOK_SECRET       require Standard Webhooks signatures on /push
-  --max-body <bytes>    FRESHET_MAX_BODY_BYTES       default 5242880
+  --dead-letter-max-bytes <size>  FRESHET_DEAD_LETTER_MAX_BYTES  rotate the dead-letter file at this size, default 64MiB
+  --dead-letter-keep <n>          FRESHET_DEAD_LETTER_KEEP       dead-letter files kept, default 5
+  --max-body <size>     FRESHET_MAX_BODY_BYTES       largest push body, default 5MiB (sizes: 5242880, 5MB, 5MiB, 512kB)
   --source <name>       consume only this source (default: every Kafka and Kinesis source)
   --view <name>         materialize only this view
   --start <time> --end <time>   materialize range (ISO 8601 or epoch ms)
+  FRESHET_PENDING_TTL_MS        how long a webhook-id stays pending (ms), default 30000
   UPSTASH_REDIS_REST_TOKEN      token for an Upstash store
 `;
 
@@ -42,75 +49,81 @@ async function adapter() {
 
 /** Runs the CLI with `argv` (without the runtime and script). Exported for tests. */
 export async function main(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      port: { type: "string" },
-      host: { type: "string" },
-      store: { type: "string" },
-      "data-dir": { type: "string" },
-      "dead-letters": { type: "string" },
-      "webhook-secret": { type: "string" },
-      "max-body": { type: "string" },
-      source: { type: "string" },
-      view: { type: "string" },
-      start: { type: "string" },
-      end: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
+  const { values, positionals } = parseFlags(argv);
   const [command, repoPath] = positionals;
   if (values.help || !command) {
     console.log(USAGE);
     return;
   }
+  if (!["serve", "consume", "materialize", "describe"].includes(command)) {
+    throw new FreshetError("INVALID_CONFIG", `unknown command "${command}": use serve, consume, materialize or describe (freshet --help)`);
+  }
   if (!repoPath) throw new FreshetError("INVALID_CONFIG", `freshet ${command} needs a feature repo path, e.g. freshet ${command} examples/driver_stats/feature_repo.ts`);
-  const env = process.env;
-  const portText = values.port ?? env.FRESHET_PORT ?? env.PORT;
-  const port = portText === undefined ? undefined : Number(portText);
-  if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port < 65536)) throw new FreshetError("INVALID_CONFIG", `--port ${portText} is not a port number (0-65535)`);
-  const maxBody = values["max-body"] ?? env.FRESHET_MAX_BODY_BYTES;
+  if (positionals.length > 2) throw new FreshetError("INVALID_CONFIG", `freshet ${command} takes one feature repo path, got also ${JSON.stringify(positionals[2])} (flags start with --; freshet --help)`);
+  // Every flag and env value is checked before anything starts.
+  const settings = readSettings(values, process.env);
   const config: HostConfig = {
     repo: repoPath,
-    store: values.store ?? env.FRESHET_STORE,
-    dataDir: values["data-dir"] ?? env.FRESHET_DATA_DIR,
-    deadLetters: values["dead-letters"] ?? env.FRESHET_DEAD_LETTERS,
-    webhookSecret: values["webhook-secret"] ?? env.FRESHET_WEBHOOK_SECRET,
-    maxBodyBytes: maxBody === undefined ? undefined : Number(maxBody),
-    pendingTtlMs: env.FRESHET_PENDING_TTL_MS === undefined ? undefined : Number(env.FRESHET_PENDING_TTL_MS),
-    upstashToken: env.UPSTASH_REDIS_REST_TOKEN,
+    store: settings.store,
+    dataDir: settings.dataDir,
+    deadLetters: settings.deadLetters,
+    deadLetterMaxBytes: settings.deadLetterMaxBytes,
+    deadLetterKeep: settings.deadLetterKeep,
+    webhookSecret: settings.webhookSecret,
+    writeToken: settings.writeToken,
+    readToken: settings.readToken,
+    corsOrigins: settings.corsOrigins,
+    maxBodyBytes: settings.maxBodyBytes,
+    pendingTtlMs: settings.pendingTtlMs,
+    upstashToken: settings.upstashToken,
     logger: console,
   };
-  const hostname = values.host ?? env.FRESHET_HOST ?? "0.0.0.0";
+  const port = settings.port;
 
   if (command === "describe") {
-    console.log(JSON.stringify((await loadRepo(repoPath)).describe(), null, 2));
+    console.log(JSON.stringify((await loadRepo(repoPath)).describe({ cwd: process.cwd() }), null, 2));
     return;
   }
-  if (command === "serve") return await serveCommand(config, port ?? 8080, hostname);
-  if (command === "consume") return await consumeCommand(config, port, hostname, values.source);
-  if (command === "materialize") return await materializeCommand(config, values.view, values.start, values.end);
-  throw new FreshetError("INVALID_CONFIG", `unknown command "${command}"\n${USAGE}`);
+  if (command === "serve") return await serveCommand(listening(config, settings), port ?? 8080, settings);
+  if (command === "consume") return await consumeCommand(port === undefined ? config : listening(config, settings), port, settings, values.source);
+  return await materializeCommand(config, values.view, values.start, values.end);
 }
 
-async function serveCommand(config: HostConfig, port: number, hostname: string) {
+/** The config of a command that listens: refused on a non-loopback address without credentials, Host-checked on loopback without them. */
+function listening(config: HostConfig, settings: Settings): HostConfig {
+  const { loopbackOnly, warning } = listenPolicy(settings);
+  if (warning) console.warn(warning);
+  return { ...config, loopbackOnly };
+}
+
+async function serveCommand(config: HostConfig, port: number, settings: Settings) {
   const host = await createHost(config);
   const { serve, onShutdown } = await adapter();
+  const hostname = settings.hostname;
   const server = await serve(host.app, { port, hostname });
   const pushSource = [...host.registry.sources.values()].find((s) => s.kind === "push");
   const view = pushSource && host.registry.viewsForSource(pushSource.name)[0];
-  console.log(`[freshet] serving project "${host.registry.project}" on http://localhost:${server.port} (${runtime}, store ${host.online.name})`);
+  console.log(`[freshet] serving project "${host.registry.project}" on http://localhost:${server.port} (${runtime}, store ${host.online.name}, listening on ${hostname}${access(settings)})`);
   if (view && pushSource) {
     const inputs = Object.keys(view.schema.entries ?? {}).filter((f) => !view.joinKeys.includes(f) && f !== view.timestampField);
     const sample = sampleRow(view.joinKeys, inputs, view.timestampField!);
-    console.log(`[freshet] push a row:\n  curl -s -X POST http://localhost:${server.port}/push -H 'content-type: application/json' -d '${JSON.stringify({ push_source_name: pushSource.name, df: sample, to: "online" })}'`);
-    console.log(`[freshet] read it back:\n  curl -s -X POST http://localhost:${server.port}/get-online-features -H 'content-type: application/json' -d '${JSON.stringify({ entities: { [view.joinKeys[0]]: [1001] }, features: view.features.map((f) => `${view.name}:${f}`) })}'`);
+    // The tokens themselves are never printed: the examples read them from the environment.
+    const writeAuth = settings.writeToken !== undefined ? ` -H "authorization: Bearer $FRESHET_WRITE_TOKEN"` : "";
+    const readAuth = settings.readToken !== undefined ? ` -H "authorization: Bearer $FRESHET_READ_TOKEN"` : "";
+    console.log(`[freshet] push a row:\n  curl -s -X POST http://localhost:${server.port}/push -H 'content-type: application/json'${writeAuth} -d '${JSON.stringify({ push_source_name: pushSource.name, df: sample, to: "online" })}'`);
+    console.log(`[freshet] read it back:\n  curl -s -X POST http://localhost:${server.port}/get-online-features -H 'content-type: application/json'${readAuth} -d '${JSON.stringify({ entities: { [view.joinKeys[0]]: [1001] }, features: view.features.map((f) => `${view.name}:${f}`) })}'`);
   }
   onShutdown(async () => {
     await server.close();
     await host.close();
   });
+}
+
+/** What protects the server, for the startup line (never the secrets themselves). */
+function access(s: Settings): string {
+  const parts = [s.writeToken !== undefined && "write token", s.readToken !== undefined && "read token", s.webhookSecret !== undefined && "webhook signatures"].filter(Boolean);
+  if (parts.length) return `; requires ${parts.join(", ")}`;
+  return s.open ? "; open: no credentials" : "; loopback only, no credentials";
 }
 
 function sampleRow(joinKeys: string[], features: string[], ts: string): Record<string, unknown[]> {
@@ -121,7 +134,8 @@ function sampleRow(joinKeys: string[], features: string[], ts: string): Record<s
   return df;
 }
 
-async function consumeCommand(config: HostConfig, port: number | undefined, hostname: string, only: string | undefined) {
+async function consumeCommand(config: HostConfig, port: number | undefined, settings: Settings, only: string | undefined) {
+  const hostname = settings.hostname;
   const registry = await loadRepo(config.repo as string);
   const defs = [...registry.sources.values()].filter((s) => s.kind !== "push" && (!only || s.name === only));
   if (defs.length === 0) throw new FreshetError("INVALID_CONFIG", only ? `no Kafka or Kinesis source named "${only}"` : "the repo has no Kafka or Kinesis source to consume; `freshet serve` runs push sources");
@@ -189,6 +203,7 @@ const isMain = (() => {
 if (isMain) {
   main(process.argv.slice(2)).catch((e) => {
     console.error(e instanceof FreshetError ? e.message : e);
-    process.exit(e instanceof FreshetError && e.code === "INVALID_CONFIG" ? 2 : 1);
+    // A mistake in the flags, the env or the feature repo: exit 2, like a usage error.
+    process.exit(e instanceof FreshetError && (e.code === "INVALID_CONFIG" || e.code === "INVALID_DEFINITION") ? 2 : 1);
   });
 }

@@ -25,7 +25,7 @@ export function serve(app: FetchApp, opts: { port?: number; hostname?: string } 
   return new Promise((resolve) => {
     const server = Deno.serve({
       port: opts.port ?? 8080,
-      hostname: opts.hostname ?? "0.0.0.0",
+      hostname: opts.hostname ?? "127.0.0.1",
       signal: ac.signal,
       onListen: ({ port }) => resolve({ port, close: () => (ac.abort(), server.finished) }),
     }, app.fetch);

@@ -5,6 +5,7 @@
  * and the runtime adapters; only this layer reads files, env and URLs.
  */
 import { resolve } from "node:path";
+import process from "node:process";
 import { pathToFileURL } from "node:url";
 import { createProcessor, FreshetError, type DeadLetterSink, type Logger, type OfflineStore, type OnlineStore, type Processor, type Registry } from "../mod.ts";
 import { pushApp } from "../plugins/sources/push.ts";
@@ -24,7 +25,19 @@ export interface HostConfig {
   dataDir?: string;
   /** Dead-letter JSON Lines file. Default `<dataDir>/dead-letters.jsonl`. */
   deadLetters?: string;
+  /** Size at which the dead-letter file rotates, in bytes. Default 64 MiB. */
+  deadLetterMaxBytes?: number;
+  /** Dead-letter files kept, the current one included. Default 5. */
+  deadLetterKeep?: number;
   webhookSecret?: string;
+  /** Bearer token for POST /push. */
+  writeToken?: string;
+  /** Bearer token for get-online-features, /registry and /metrics. */
+  readToken?: string;
+  /** Refuse requests whose Host is not a loopback name (a server on loopback without credentials). */
+  loopbackOnly?: boolean;
+  /** Origins allowed to call from a browser (CORS). Default none. */
+  corsOrigins?: string[];
   maxBodyBytes?: number;
   /** How long a webhook-id stays pending while its delivery runs (and after a crash), in ms. Default 30 s. */
   pendingTtlMs?: number;
@@ -111,9 +124,29 @@ export async function createHost(config: HostConfig): Promise<Host> {
   const dataDir = config.dataDir ?? "./data";
   const { online, offline } = await openStores(config.store ?? `file:${dataDir}`, dataDir, { project: registry.project, upstashToken: config.upstashToken });
   const { fileDeadLetters } = await import("../plugins/stores/file/index.ts");
-  const deadLetters = fileDeadLetters(config.deadLetters ?? `${dataDir}/dead-letters.jsonl`);
+  const deadLetters = fileDeadLetters(config.deadLetters ?? `${dataDir}/dead-letters.jsonl`, {
+    maxBytes: config.deadLetterMaxBytes,
+    keep: config.deadLetterKeep,
+    logger: config.logger,
+    // What the retention deletes is counted, never silent.
+    onDrop: ({ letters }) => {
+      processor.metrics.inc("freshet_dead_letters_dropped_total", { sink: "file" }, letters);
+      processor.metrics.inc("freshet_dead_letter_files_dropped_total", { sink: "file" });
+    },
+  });
   const processor = createProcessor({ registry, online, offline, deadLetters, sourceDeadLetters: config.sourceDeadLetters, logger: config.logger });
-  const app = pushApp({ processor, webhookSecret: config.webhookSecret, maxBodyBytes: config.maxBodyBytes, pendingTtlMs: config.pendingTtlMs });
+  const app = pushApp({
+    processor,
+    webhookSecret: config.webhookSecret,
+    writeToken: config.writeToken,
+    readToken: config.readToken,
+    loopbackOnly: config.loopbackOnly,
+    corsOrigins: config.corsOrigins,
+    maxBodyBytes: config.maxBodyBytes,
+    pendingTtlMs: config.pendingTtlMs,
+    // Paths in /registry relative to where the host runs, never the layout of its disk.
+    describeOptions: { cwd: process.cwd() },
+  });
   return {
     registry,
     processor,

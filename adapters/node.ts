@@ -28,7 +28,7 @@ export interface FetchApp {
  */
 export function serve(app: FetchApp, opts: { port?: number; hostname?: string } = {}): Promise<RunningServer> {
   return new Promise((resolve, reject) => {
-    const server = honoServe({ fetch: app.fetch, port: opts.port ?? 8080, hostname: opts.hostname ?? "0.0.0.0" }, (info: AddressInfo) => {
+    const server = honoServe({ fetch: app.fetch, port: opts.port ?? 8080, hostname: opts.hostname ?? "127.0.0.1" }, (info: AddressInfo) => {
       resolve({
         port: info.port,
         close: () =>

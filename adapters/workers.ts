@@ -8,6 +8,7 @@ import { Redis } from "@upstash/redis";
 import { createProcessor, type DeadLetterSink, FreshetError, type OnlineStore, type Registry, storeUnavailable } from "../mod.ts";
 import { pushApp } from "../plugins/sources/push.ts";
 import { upstashStore } from "../plugins/stores/redis/upstash.ts";
+import { parseSize, SIZE_HINT } from "./size.ts";
 
 /** The bindings the Worker reads (wrangler.toml `[vars]` and secrets). */
 export interface WorkerEnv {
@@ -20,6 +21,8 @@ export interface WorkerEnv {
   /** Bearer token for get-online-features, /registry and /metrics (`wrangler secret put READ_TOKEN`). */
   READ_TOKEN?: string;
   MAX_BODY_BYTES?: string;
+  /** Most dead letters kept in the Redis list (the oldest are trimmed, counted and logged). Default 100000. */
+  DEAD_LETTERS_MAX?: string;
   [key: string]: unknown;
 }
 
@@ -69,34 +72,81 @@ function build(registry: Registry, env: WorkerEnv, opts: WorkerOptions) {
     throw new FreshetError("INVALID_CONFIG", "set UPSTASH_REDIS_REST_URL (a [vars] entry) and UPSTASH_REDIS_REST_TOKEN (wrangler secret put UPSTASH_REDIS_REST_TOKEN)", { plugin: "workers" });
   }
   const online = opts.store ? opts.store(env) : upstashStore({ url, token, project: registry.project });
-  const deadLetters = opts.deadLetters ? opts.deadLetters(env) : upstashListDeadLetters(new Redis({ url: url!, token: token! }), `freshet:${registry.project}:dead-letters`);
-  const processor = createProcessor({ registry, online, deadLetters });
+  const deadLetters = opts.deadLetters
+    ? opts.deadLetters(env)
+    : upstashListDeadLetters(new Redis({ url: url!, token: token! }), `freshet:${registry.project}:dead-letters`, {
+      maxLetters: countOf("DEAD_LETTERS_MAX", env.DEAD_LETTERS_MAX),
+      onDrop: (n) => processor.metrics.inc("freshet_dead_letters_dropped_total", { sink: "upstash-list" }, n),
+    });
+  const processor = createProcessor({ registry, online, deadLetters, logger: console });
   return pushApp({
     processor,
     webhookSecret: env.WEBHOOK_SECRET,
     writeToken: env.WRITE_TOKEN,
     readToken: env.READ_TOKEN,
-    maxBodyBytes: env.MAX_BODY_BYTES ? Number(env.MAX_BODY_BYTES) : undefined,
+    maxBodyBytes: maxBodyOf(env.MAX_BODY_BYTES),
   });
 }
 
+/** A whole-number binding, or a startup error. */
+function countOf(name: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const n = /^\s*\d+\s*$/.test(String(text)) ? Number(text) : Number.NaN;
+  if (!(Number.isSafeInteger(n) && n >= 1)) throw new FreshetError("INVALID_CONFIG", `${name} ${JSON.stringify(text)} is not a whole number of at least 1`, { plugin: "workers" });
+  return n;
+}
+
+/** MAX_BODY_BYTES with units (`5MiB`), or a startup error: a bad value never removes the limit. */
+function maxBodyOf(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const n = parseSize(String(text));
+  if (n === undefined) throw new FreshetError("INVALID_CONFIG", `MAX_BODY_BYTES ${JSON.stringify(text)} is not a size: ${SIZE_HINT}`, { plugin: "workers" });
+  return n;
+}
+
+/** Options of {@link upstashListDeadLetters}. */
+export interface UpstashListDeadLettersOptions {
+  /** Most letters kept in the list; the oldest beyond it are trimmed. Default 100,000. */
+  maxLetters?: number;
+  /** Called with the number of letters trimmed, e.g. to count them in a metric. */
+  onDrop?: (letters: number) => void;
+  /** Where a trim is logged (a warning). Default `console`. */
+  logger?: { warn(msg: string): void };
+}
+
 /**
- * A dead-letter sink that appends JSON to a Redis list, for runtimes with no files.
+ * A dead-letter sink that appends JSON to a Redis list, for runtimes with no
+ * files. The list is bounded: the push and the trim of the oldest letters
+ * beyond `maxLetters` run in one MULTI, and what is trimmed is reported.
  *
  * @example
  * ```ts
- * const sink = upstashListDeadLetters(new Redis({ url, token }), "freshet:driver_stats:dead-letters")
+ * const sink = upstashListDeadLetters(new Redis({ url, token }), "freshet:driver_stats:dead-letters", { maxLetters: 10_000 })
  * ```
  */
-export function upstashListDeadLetters(redis: Redis, key: string): DeadLetterSink {
+export function upstashListDeadLetters(redis: Redis, key: string, opts: UpstashListDeadLettersOptions = {}): DeadLetterSink {
+  const max = opts.maxLetters ?? 100_000;
+  if (!(Number.isSafeInteger(max) && max >= 1)) throw new FreshetError("INVALID_CONFIG", `maxLetters must be a whole number of at least 1, got ${max}`, { plugin: "workers" });
+  const logger = opts.logger ?? console;
   return {
     name: "upstash-list",
     async write(letters) {
       if (letters.length === 0) return;
+      let length: number;
       try {
-        await redis.rpush(key, ...letters.map((l) => JSON.stringify(l)));
+        const [pushed] = await redis.multi().rpush(key, ...letters.map((l) => JSON.stringify(l))).ltrim(key, -max, -1).exec<[number, string]>();
+        length = Number(pushed);
       } catch (e) {
         throw storeUnavailable("workers", e);
+      }
+      const dropped = length - max;
+      if (dropped > 0) {
+        logger.warn(`[freshet] [workers] dead-letter retention trimmed ${dropped} of the oldest dead letter(s) from ${key} (it keeps ${max}; read them sooner, or raise DEAD_LETTERS_MAX)`);
+        try {
+          opts.onDrop?.(dropped);
+        } catch {
+          // A failing counter must not fail the write.
+        }
       }
     },
   };

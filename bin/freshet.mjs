@@ -5,5 +5,6 @@ register();
 const { main } = await import("../adapters/cli.ts");
 main(process.argv.slice(2)).catch((e) => {
   console.error(e?.name === "FreshetError" ? e.message : e);
-  process.exit(e?.code === "INVALID_CONFIG" ? 2 : 1);
+  // A mistake in the flags, the env or the feature repo: exit 2, like a usage error.
+  process.exit(e?.code === "INVALID_CONFIG" || e?.code === "INVALID_DEFINITION" ? 2 : 1);
 });

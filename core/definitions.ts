@@ -47,6 +47,7 @@ export interface Entity extends Described {
  */
 export function entity(opts: { name: string; joinKeys?: string[]; joinKey?: string } & Described): Entity {
   requireName("entity", opts?.name);
+  checkKeys("entity", opts, ENTITY_KEYS);
   const joinKeys = opts.joinKeys ?? (opts.joinKey ? [opts.joinKey] : [opts.name]);
   if (!Array.isArray(joinKeys) || joinKeys.length === 0 || joinKeys.some((k) => typeof k !== "string" || !k)) {
     throw definitionError(opts.name, 'joinKeys must be a non-empty array of column names, e.g. joinKeys: ["driver_id"]');
@@ -102,6 +103,7 @@ export interface FileSource extends Described {
  */
 export function fileSource(opts: Omit<FileSource, "kind" | "fileFormat"> & { fileFormat?: FileSource["fileFormat"] }): FileSource {
   requireName("fileSource", opts?.name);
+  checkKeys("fileSource", opts, FILE_SOURCE_KEYS);
   if (typeof opts.path !== "string" || !opts.path) throw definitionError(opts.name, 'path is required, e.g. path: "data/driver_stats.jsonl"');
   const ext = opts.path.toLowerCase().split(".").pop();
   const fileFormat = opts.fileFormat ?? (ext === "csv" ? "csv" : ext === "parquet" ? "parquet" : ext === "jsonl" || ext === "ndjson" || ext === "json" ? "jsonl" : undefined);
@@ -298,6 +300,7 @@ export interface FeatureView extends Described {
  */
 export function streamFeatureView(opts: StreamFeatureViewOptions): FeatureView {
   requireName("streamFeatureView", opts?.name);
+  checkKeys("streamFeatureView", opts, VIEW_KEYS);
   const name = opts.name;
   if (!Array.isArray(opts.entities) || opts.entities.length === 0 || opts.entities.some((e) => e?.kind !== "entity")) {
     throw definitionError(name, "entities must be a non-empty array of entity(...) definitions");
@@ -346,6 +349,7 @@ export function streamFeatureView(opts: StreamFeatureViewOptions): FeatureView {
 
 function source<K extends StreamSourceDef["kind"], O extends SourceCommon>(kind: K, opts: O): O & { kind: K } {
   requireName(`${kind}Source`, opts?.name);
+  checkKeys(`${kind}Source`, opts, SOURCE_KEYS[kind]);
   if (opts.watermarkDelay !== undefined && parseDuration(opts.watermarkDelay) === undefined) {
     throw definitionError(opts.name, `watermarkDelay ${JSON.stringify(opts.watermarkDelay)} is not a duration: use seconds (30) or a string ("30s", "5m")`);
   }
@@ -356,6 +360,56 @@ function source<K extends StreamSourceDef["kind"], O extends SourceCommon>(kind:
     throw definitionError(opts.name, "batchSource must be a fileSource(...)");
   }
   return freeze({ ...opts, kind });
+}
+
+// The option names each factory accepts. `kind` is accepted (and replaced) so that a definition can be spread into a new one.
+const DESCRIBED_KEYS = ["description", "tags", "owner", "kind"];
+const ENTITY_KEYS = ["name", "joinKeys", "joinKey", ...DESCRIBED_KEYS];
+const FILE_SOURCE_KEYS = ["name", "path", "fileFormat", "timestampField", "createdTimestampColumn", "fieldMapping", ...DESCRIBED_KEYS];
+const COMMON_KEYS = ["name", "timestampField", "createdTimestampColumn", "fieldMapping", "batchSource", "watermarkDelay", "maxFutureSkew", ...DESCRIBED_KEYS];
+const SOURCE_KEYS: Record<StreamSourceDef["kind"], string[]> = {
+  push: COMMON_KEYS,
+  kafka: [...COMMON_KEYS, "kafkaBootstrapServers", "topic", "messageFormat", "clientId", "groupId", "ssl", "sasl", "startFrom", "batchSize", "lingerMs", "deadLetterTopic"],
+  kinesis: [...COMMON_KEYS, "streamName", "region", "recordFormat", "endpoint", "credentials", "startFrom", "pollIntervalMs", "limit"],
+};
+const VIEW_KEYS = ["name", "entities", "source", "schema", "timestampField", "createdTimestampField", "ttl", "udf", "features", "online", "offline", "watermarkDelay", "dropLate", "aggregations", ...DESCRIBED_KEYS];
+
+/**
+ * Refuses option keys a factory does not know (a typo such as `groupID`
+ * would otherwise be ignored), naming the closest known one.
+ */
+function checkKeys(factory: string, opts: object, known: readonly string[]): void {
+  for (const [key, value] of Object.entries(opts)) {
+    // An undefined value changes nothing (a spread of optional fields), so only keys with a value are checked.
+    if (value === undefined || known.includes(key)) continue;
+    const near = closest(key, known.filter((k) => k !== "kind"));
+    throw definitionError(
+      (opts as { name: string }).name,
+      `${factory}() has no option "${key}"` + (near ? `; did you mean "${near}"?` : `; known options: ${known.filter((k) => k !== "kind").join(", ")}`),
+    );
+  }
+}
+
+/** The known name nearest to `key` (case-insensitive edit distance of at most 2, or a third of its length), if any. */
+function closest(key: string, known: readonly string[]): string | undefined {
+  const a = key.toLowerCase();
+  let best: string | undefined;
+  let bestD = Math.min(2, Math.max(1, Math.floor(a.length / 3))) + 1;
+  for (const k of known) {
+    const d = editDistance(a, k.toLowerCase());
+    if (d < bestD) [best, bestD] = [k, d];
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length];
 }
 
 function requireName(factory: string, name: unknown): asserts name is string {

@@ -30,6 +30,8 @@ const HELP: Record<string, [string, "counter" | "gauge"]> = {
   freshet_source_lag: ["Source lag per partition or shard (records for Kafka, ms for Kinesis).", "gauge"],
   freshet_source_events_per_second: ["Source throughput over the last interval.", "gauge"],
   freshet_materialized_rows_total: ["Rows written by materialize.", "counter"],
+  freshet_dead_letters_dropped_total: ["Dead letters deleted by the dead-letter sink's retention (rotated files beyond the number kept).", "counter"],
+  freshet_dead_letter_files_dropped_total: ["Rotated dead-letter files deleted by the retention.", "counter"],
 };
 
 /**

@@ -38,7 +38,10 @@ export interface ProcessorOptions {
   /** Sinks for particular sources (e.g. a Kafka source's dead-letter topic), by source name; others use `deadLetters`. */
   sourceDeadLetters?: Record<string, DeadLetterSink>;
   metrics?: Metrics;
+  /** Where dead letters are reported (a warning at most every `deadLetterLogIntervalMs`, with the counts held back). */
   logger?: Logger;
+  /** Least time between two dead-letter warnings, in ms. Default 10 s. */
+  deadLetterLogIntervalMs?: number;
   /** The clock for the ttl and the future bound. Default `Date.now`. */
   now?: () => number;
 }
@@ -198,6 +201,7 @@ export function createProcessor(opts: ProcessorOptions): Processor {
   }
   const metrics = opts.metrics ?? createMetrics();
   const now = opts.now ?? Date.now;
+  const reportDeadLetters = deadLetterReporter(opts.logger, now, opts.deadLetterLogIntervalMs ?? 10_000);
   /** Watermark state already read or committed, by key: the greatest event time this process knows of. */
   const watermarkCache = new Map<string, number>();
 
@@ -423,6 +427,7 @@ export function createProcessor(opts: ProcessorOptions): Processor {
         throw storeUnavailable(`dead-letters:${sink.name}`, e);
       }
       progress.deadLetters = true;
+      reportDeadLetters(source.name, sink.name, issues);
     }
     result.deadLettered = issues;
 
@@ -561,6 +566,31 @@ export function dedupeLatest(rows: FeatureRow[]): FeatureRow[] {
     if (!cur || isNewer(r, cur)) best.set(r.entityKey, r);
   }
   return [...best.values()];
+}
+
+/**
+ * Logs dead letters without flooding the log: a warning at most once per
+ * interval, with how many letters (by reason) arrived since the last one,
+ * and the latest letter's source, view, field and message.
+ */
+function deadLetterReporter(logger: Logger | undefined, now: () => number, intervalMs: number) {
+  let last = Number.NEGATIVE_INFINITY;
+  let held = 0;
+  const reasons = new Map<string, number>();
+  return (source: string, sink: string, issues: RecordIssue[]): void => {
+    if (!logger || issues.length === 0) return;
+    held += issues.length;
+    for (const i of issues) reasons.set(i.reason, (reasons.get(i.reason) ?? 0) + 1);
+    const t = now();
+    if (t - last < intervalMs) return;
+    last = t;
+    const by = [...reasons].map(([r, n]) => `${r} ${n}`).join(", ");
+    const i = issues[issues.length - 1];
+    const message = i.message.length > 300 ? `${i.message.slice(0, 300)}...` : i.message;
+    logger.warn(`[freshet] ${held} record(s) dead-lettered to ${sink} since the last report (${by}); latest: source "${source}"${i.view ? `, view "${i.view}"` : ""}, ${i.path ?? "record"}: ${message}`);
+    held = 0;
+    reasons.clear();
+  };
 }
 
 function toDeadLetter(source: string, issue: RecordIssue, record: RawRecord): DeadLetter {

@@ -20,8 +20,18 @@ export interface Registry {
   viewsForSource(sourceName: string): (FeatureView & { source: StreamSourceDef })[];
   /** A view by name; throws a clear error when there is none. */
   view(name: string): FeatureView & { source: StreamSourceDef };
-  /** The definitions as plain JSON. */
-  describe(): RegistryDescription;
+  /**
+   * The definitions as plain JSON, without secrets: TLS keys, passwords,
+   * tokens, SASL and AWS credentials are redacted, and file paths are shown
+   * relative to `cwd` (without one, an absolute path shows its file name only).
+   */
+  describe(opts?: DescribeOptions): RegistryDescription;
+}
+
+/** Options of {@link Registry.describe}. */
+export interface DescribeOptions {
+  /** The working directory file paths are shown relative to (the host's current directory). */
+  cwd?: string;
 }
 
 /** The JSON shape of `GET /registry`. */
@@ -107,7 +117,7 @@ export function featureRepo(opts: { project: string; definitions: Definition[] }
       return v;
     },
     // A JSON round trip drops undefined fields, so the description is exactly what /registry serves.
-    describe: () => JSON.parse(JSON.stringify(describe(project, entities, sources, views))),
+    describe: (dopts: DescribeOptions = {}) => JSON.parse(JSON.stringify(describe(project, entities, sources, views, dopts))),
   });
 }
 
@@ -154,14 +164,19 @@ function describe(
   entities: Map<string, Entity>,
   sources: Map<string, StreamSourceDef>,
   views: Map<string, FeatureView & { source: StreamSourceDef }>,
+  opts: DescribeOptions,
 ): RegistryDescription {
   const sourceJson = (s: StreamSourceDef) => {
     const out: Record<string, unknown> = { name: s.name, kind: s.kind };
     for (const [k, v] of Object.entries(s)) {
       if (k === "kind" || k === "name" || v === undefined || typeof v === "function") continue;
-      if (k === "sasl" || k === "credentials") out[k] = "[redacted]";
+      if (k === "ssl") out[k] = redactTls(v);
+      else if (k === "sasl") out[k] = redactSasl(v);
+      else if (k === "credentials" || SECRET_KEY.test(k)) out[k] = REDACTED;
       else if (k === "messageFormat" || k === "recordFormat") out[k] = (v as { name: string }).name;
-      else if (k === "batchSource") out[k] = { name: (v as FileSource).name, path: (v as FileSource).path, fileFormat: (v as FileSource).fileFormat };
+      else if (k === "batchSource") out[k] = { name: (v as FileSource).name, path: shownPath((v as FileSource).path, opts.cwd), fileFormat: (v as FileSource).fileFormat };
+      else if (k === "endpoint" && typeof v === "string") out[k] = redactUrl(v);
+      else if (k === "kafkaBootstrapServers") out[k] = typeof v === "string" ? redactUrl(v) : (v as string[]).map((b) => redactUrl(String(b)));
       else out[k] = v;
     }
     return out;
@@ -190,4 +205,74 @@ function describe(
       owner: v.owner,
     })),
   };
+}
+
+const REDACTED = "[redacted]";
+/** Option names that hold a secret, whatever the source (defence in depth beside the known fields). */
+const SECRET_KEY = /secret|password|passwd|passphrase|token|credential|api_?key|private|pfx/i;
+/** TLS parts that are public (a CA or a certificate): their presence is shown, not their content. */
+const TLS_PUBLIC = new Set(["ca", "cert"]);
+/** TLS settings that are not material: shown as they are. */
+const TLS_SETTINGS = new Set(["rejectUnauthorized", "servername", "minVersion", "maxVersion"]);
+
+/** `ssl: true` as it is; an object as which parts are set: `{ ca: "[set]", key: "[redacted]" }`. */
+function redactTls(v: unknown): unknown {
+  if (v === null || typeof v !== "object") return v;
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) {
+    if (x === undefined) continue;
+    out[k] = TLS_SETTINGS.has(k) && typeof x !== "object" ? x : TLS_PUBLIC.has(k) ? "[set]" : REDACTED;
+  }
+  return out;
+}
+
+/** The mechanism is shown; usernames (often API keys), passwords and token providers are not. */
+function redactSasl(v: unknown): unknown {
+  if (v === null || typeof v !== "object") return REDACTED;
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) if (x !== undefined) out[k] = k === "mechanism" ? x : REDACTED;
+  return out;
+}
+
+/**
+ * A broker list or URL with its secrets hidden: the user info of
+ * `scheme://user:secret@host` or `user:secret@host` reads `[redacted]@`
+ * (a user name is often an API key), and a URL's query string, where tokens
+ * travel too, reads `?[redacted]`. Items of a comma-separated list are
+ * handled one by one.
+ *
+ * @example
+ * ```ts
+ * redactUrl("rediss://:hunter2@cache.example:6380/0") // "rediss://[redacted]@cache.example:6380/0"
+ * ```
+ */
+export function redactUrl(text: string): string {
+  return text
+    .split(/([\s,]+)/)
+    .map((item) => {
+      const m = /^([a-z][a-z0-9+.-]*:\/\/)?([^/?#]*@)?(.*)$/is.exec(item)!;
+      const [, scheme = "", info, rest] = m;
+      const tail = scheme ? rest.replace(/\?[^#]*/, "?" + REDACTED) : rest;
+      return `${scheme}${info ? REDACTED + "@" : ""}${tail}`;
+    })
+    .join("");
+}
+
+/**
+ * A file path as `/registry` shows it: relative to `cwd` when one is given,
+ * else an absolute path is reduced to its file name (so the layout of the
+ * host's disk never shows). Relative paths stay as written.
+ */
+function shownPath(path: string, cwd: string | undefined): string {
+  const abs = /^(?:[A-Za-z]:)?[\\/]/.test(path);
+  if (!abs) return path;
+  const parts = (p: string) => p.split(/[\\/]+/).filter(Boolean);
+  const target = parts(path);
+  if (cwd === undefined) return target[target.length - 1] ?? path;
+  const base = parts(cwd);
+  let i = 0;
+  while (i < base.length && i < target.length && base[i] === target[i]) i++;
+  // A different drive, or nothing in common: the file name only.
+  if (i === 0) return target[target.length - 1] ?? path;
+  return [...base.slice(i).map(() => ".."), ...target.slice(i)].join("/") || ".";
 }

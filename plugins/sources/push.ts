@@ -11,7 +11,7 @@ import { Hono, type Context, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import { Webhook } from "standardwebhooks";
-import { type BatchResult, entityKeyOf, FreshetError, isRetriable, type Processor, type RawRecord, type RecordIssue, type Row, type WriteTarget } from "../../core/index.ts";
+import { type BatchResult, type DescribeOptions, entityKeyOf, FreshetError, isRetriable, type Processor, type RawRecord, type RecordIssue, type Row, type WriteTarget } from "../../core/index.ts";
 
 /** Options of {@link pushApp}. */
 export interface PushAppOptions {
@@ -60,6 +60,8 @@ export interface PushAppOptions {
   maxFeatureRefs?: number;
   /** Most values per get-online-features answer: entities x distinct feature refs. Default 100,000. */
   maxFeatureValues?: number;
+  /** How `GET /registry` describes the repo: `{ cwd }` shows file paths relative to it (else an absolute path shows its file name only). */
+  describeOptions?: DescribeOptions;
   /** Retry-After, in seconds, on a 503. Default 1. */
   retryAfterSeconds?: number;
   /** Where each 5xx answer is logged, once, with its request id and cause. Default console. */
@@ -373,7 +375,8 @@ export function pushApp(opts: PushAppOptions): Hono {
     }
   });
   app.get("/metrics", readAuth, (c) => c.text(metrics.render(), 200, { "content-type": "text/plain; version=0.0.4" }));
-  app.get("/registry", readAuth, (c) => c.json(registry.describe()));
+  let description: unknown;
+  app.get("/registry", readAuth, (c) => c.json((description ??= registry.describe(opts.describeOptions)) as object));
   return app;
 }
 

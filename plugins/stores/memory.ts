@@ -28,7 +28,7 @@ export interface MemoryStoreOptions {
  * const store = memoryStore()
  * ```
  */
-export function memoryStore(opts: MemoryStoreOptions = {}): OnlineStore & { readonly size: number } {
+export function memoryStore(opts: MemoryStoreOptions = {}): OnlineStore & { readonly size: number; readonly idempotencyKeys: number } {
   const engine = localEngine({ now: opts.now ?? Date.now, plugin: "memory" });
   return {
     name: "memory",
@@ -36,6 +36,10 @@ export function memoryStore(opts: MemoryStoreOptions = {}): OnlineStore & { read
       let n = 0;
       for (const m of engine.state.rows.values()) n += m.size;
       return n;
+    },
+    /** Idempotency keys held (pending, done, and expired ones not swept yet). */
+    get idempotencyKeys() {
+      return engine.state.idem.size;
     },
     meta: engine.meta,
     write: (view, rows, commit) => engine.write(view, rows, commit),

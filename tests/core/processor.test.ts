@@ -45,6 +45,28 @@ describe("processor", () => {
     assert.equal((await read(3)).value, 7);
   });
 
+  it("logs dead letters rate-limited, with the counts held back by reason", async () => {
+    const src = kafkaSource({ name: "trips", kafkaBootstrapServers: "x:9092", topic: "t", timestampField: "event_timestamp" });
+    const repo = featureRepo({ project: "p", definitions: [streamFeatureView({ name: "stats", entities: [driver], source: src, schema, ttl: 0 })] });
+    let clock = T;
+    const warnings: string[] = [];
+    const logger = { info() {}, error() {}, warn: (m: string) => warnings.push(m) };
+    const processor = createProcessor({ registry: repo, online: memoryStore(), deadLetters: memoryDeadLetters(), logger, now: () => clock, deadLetterLogIntervalMs: 10_000 });
+    const bad = (o: number) => rec(enc({ driver_id: 1, trips: "many", event_timestamp: iso(T) }), o);
+    const good = (o: number) => rec(enc({ driver_id: 1, trips: 1, event_timestamp: iso(T) }), o);
+    await processor.process("trips", [bad(0), good(1)]);
+    assert.equal(warnings.length, 1, "the first dead letter is logged at once");
+    assert.match(warnings[0], /^\[freshet\] 1 record\(s\) dead-lettered to memory since the last report \(schema 1\); latest: source "trips", view "stats", trips: /);
+    // Within the interval: held back, not logged, but counted.
+    for (let i = 0; i < 5; i++) await processor.process("trips", [bad(10 + 2 * i), rec(enc("{not json"), 11 + 2 * i)]);
+    clock += 5_000;
+    await processor.process("trips", [good(30)]);
+    assert.equal(warnings.length, 1, "no flood: nothing more within 10 s");
+    clock += 6_000;
+    await processor.process("trips", [bad(40)]);
+    assert.equal(warnings.length, 2);
+    assert.match(warnings[1], /^\[freshet\] 11 record\(s\) dead-lettered to memory since the last report \(decode 5, schema 6\)/);
+  });
   it("dead-letters every poison kind with reason, path and position, and writes the records after it", async () => {
     const { processor, dlq, read } = setup({
       udf: (rows: Record<string, unknown>[]) => rows.map((r) => {

@@ -129,6 +129,8 @@ test("kafka client config: brokers, client id, TLS and SASL go to kafkajs as giv
   assert.match(log.lines[0].msg, /SASL PLAIN without ssl/);
   assert.throws(() => kafkaClientConfig({ brokers: "" }, { label: "x" }), /no Kafka brokers/);
   assert.throws(() => kafkaClientConfig({ brokers: "http://b:9092" }, { label: "x" }), /is not host:port/);
+  // A password typed into the broker list never reaches the message.
+  assert.throws(() => kafkaClientConfig({ brokers: "b1:9092,user:pw-in-list@b2:9092" }, { label: "x" }), (e: Error) => /broker "\[redacted\]@b2:9092" is not host:port \(credentials go in sasl/.test(e.message) && !e.message.includes("pw-in-list"));
   assert.throws(() => kafkaClientConfig({ brokers: "b:1", sasl: { mechanism: "gssapi" } as never }, { label: "x" }), /sasl.mechanism "gssapi"/);
 });
 

@@ -197,3 +197,24 @@ describe("upstash store", () => {
     await assert.rejects(bad.ping(), isCode("INVALID_CONFIG", false));
   });
 });
+
+describe("the Worker's dead-letter list on Upstash", () => {
+  it("keeps at most maxLetters, trimming the oldest in the same MULTI, and reports what it trims", async () => {
+    const { upstash } = await fake();
+    const { upstashListDeadLetters } = await import("../../adapters/workers.ts");
+    const client = new UpstashRedis({ url: upstash.url, token: upstash.token, enableTelemetry: false });
+    const key = `freshet:dlq-test-${Date.now()}:dead-letters`;
+    const dropped: number[] = [];
+    const warnings: string[] = [];
+    const sink = upstashListDeadLetters(client, key, { maxLetters: 5, onDrop: (n) => dropped.push(n), logger: { warn: (m) => warnings.push(m) } });
+    const letter = (i: number) => ({ source: "s", reason: "schema" as const, message: "m", position: { kind: "push" as const, requestId: "r", index: i }, payload: String(i), at: new Date(0).toISOString() });
+    await sink.write([letter(0), letter(1), letter(2)]);
+    assert.deepEqual(dropped, []);
+    await sink.write([letter(3), letter(4), letter(5), letter(6)]);
+    assert.deepEqual(dropped, [2]);
+    const kept = (await client.lrange(key, 0, -1)).map((l) => (typeof l === "string" ? JSON.parse(l) : l).position.index);
+    assert.deepEqual(kept, [2, 3, 4, 5, 6], "the newest are kept");
+    assert.match(warnings[0], /trimmed 2 of the oldest dead letter\(s\) from .* \(it keeps 5; read them sooner, or raise DEAD_LETTERS_MAX\)/);
+    await client.del(key);
+  });
+});

@@ -7,6 +7,7 @@
 import type { Kafka, KafkaConfig, LogEntry, logCreator, RetryOptions } from "kafkajs";
 import type { KafkaSasl, KafkaTls, Logger } from "../../../core/index.ts";
 import { FreshetError } from "../../../core/errors.ts";
+import { redactUrl } from "../../../core/registry.ts";
 
 /** Where and how to connect: the connection fields of a `kafkaSource` definition. */
 export interface KafkaConnection {
@@ -37,7 +38,8 @@ export function brokerList(brokers: string | string[] | undefined, label: string
     throw new FreshetError("INVALID_CONFIG", 'no Kafka brokers: set kafkaBootstrapServers (or brokers), e.g. "localhost:9092"', { plugin: "kafka", definition: label });
   }
   const bad = list.find((b) => !/^[^\s:/]+:\d+$/.test(b) && !/^\[[0-9a-fA-F:]+\]:\d+$/.test(b));
-  if (bad) throw new FreshetError("INVALID_CONFIG", `broker "${bad}" is not host:port`, { plugin: "kafka", definition: label });
+  // The message shows the broker without any user info: a password typed into the list must not reach the log.
+  if (bad) throw new FreshetError("INVALID_CONFIG", `broker "${redactUrl(bad)}" is not host:port${bad.includes("@") ? " (credentials go in sasl: { mechanism, username, password })" : ""}`, { plugin: "kafka", definition: label });
   return list;
 }
 

@@ -21,4 +21,4 @@
  */
 export { type FileStore, fileStore, type FileStoreOptions } from "./online.ts";
 export { fileOffline, type FileOfflineOptions } from "./offline.ts";
-export { fileDeadLetters } from "./dead-letters.ts";
+export { DEFAULT_DEAD_LETTER_KEEP, DEFAULT_DEAD_LETTER_MAX_BYTES, type DroppedDeadLetters, fileDeadLetters, type FileDeadLettersOptions } from "./dead-letters.ts";
