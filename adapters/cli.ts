@@ -20,8 +20,8 @@ Usage:
 Options (or environment variables):
   --port <n>            FRESHET_PORT, PORT           default 8080 (consume: serve /metrics when set)
   --host <addr>         FRESHET_HOST                 default 0.0.0.0
-  --store <url>         FRESHET_STORE                file:./data (default), memory:, redis://h:p, https://<upstash>
-  --data-dir <dir>      FRESHET_DATA_DIR             default ./data (file store, offline log, dead letters)
+  --store <url>         FRESHET_STORE                sqlite:<data-dir>/freshet.db (default), sqlite:<path>, file:./data, memory:, redis://h:p, https://<upstash>
+  --data-dir <dir>      FRESHET_DATA_DIR             default ./data (SQLite file, offline log, dead letters)
   --dead-letters <f>    FRESHET_DEAD_LETTERS         default <data-dir>/dead-letters.jsonl
   --webhook-secret <s>  FRESHET_WEBHOOK_SECRET       require Standard Webhooks signatures on /push
   --max-body <bytes>    FRESHET_MAX_BODY_BYTES       default 5242880
