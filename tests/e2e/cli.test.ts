@@ -2,10 +2,10 @@
 /** The freshet CLI as a user runs it: materialize with progress, describe, and config errors that say how to fix them. */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { sqliteStore } from "../../plugins/stores/sqlite/index.ts";
 import repo from "../../examples/driver_stats/feature_repo.ts";
 
@@ -14,6 +14,64 @@ const cli = (...args: string[]) => spawnSync(process.execPath, ["bin/freshet.mjs
 const cliEnv = (env: Record<string, string>, ...args: string[]) => spawnSync(process.execPath, ["bin/freshet.mjs", ...args], { cwd: root, encoding: "utf8", timeout: 60_000, env: { ...process.env, ...env } });
 
 describe("freshet CLI", () => {
+  it("quick start: `npm start` in a fresh clone serves on SQLite with no service, and the curl lines it prints work", { timeout: 120_000 }, async () => {
+    // A fresh clone: the tracked files only (no data/), and node_modules as `npm install` leaves it.
+    const clone = mkdtempSync(join(tmpdir(), "freshet-clone-"));
+    try {
+      for (const f of execFileSync("git", ["ls-files", "-z"], { cwd: root, encoding: "utf8" }).split("\0").filter(Boolean)) {
+        if (!existsSync(join(root, f))) continue;
+        mkdirSync(dirname(join(clone, f)), { recursive: true });
+        copyFileSync(join(root, f), join(clone, f));
+      }
+      symlinkSync(join(root, "node_modules"), join(clone, "node_modules"), "dir");
+      assert.ok(!existsSync(join(clone, "data")), "no data directory to start with");
+      // The user's environment, without any Freshet setting; --port 0 only so that the test never meets a busy 8080.
+      const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("FRESHET_") && k !== "PORT" && !k.startsWith("UPSTASH_")));
+      const child = spawn("npm", ["start", "--", "--port", "0"], { cwd: clone, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+      let out = "";
+      child.stdout.on("data", (d) => (out += String(d)));
+      child.stderr.on("data", (d) => (out += String(d)));
+      const closed = new Promise<void>((r) => child.once("close", () => r()));
+      try {
+        const curls = await new Promise<string[]>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`npm start printed no curl lines in 60 s:\n${out}`)), 60_000);
+          const check = () => {
+            const lines = out.split("\n").filter((l) => l.startsWith("  curl ")).map((l) => l.trim());
+            if (lines.length >= 2) {
+              clearTimeout(timer);
+              resolve(lines);
+            }
+          };
+          child.stdout.on("data", check);
+          child.once("exit", (code) => reject(new Error(`npm start exited ${code}:\n${out}`)));
+        });
+        assert.match(out, /serving project "driver_stats" on http:\/\/localhost:\d+ \(node, store sqlite\)/);
+        // The lines as printed, run by a shell with the real curl.
+        const pushed = JSON.parse(execFileSync("sh", ["-c", curls[0]], { encoding: "utf8", timeout: 30_000 }));
+        assert.equal(pushed.status, "ok", JSON.stringify(pushed));
+        assert.equal(pushed.written, 1);
+        const read = JSON.parse(execFileSync("sh", ["-c", curls[1]], { encoding: "utf8", timeout: 30_000 }));
+        assert.equal(read.results[0].values[0], 1001, JSON.stringify(read));
+        const features = read.results.slice(1);
+        assert.ok(features.length >= 2);
+        for (const f of features) assert.deepEqual(f.statuses, ["PRESENT"], JSON.stringify(read));
+        assert.equal(features[0].values[0], 0.5, "the pushed conv_rate");
+      } finally {
+        process.kill(-child.pid!, "SIGTERM");
+        await closed;
+      }
+      // The row is in the SQLite file in ./data, and there is no file store beside it.
+      assert.equal(readFileSync(join(clone, "data/freshet.db")).subarray(0, 15).toString("latin1"), "SQLite format 3");
+      assert.ok(!existsSync(join(clone, "data/state.log")));
+      const store = sqliteStore({ path: join(clone, "data/freshet.db") });
+      const [row] = await store.read(repo.view("driver_hourly_stats"), ["driver_id=1001"], ["conv_rate"]);
+      assert.equal(row.conv_rate.value, 0.5);
+      await store.close();
+    } finally {
+      rmSync(clone, { recursive: true, force: true });
+    }
+  });
+
   it("materializes the latest row per entity in a range, with progress, through the UDF", async () => {
     const dir = mkdtempSync(join(tmpdir(), "freshet-cli-"));
     try {
