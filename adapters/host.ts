@@ -4,7 +4,7 @@
  * URL, the dead-letter sink, the processor and the Hono app. Shared by the CLI
  * and the runtime adapters; only this layer reads files, env and URLs.
  */
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import process from "node:process";
 import { pathToFileURL } from "node:url";
 import { createProcessor, FreshetError, type DeadLetterSink, type Logger, type OfflineStore, type OnlineStore, type Processor, type Registry } from "../mod.ts";
@@ -16,12 +16,15 @@ export interface HostConfig {
   /** A feature repo module path, or a registry. */
   repo: string | Registry;
   /**
-   * Where online features live: `file:./data` (default), `memory:`,
+   * Where online features live: `sqlite:<dataDir>/freshet.db` (default; one
+   * file that `serve`, `consume` and `materialize` share), `sqlite:./x.db` or
+   * `sqlite:/abs/x.db` (relative to the working directory), `file:./data`
+   * (the JSON-lines file store, one process), `memory:`,
    * `redis://host:6379/0`, `rediss://...`, or an Upstash REST URL
    * (`https://...upstash.io`, token in UPSTASH_REDIS_REST_TOKEN).
    */
   store?: string;
-  /** Folder for the file store, the offline log and dead letters. Default `./data`. */
+  /** Folder for the default SQLite file, the file store, the offline log and dead letters. Default `./data`. */
   dataDir?: string;
   /** Dead-letter JSON Lines file. Default `<dataDir>/dead-letters.jsonl`. */
   deadLetters?: string;
@@ -76,12 +79,40 @@ export async function loadRepo(path: string): Promise<Registry> {
   return registry;
 }
 
+/** The store of a host given none: one SQLite file in the data directory. */
+export const defaultStoreUrl = (dataDir: string): string => `sqlite:${join(dataDir, "freshet.db")}`;
+
 /**
- * Opens the online and offline stores for a store URL.
+ * The file of a `sqlite:` URL: `sqlite:./data/freshet.db` and
+ * `sqlite:data/freshet.db` are relative to the working directory,
+ * `sqlite:/abs/x.db` and `sqlite:///abs/x.db` absolute, `sqlite:` alone is
+ * `<dataDir>/freshet.db`, and `sqlite::memory:` a private in-memory database.
+ *
+ * @example
+ * ```ts
+ * sqlitePath("sqlite:./data/freshet.db", "./data") // "/cwd/data/freshet.db"
+ * ```
+ */
+export function sqlitePath(url: string, dataDir: string): string {
+  let rest = url.slice("sqlite:".length);
+  if (rest === ":memory:") return rest;
+  if (rest.startsWith("///")) rest = rest.slice(2);
+  else if (rest.startsWith("//")) {
+    // sqlite://name/x.db: a host part, which a file has not.
+    throw new FreshetError("INVALID_CONFIG", `store URL "${url}" names a host; a SQLite store is a local file: use sqlite:./data/freshet.db (relative to the working directory) or sqlite:/absolute/path.db`);
+  }
+  return resolve(rest || join(dataDir, "freshet.db"));
+}
+
+/**
+ * Opens the online and offline stores for a store URL. A SQLite file is
+ * opened and its layout checked here, so a damaged, foreign or newer file is
+ * an INVALID_CONFIG at startup (exit 2 in the CLI), not a 503 later.
  *
  * @example
  * ```ts
  * const { online, offline } = await openStores("redis://127.0.0.1:6379", "./data")
+ * const local = await openStores("sqlite:./data/freshet.db", "./data")
  * ```
  */
 export async function openStores(url: string, dataDir: string, opts: { project?: string; upstashToken?: string } = {}): Promise<{ online: OnlineStore; offline: OfflineStore }> {
@@ -101,13 +132,25 @@ export async function openStores(url: string, dataDir: string, opts: { project?:
     if (!opts.upstashToken) throw new FreshetError("INVALID_CONFIG", "an Upstash store needs a token: set UPSTASH_REDIS_REST_TOKEN");
     return { online: upstashStore({ url: restUrl, token: opts.upstashToken, project: opts.project }), offline };
   }
+  if (url.startsWith("sqlite:")) {
+    const path = sqlitePath(url, dataDir);
+    const { sqliteStore } = await import("../plugins/stores/sqlite/index.ts");
+    const online = sqliteStore({ path });
+    try {
+      await online.ready();
+    } catch (e) {
+      await online.close().catch(() => {});
+      throw e;
+    }
+    return { online, offline };
+  }
   if (url.startsWith("file:")) {
     const { fileStore } = await import("../plugins/stores/file/index.ts");
     const dir = url.slice("file:".length).replace(/^\/\/(?=\/)/, "") || dataDir;
     return { online: fileStore({ dir }), offline };
   }
   // Anything else is a mistake to report, never a directory to create (`redis:/host:6379` with one slash).
-  throw new FreshetError("INVALID_CONFIG", `unknown store URL "${url}": use file:./data, memory:, redis://host:port, rediss://host:port or an Upstash https:// URL`);
+  throw new FreshetError("INVALID_CONFIG", `unknown store URL "${url}": use sqlite:./data/freshet.db, file:./data, memory:, redis://host:port, rediss://host:port or an Upstash https:// URL`);
 }
 
 /**
@@ -122,7 +165,7 @@ export async function openStores(url: string, dataDir: string, opts: { project?:
 export async function createHost(config: HostConfig): Promise<Host> {
   const registry = typeof config.repo === "string" ? await loadRepo(config.repo) : config.repo;
   const dataDir = config.dataDir ?? "./data";
-  const { online, offline } = await openStores(config.store ?? `file:${dataDir}`, dataDir, { project: registry.project, upstashToken: config.upstashToken });
+  const { online, offline } = await openStores(config.store ?? defaultStoreUrl(dataDir), dataDir, { project: registry.project, upstashToken: config.upstashToken });
   const { fileDeadLetters } = await import("../plugins/stores/file/index.ts");
   const deadLetters = fileDeadLetters(config.deadLetters ?? `${dataDir}/dead-letters.jsonl`, {
     maxBytes: config.deadLetterMaxBytes,

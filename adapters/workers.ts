@@ -1,17 +1,30 @@
 /**
  * @module
  * Cloudflare Workers: the same Hono app, exported as a Worker, configured
- * from env bindings. Upstash is the online store (REST over fetch, no TCP),
- * and dead letters go to a Redis list in the same database.
+ * from env bindings. The online store is one of:
+ *
+ * - a D1 database: the SQLite store over the binding named by the
+ *   `FRESHET_D1_BINDING` var, or over the binding `DB` when there is one and
+ *   no Upstash URL is set; dead letters go to its table `freshet_dead_letters`;
+ * - Upstash Redis (REST over fetch, no TCP), from UPSTASH_REDIS_REST_URL and
+ *   UPSTASH_REDIS_REST_TOKEN; dead letters go to a Redis list in the same database;
+ * - whatever `WorkerOptions.store` builds.
  */
 import { Redis } from "@upstash/redis";
 import { createProcessor, type DeadLetterSink, FreshetError, type OnlineStore, type Registry, storeUnavailable } from "../mod.ts";
 import { pushApp } from "../plugins/sources/push.ts";
 import { upstashStore } from "../plugins/stores/redis/upstash.ts";
 import { parseSize, SIZE_HINT } from "./size.ts";
+import { type D1DatabaseLike, d1Driver, sqliteDeadLetters, sqliteStore, type SqliteStore } from "../plugins/stores/sqlite/index.ts";
 
 /** The bindings the Worker reads (wrangler.toml `[vars]` and secrets). */
 export interface WorkerEnv {
+  /**
+   * The D1 binding to use as the store (a `[vars]` entry naming a
+   * `[[d1_databases]]` binding). Unset: the binding `DB`, when the Worker
+   * has one and no UPSTASH_REDIS_REST_URL is set.
+   */
+  FRESHET_D1_BINDING?: string;
   UPSTASH_REDIS_REST_URL?: string;
   UPSTASH_REDIS_REST_TOKEN?: string;
   /** Standard Webhooks secret; when set, pushes must be signed (or carry WRITE_TOKEN). */
@@ -28,9 +41,13 @@ export interface WorkerEnv {
 
 /** Options of {@link createWorker}. */
 export interface WorkerOptions {
-  /** Builds the online store from the env; default Upstash from UPSTASH_REDIS_REST_URL/TOKEN. */
+  /** Builds the online store from the env; default D1 (see {@link WorkerEnv.FRESHET_D1_BINDING}), else Upstash from UPSTASH_REDIS_REST_URL/TOKEN. */
   store?: (env: WorkerEnv) => OnlineStore;
-  /** Builds the dead-letter sink; default a Redis list `freshet:<project>:dead-letters` in the same Upstash database. */
+  /**
+   * Builds the dead-letter sink; default the table `freshet_dead_letters`
+   * when the store is SQLite (D1), else a Redis list
+   * `freshet:<project>:dead-letters` in the same Upstash database.
+   */
   deadLetters?: (env: WorkerEnv) => DeadLetterSink;
 }
 
@@ -66,18 +83,7 @@ export function createWorker(registry: Registry, opts: WorkerOptions = {}): Work
 }
 
 function build(registry: Registry, env: WorkerEnv, opts: WorkerOptions) {
-  const url = env.UPSTASH_REDIS_REST_URL;
-  const token = env.UPSTASH_REDIS_REST_TOKEN;
-  if (!opts.store && (!url || !token)) {
-    throw new FreshetError("INVALID_CONFIG", "set UPSTASH_REDIS_REST_URL (a [vars] entry) and UPSTASH_REDIS_REST_TOKEN (wrangler secret put UPSTASH_REDIS_REST_TOKEN)", { plugin: "workers" });
-  }
-  const online = opts.store ? opts.store(env) : upstashStore({ url, token, project: registry.project });
-  const deadLetters = opts.deadLetters
-    ? opts.deadLetters(env)
-    : upstashListDeadLetters(new Redis({ url: url!, token: token! }), `freshet:${registry.project}:dead-letters`, {
-      maxLetters: countOf("DEAD_LETTERS_MAX", env.DEAD_LETTERS_MAX),
-      onDrop: (n) => processor.metrics.inc("freshet_dead_letters_dropped_total", { sink: "upstash-list" }, n),
-    });
+  const { online, deadLetters } = stores(registry, env, opts, () => processor);
   const processor = createProcessor({ registry, online, deadLetters, logger: console });
   return pushApp({
     processor,
@@ -86,6 +92,54 @@ function build(registry: Registry, env: WorkerEnv, opts: WorkerOptions) {
     readToken: env.READ_TOKEN,
     maxBodyBytes: maxBodyOf(env.MAX_BODY_BYTES),
   });
+}
+
+const isD1 = (b: unknown): b is D1DatabaseLike =>
+  !!b && typeof b === "object" && typeof (b as D1DatabaseLike).prepare === "function" && typeof (b as D1DatabaseLike).batch === "function";
+const isSqlite = (s: OnlineStore): s is SqliteStore => s.name === "sqlite" && typeof (s as SqliteStore).ready === "function";
+
+/**
+ * The D1 binding the env asks for: the one named by FRESHET_D1_BINDING (an
+ * error when there is none by that name), else `DB` when it is a D1 binding
+ * and no Upstash URL is set.
+ */
+function d1Binding(env: WorkerEnv): { name: string; db: D1DatabaseLike } | undefined {
+  const named = env.FRESHET_D1_BINDING;
+  if (named !== undefined && named !== "") {
+    const db = env[named];
+    if (!isD1(db)) {
+      throw new FreshetError("INVALID_CONFIG", `FRESHET_D1_BINDING is "${named}", but the Worker has no D1 binding of that name: add [[d1_databases]] with binding = "${named}" to wrangler.toml, or unset FRESHET_D1_BINDING`, { plugin: "workers" });
+    }
+    return { name: named, db };
+  }
+  if (!env.UPSTASH_REDIS_REST_URL && isD1(env.DB)) return { name: "DB", db: env.DB };
+  return undefined;
+}
+
+function stores(registry: Registry, env: WorkerEnv, opts: WorkerOptions, processor: () => { metrics: { inc(name: string, labels: Record<string, string>, n?: number): void } }): { online: OnlineStore; deadLetters: DeadLetterSink } {
+  const d1 = opts.store ? undefined : d1Binding(env);
+  // One database per project on D1: the SQLite store's tables are not prefixed.
+  const online = opts.store?.(env) ?? (d1 ? sqliteStore({ driver: d1Driver(d1.db, { name: `D1 binding ${d1.name}` }) }) : undefined);
+  if (online && opts.deadLetters) return { online, deadLetters: opts.deadLetters(env) };
+  if (online && isSqlite(online)) return { online, deadLetters: sqliteDeadLetters(online) };
+  const url = env.UPSTASH_REDIS_REST_URL;
+  const token = env.UPSTASH_REDIS_REST_TOKEN;
+  if (!url || !token) {
+    throw new FreshetError(
+      "INVALID_CONFIG",
+      online
+        ? "the dead letters of this store go to Upstash by default: set UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN, or give WorkerOptions.deadLetters"
+        : 'no store: bind a D1 database as DB ([[d1_databases]] binding = "DB" in wrangler.toml, or name another in FRESHET_D1_BINDING), or set UPSTASH_REDIS_REST_URL (a [vars] entry) and UPSTASH_REDIS_REST_TOKEN (wrangler secret put UPSTASH_REDIS_REST_TOKEN)',
+      { plugin: "workers" },
+    );
+  }
+  return {
+    online: online ?? upstashStore({ url, token, project: registry.project }),
+    deadLetters: opts.deadLetters ? opts.deadLetters(env) : upstashListDeadLetters(new Redis({ url, token }), `freshet:${registry.project}:dead-letters`, {
+      maxLetters: countOf("DEAD_LETTERS_MAX", env.DEAD_LETTERS_MAX),
+      onDrop: (n) => processor().metrics.inc("freshet_dead_letters_dropped_total", { sink: "upstash-list" }, n),
+    }),
+  };
 }
 
 /** A whole-number binding, or a startup error. */

@@ -15,6 +15,8 @@ const activity = streamFeatureView({
   source: events,
   ttl: "7d",
   watermarkDelay: "10m",
+  // An event more than 10 minutes behind the newest one is dead-lettered as late (README.md says where), not written.
+  dropLate: true,
   schema: v.object({
     user_id: v.string(),
     last_page: v.string(),

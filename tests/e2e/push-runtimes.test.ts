@@ -1,13 +1,14 @@
 // @runtimes node
 /**
  * The push receiver over real HTTP on Node, Bun and Deno: each runtime runs
- * the freshet CLI as a child process on the file store. Push, read back,
- * SIGTERM (exit 0), restart on the same data dir, read back again.
+ * the freshet CLI as a child process on the default store (SQLite in the
+ * data dir: bun:sqlite, node:sqlite on Deno, libsql on Node 20). Push, read
+ * back, SIGTERM (exit 0), restart on the same data dir, read back again.
  */
 import { describe, it, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -64,6 +65,7 @@ describe("push end-to-end over HTTP, per runtime", () => {
       const ts = new Date(Date.now() - 60_000).toISOString();
       const s1 = await startServer(runtime, dir);
       try {
+        assert.match(s1.output(), /store sqlite\)/, "SQLite is the default store");
         const pushed = await post(`${s1.url}/push`, {
           push_source_name: "driver_stats_push_source",
           df: { driver_id: [1001, 1002], conv_rate: [0.8, 0.4], acc_rate: [0.5, 1], avg_daily_trips: [10, 20], event_timestamp: [ts, ts] },
@@ -87,6 +89,7 @@ describe("push end-to-end over HTTP, per runtime", () => {
         assert.deepEqual(got.body.results[2].values, [0.4, 0.4, null], "the UDF's derived feature");
         const offline = (await readFile(join(dir, "offline", "driver_hourly_stats.jsonl"), "utf8")).trim().split("\n");
         assert.equal(offline.length, 2);
+        assert.ok((await stat(join(dir, "freshet.db"))).size > 0, "the rows are in <data-dir>/freshet.db");
       } finally {
         assert.equal(await stop(s2.child), 0);
       }

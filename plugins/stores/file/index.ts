@@ -1,6 +1,6 @@
 /**
  * @module
- * The default store: online values, an offline log and dead letters in plain
+ * The human-readable store: online values, an offline log and dead letters in plain
  * files under one directory.
  *
  * ```

@@ -6,11 +6,13 @@
  *
  * @example
  * ```ts
- * import { d1Driver, sqliteStore } from "freshet/stores/sqlite"
+ * import { d1Driver, sqliteDeadLetters, sqliteStore } from "freshet/stores/sqlite"
  * const local = sqliteStore({ path: "./data/freshet.db" })
  * const edge = sqliteStore({ driver: d1Driver(env.DB) })
+ * const deadLetters = sqliteDeadLetters(edge) // a table beside the features
  * ```
  */
 export { type SqliteStore, sqliteStore, type SqliteStoreOptions } from "./store.ts";
+export { sqliteDeadLetters, type SqliteDeadLettersOptions } from "./dead-letters.ts";
 export { type D1DatabaseLike, d1Driver, type D1DriverOptions } from "./d1.ts";
 export type { LocalDriverName, SqlDriver, SqlResult, SqlRow, SqlStatement, SqlValue } from "./driver.ts";

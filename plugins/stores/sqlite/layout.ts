@@ -12,6 +12,7 @@
  * freshet_watermarks  (key PK, value)                         epoch ms
  * freshet_leases      (key PK, owner, counter, expires_at)    owner "" when released
  * freshet_applied     (key PK, position)                      for aggregations
+ * freshet_dead_letters (id PK autoincrement, at, source, ...)  see ./dead-letters.ts
  * ```
  *
  * `ts` is the event time and `ct` the created time in epoch ms, with
@@ -29,6 +30,10 @@ export const LAYOUT_VERSION = 1;
 /** The created time stored for a row without one: below any real epoch ms (Dates span ±8.64e15). */
 export const NO_CREATED_TIME = "-9223372036854775808";
 
+/** The dead-letter table: in every new database, and created by the sink in one made before it. */
+export const DEAD_LETTERS_TABLE = "CREATE TABLE IF NOT EXISTS freshet_dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, source TEXT NOT NULL, view TEXT, " +
+  "reason TEXT NOT NULL, message TEXT NOT NULL, path TEXT, position TEXT NOT NULL, payload TEXT NOT NULL, encoding TEXT, payload_chars INTEGER)";
+
 const TABLES: readonly string[] = [
   "CREATE TABLE IF NOT EXISTS freshet_meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID",
   "CREATE TABLE IF NOT EXISTS freshet_features (view TEXT NOT NULL, entity TEXT NOT NULL, ts INTEGER NOT NULL, ct INTEGER NOT NULL, expires_at INTEGER, vals TEXT NOT NULL, PRIMARY KEY (view, entity)) WITHOUT ROWID",
@@ -39,6 +44,7 @@ const TABLES: readonly string[] = [
   "CREATE TABLE IF NOT EXISTS freshet_watermarks (key TEXT PRIMARY KEY NOT NULL, value NUMERIC NOT NULL) WITHOUT ROWID",
   "CREATE TABLE IF NOT EXISTS freshet_leases (key TEXT PRIMARY KEY NOT NULL, owner TEXT NOT NULL, counter INTEGER NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID",
   "CREATE TABLE IF NOT EXISTS freshet_applied (key TEXT PRIMARY KEY NOT NULL, position TEXT NOT NULL) WITHOUT ROWID",
+  DEAD_LETTERS_TABLE,
 ];
 
 // Tables that are not an application's: SQLite's own, D1's, and wrangler's migrations.

@@ -72,6 +72,8 @@ export interface SqliteStore extends OnlineStore {
    * Resolves to the connection, for tools and benchmarks.
    */
   ready(): Promise<SqlDriver>;
+  /** Closes the connection (a D1 binding stays the Worker's). */
+  close(): Promise<void>;
 }
 
 const ON_CONFLICT = "ON CONFLICT (view, entity) DO UPDATE SET ts = excluded.ts, ct = excluded.ct, expires_at = excluded.expires_at, vals = excluded.vals " +
