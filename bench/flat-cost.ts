@@ -72,7 +72,7 @@ async function worker(argv: string[]): Promise<void> {
   const { sqliteStore } = await import("../plugins/stores/sqlite/index.ts");
   const values = (i: number) => Object.fromEntries(FEATURES.map((f, j) => [f, (i + j) % 1000]));
   let seed = 7;
-  const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
 
   const results: SizeResult[] = [];
   // The first size is untimed warm-up (JIT, file system): measured, then dropped.

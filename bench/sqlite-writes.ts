@@ -22,7 +22,7 @@
  *   npx tsx bench/sqlite-writes.ts [--runs 5] [--runtime node,bun,deno] [--small] [--results dir]
  *
  * The measuring part runs on each runtime:
- *   <runtime> bench/sqlite-writes.ts --worker --driver libsql --batches 200 --entities 20000 --runs 5
+ *   <runtime> bench/sqlite-writes.ts --worker --driver libsql --batches 100 --entities 20000 --runs 5
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -91,7 +91,7 @@ async function worker(argv: string[]): Promise<void> {
     fill.push(Array.from({ length: Math.min(5000, entities - s) }, (_, k) => ({ entityKey: `user_id=${s + k}`, values: values(s + k), eventTime: t0 })));
   }
   let seed = 42;
-  const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
   const timed: FeatureRow[][] = [];
   for (let b = 0; b < batches; b++) {
     const picked = new Set<number>();
@@ -201,7 +201,7 @@ export async function runSqliteWrites(opts: BenchOptions, log: (m: string) => vo
   const entries: Entry[] = [];
   const notes: string[] = [];
   const failures: string[] = [];
-  const batches = opts.small ? 4 : 200;
+  const batches = opts.small ? 4 : 100;
   const entities = opts.small ? 2000 : 20_000;
   const file = "bench/sqlite-writes.ts";
   const workerArgs = (driver: Driver) => ["--worker", "--driver", driver, "--batches", String(batches), "--entities", String(entities), "--runs", String(opts.runs)];
