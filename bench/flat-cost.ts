@@ -4,13 +4,14 @@
  * already hold 1k, 100k and 1M entities. It must be flat: the old file
  * store rewrote its whole JSON file per flush (2.4 ms at 1k, 232 ms at 200k).
  *
- * Per store and size, in one process on the runtime under test: a fresh
- * store, filled untimed in batches of 5000 rows (the file store is then
- * compacted, untimed, so the timed writes start on a fresh log; the time
- * that took is printed, as writes wait during a compaction), then `writes`
- * single-row writes to existing entities (random, newer) interleaved with
- * as many to new entities, each awaited and timed alone. A first round at
- * (at most) 1k entities warms the process up and is dropped. Both stores run
+ * Per store, in one process on the runtime under test: one fresh store per
+ * size, all open at once, each filled untimed in batches of 5000 rows (the
+ * file store is then compacted, untimed, so the timed writes start on a
+ * fresh log; the time that took is printed, as writes wait during a
+ * compaction); then rounds of one write to each size in turn (A B C A B C),
+ * each round a single-row write to an existing entity (random, newer) and
+ * one to a new entity, each awaited and timed alone: `writes` rounds,
+ * after 100 untimed warm-up rounds. Both stores run
  * with their durable defaults: the file store fdatasyncs its log per write
  * group, SQLite commits with synchronous = FULL in WAL mode.
  *
@@ -45,8 +46,9 @@ interface SizeResult {
   existing: { p50: number; p99: number; max: number };
   fresh: { p50: number; p99: number; max: number };
   all: { p50: number; p99: number };
-  /** Process CPU over the timed writes, as a share of one core. */
+  /** Process CPU over the timed writes (all sizes together), as a share of one core. */
   cpu: number;
+  /** The process's RSS with every size open and filled. */
   rssMb: number;
   driver: string;
 }
@@ -75,62 +77,83 @@ async function worker(argv: string[]): Promise<void> {
   const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
 
   const results: SizeResult[] = [];
-  // The first size is untimed warm-up (JIT, file system): measured, then dropped.
-  for (const size of [Math.min(1000, sizes[0]), ...sizes]) {
-    const dir = mkdtempSync(join(tmpdir(), `freshet-bench-flat-${storeName}-`));
-    let store: OnlineStore & { compact?: () => Promise<void>; ready?: () => Promise<{ name: string }> };
-    let driver = storeName;
-    if (storeName === "file") store = fileStore({ dir });
-    else {
-      const s = sqliteStore({ path: join(dir, "freshet.db") });
-      driver = `sqlite (${(await s.ready()).name})` as StoreName;
-      store = s;
-    }
-    try {
-      const t0 = Date.now() - 60_000;
+  interface Open {
+    size: number;
+    dir: string;
+    store: OnlineStore & { compact?: () => Promise<void> };
+    fillSecs: number;
+    compactSecs: number | null;
+    existing: number[];
+    fresh: number[];
+  }
+  const t0 = Date.now() - 60_000;
+  const open: Open[] = [];
+  let driver: string = storeName;
+  try {
+    // Every size is open at once, filled, then measured interleaved (one write
+    // to each size in turn), so a slow moment of the shared machine falls on
+    // every size alike instead of on whichever was measured then.
+    for (const size of sizes) {
+      const dir = mkdtempSync(join(tmpdir(), `freshet-bench-flat-${storeName}-`));
+      let store: Open["store"];
+      if (storeName === "file") store = fileStore({ dir });
+      else {
+        const s = sqliteStore({ path: join(dir, "freshet.db") });
+        driver = `sqlite (${(await s.ready()).name})`;
+        store = s;
+      }
+      const o: Open = { size, dir, store, fillSecs: 0, compactSecs: null, existing: [], fresh: [] };
+      open.push(o);
       const f0 = performance.now();
       for (let s = 0; s < size; s += FILL_BATCH) {
         const rows: FeatureRow[] = Array.from({ length: Math.min(FILL_BATCH, size - s) }, (_, k) => ({ entityKey: `user_id=${s + k}`, values: values(s + k), eventTime: t0 }));
         const r = await store.write(view, rows);
         if (r.written !== rows.length) throw new Error(`fill wrote ${r.written} of ${rows.length}`);
       }
-      const fillSecs = (performance.now() - f0) / 1000;
-      let compactSecs: number | null = null;
+      o.fillSecs = (performance.now() - f0) / 1000;
       if (store.compact) {
         const c0 = performance.now();
         await store.compact();
-        compactSecs = (performance.now() - c0) / 1000;
+        o.compactSecs = (performance.now() - c0) / 1000;
       }
-      const existing: number[] = [];
-      const fresh: number[] = [];
-      const cpu0 = process.cpuUsage();
-      const w0 = performance.now();
-      for (let i = 0; i < writes; i++) {
+    }
+    const warmup = Math.min(100, writes);
+    let cpu0 = process.cpuUsage();
+    let w0 = performance.now();
+    for (let i = 0; i < warmup + writes; i++) {
+      if (i === warmup) {
+        cpu0 = process.cpuUsage();
+        w0 = performance.now();
+      }
+      for (const o of open) {
         for (const kind of ["existing", "new"] as const) {
-          const e = kind === "existing" ? Math.floor(rand() * size) : size + i;
+          const e = kind === "existing" ? Math.floor(rand() * o.size) : o.size + i;
           const row: FeatureRow = { entityKey: `user_id=${e}`, values: values(e + i + 1), eventTime: t0 + 1 + i };
           const a = performance.now();
-          const r = await store.write(view, [row]);
+          const r = await o.store.write(view, [row]);
           const ms = performance.now() - a;
           if (r.written !== 1) throw new Error(`a 1-row write to ${kind} entity ${e} wrote ${r.written}`);
-          (kind === "existing" ? existing : fresh).push(ms);
+          if (i >= warmup) (kind === "existing" ? o.existing : o.fresh).push(ms);
         }
       }
-      const cpu1 = process.cpuUsage(cpu0);
-      const cpu = (cpu1.user + cpu1.system) / 1000 / (performance.now() - w0);
-      const all = summary([...existing, ...fresh]);
+    }
+    const cpu1 = process.cpuUsage(cpu0);
+    const cpu = (cpu1.user + cpu1.system) / 1000 / (performance.now() - w0);
+    const rssMb = Math.round(process.memoryUsage().rss / 2 ** 20);
+    for (const o of open) {
+      const all = summary([...o.existing, ...o.fresh]);
       results.push({
-        size, fillSecs: round(fillSecs), compactSecs: compactSecs === null ? null : round(compactSecs),
-        existing: summary(existing), fresh: summary(fresh), all: { p50: all.p50, p99: all.p99 },
-        cpu: round(cpu), rssMb: Math.round(process.memoryUsage().rss / 2 ** 20), driver,
+        size: o.size, fillSecs: round(o.fillSecs), compactSecs: o.compactSecs === null ? null : round(o.compactSecs),
+        existing: summary(o.existing), fresh: summary(o.fresh), all: { p50: all.p50, p99: all.p99 },
+        cpu: round(cpu), rssMb, driver,
       });
-      console.error(`flat-cost ${storeName} ${size}: ${JSON.stringify(results.at(-1))}`);
-    } finally {
-      await store.close?.();
-      rmSync(dir, { recursive: true, force: true });
+    }
+  } finally {
+    for (const o of open) {
+      await o.store.close?.();
+      rmSync(o.dir, { recursive: true, force: true });
     }
   }
-  results.shift();
   const runtime = "Bun" in globalThis ? "bun" : "Deno" in globalThis ? "deno" : "node";
   console.log("FLAT_RESULT " + JSON.stringify({ runtime, store: storeName, results }));
 }
@@ -155,11 +178,14 @@ export async function runFlatCost(opts: BenchOptions, log: (m: string) => void =
         if (!line) throw new Error(`the worker printed no result:\n${out}`);
         const { results } = JSON.parse(line.slice("FLAT_RESULT ".length)) as { results: SizeResult[] };
         for (const r of results) {
-          const l = `${rt.padEnd(4)}  ${r.driver.padEnd(20)}  ${sizeLabel(r.size).padStart(4)}  existing p50 ${r.existing.p50.toFixed(3)} ms p99 ${r.existing.p99.toFixed(3)} ms  new p50 ${r.fresh.p50.toFixed(3)} ms p99 ${r.fresh.p99.toFixed(3)} ms  (fill ${r.fillSecs.toFixed(1)} s${r.compactSecs === null ? "" : `, compaction ${r.compactSecs.toFixed(2)} s`}, cpu ${Math.round(r.cpu * 100)}% of a core, rss ${r.rssMb} MB)`;
+          const l = `${rt.padEnd(4)}  ${r.driver.padEnd(20)}  ${sizeLabel(r.size).padStart(4)}  existing p50 ${r.existing.p50.toFixed(3)} ms p99 ${r.existing.p99.toFixed(3)} ms  new p50 ${r.fresh.p50.toFixed(3)} ms p99 ${r.fresh.p99.toFixed(3)} ms  (fill ${r.fillSecs.toFixed(1)} s${r.compactSecs === null ? "" : `, compaction ${r.compactSecs.toFixed(2)} s`})`;
           log("  " + l);
           lines.push(l);
         }
         const first = results[0], last = results[results.length - 1];
+        const l = `${rt.padEnd(4)}  ${first.driver.padEnd(20)}  timed writes used ${Math.round(first.cpu * 100)}% of a core (the rest: waiting, on fsync or for a core); rss with all sizes open ${first.rssMb} MB`;
+        log("  " + l);
+        lines.push(l);
         const ratio = round(last.all.p50 / first.all.p50);
         const parts = [last.existing.p50 / first.existing.p50, last.fresh.p50 / first.fresh.p50].map(round);
         entries.push({
