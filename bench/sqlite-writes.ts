@@ -166,7 +166,7 @@ async function worker(argv: string[]): Promise<void> {
       if (written !== rows) throw new Error(`the store wrote ${written} of ${rows} rows`);
       return { value: rows / secs, cpu: share };
     } finally {
-      await store.close();
+      await store.close?.();
       rmSync(path, { force: true });
       rmSync(path + "-wal", { force: true });
       rmSync(path + "-shm", { force: true });
