@@ -209,16 +209,19 @@ export async function runSqliteWrites(opts: BenchOptions, log: (m: string) => vo
   const n24 = node24();
   for (const rt of opts.runtimes) {
     if (rt === "node") {
-      const nodeDriver: Driver = Number(process.versions.node.split(".")[0]) >= 22 ? "node:sqlite" : "libsql";
-      configs.push({ runtime: "node", label: `Node ${process.versions.node.split(".")[0]}`, cmd: tsCommand("node", file, workerArgs(nodeDriver)), driver: nodeDriver });
-      if (n24) {
+      const major = Number(process.versions.node.split(".")[0]);
+      const nodeDriver: Driver = major >= 22 ? "node:sqlite" : "libsql";
+      configs.push({ runtime: "node", label: `Node ${major}`, cmd: tsCommand("node", file, workerArgs(nodeDriver)), driver: nodeDriver });
+      // On Node 22+ itself, libsql too; on Node 20, a Node 24 binary when there is one.
+      if (major >= 22) configs.push({ runtime: "node", label: `Node ${major}`, cmd: tsCommand("node", file, workerArgs("libsql")), driver: "libsql" });
+      else if (n24) {
         configs.push({ runtime: "node", label: "Node 24", cmd: [n24, ["--import", "tsx", file, ...workerArgs("node:sqlite")]], driver: "node:sqlite" });
         configs.push({ runtime: "node", label: "Node 24", cmd: [n24, ["--import", "tsx", file, ...workerArgs("libsql")]], driver: "libsql" });
       }
     } else if (rt === "bun") configs.push({ runtime: "bun", label: "Bun", cmd: tsCommand("bun", file, workerArgs("bun:sqlite")), driver: "bun:sqlite" });
     else configs.push({ runtime: "deno", label: "Deno", cmd: tsCommand("deno", file, workerArgs("node:sqlite")), driver: "node:sqlite" });
   }
-  if (opts.runtimes.includes("node") && !n24) {
+  if (opts.runtimes.includes("node") && !n24 && Number(process.versions.node.split(".")[0]) < 22) {
     const note = `P11: no Node 24 binary (node_modules/node24/bin/node, or BENCH_NODE24): Node ${process.versions.node} only`;
     log(note);
     notes.push(note);
