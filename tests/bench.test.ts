@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import process from "node:process";
-import { checkEntry, meets, parseOptions, RUNTIMES } from "../bench/lib.ts";
+import { checkEntry, meets, node24, parseOptions, RUNTIMES } from "../bench/lib.ts";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -82,6 +82,48 @@ describe("bench", () => {
           if (!e.met) assert.match(out, new RegExp(`MISSED: ${e.id} on ${e.runtime}`), "a missed goal is said out loud");
         }
         assert.match(readFileSync(join(dir, `${name}.txt`), "utf8"), /Notes:/);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it("runs the SQLite store benchmarks (P11 and the flat-cost table) on a tiny input on every runtime", { timeout: 120_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "freshet-bench-test-"));
+    try {
+      const { code, out } = await runBench(["sqlite-writes", "flat-cost", "--small", "--runs", "1", "--results", dir], 110_000);
+      assert.equal(code, 0, `bench/run.ts exited with ${code}:\n${out.slice(-4000)}`);
+      const p11 = JSON.parse(readFileSync(join(dir, "sqlite-writes.json"), "utf8"));
+      for (const e of p11) checkEntry(e);
+      // Node 20 with libsql (or node:sqlite on 22+), Node 24 with both drivers when it is installed, Bun, Deno.
+      const nodeMetrics = p11.filter((e: { runtime: string }) => e.runtime === "node").map((e: { metric: string }) => e.metric);
+      const onNode20 = Number(process.versions.node.split(".")[0]) < 22;
+      assert.equal(nodeMetrics.length, onNode20 ? (node24() ? 3 : 1) : 2, `Node configurations: ${nodeMetrics.join("; ")}`);
+      if (!onNode20) assert.ok(nodeMetrics.some((m: string) => /node:sqlite on Node/.test(m)) && nodeMetrics.some((m: string) => /libsql on Node/.test(m)));
+      else if (node24()) assert.ok(nodeMetrics.some((m: string) => /node:sqlite on Node 24/.test(m)) && nodeMetrics.some((m: string) => /libsql on Node 24/.test(m)));
+      else assert.match(out, /no Node 24 binary/, "says that Node 24 was not measured");
+      assert.deepEqual(p11.map((e: { runtime: string }) => e.runtime).filter((r: string) => r !== "node"), ["bun", "deno"]);
+      assert.match(p11.find((e: { runtime: string }) => e.runtime === "bun").metric, /bun:sqlite on Bun/);
+      assert.match(p11.find((e: { runtime: string }) => e.runtime === "deno").metric, /node:sqlite on Deno/);
+      for (const e of p11) {
+        assert.ok(e.id === "P11" && e.goal === ">= 0.8" && e.runs === 1, JSON.stringify(e));
+        assert.ok(e.baseline > 0 && e.value > 0 && e.ratio > 0, `P11 ${e.metric} measured something`);
+        assert.ok(e.versions.sqlite, "names the SQLite version");
+        if (!e.met) assert.match(out, new RegExp(`MISSED: P11 on ${e.runtime}`), "a missed goal is said out loud");
+      }
+      assert.match(readFileSync(join(dir, "sqlite-writes.txt"), "utf8"), /Notes:[\s\S]*store\/raw/);
+
+      const flat = JSON.parse(readFileSync(join(dir, "flat-cost.json"), "utf8"));
+      for (const e of flat) checkEntry(e);
+      assert.deepEqual(flat.map((e: { runtime: string; metric: string }) => `${e.runtime} ${/file store/.test(e.metric) ? "file" : /sqlite/.test(e.metric) ? "sqlite" : e.metric}`),
+        RUNTIMES.flatMap((r) => [`${r} file`, `${r} sqlite`]));
+      for (const e of flat) {
+        assert.ok(e.value > 0 && e.baseline > 0 && e.ratio > 0 && e.runs === 40, JSON.stringify(e));
+        if (!e.met) assert.match(out, new RegExp(`MISSED: P11 on ${e.runtime}`), "a missed goal is said out loud");
+      }
+      const txt = readFileSync(join(dir, "flat-cost.txt"), "utf8");
+      for (const r of RUNTIMES) for (const size of ["100", "1k"]) {
+        assert.match(txt, new RegExp(`${r}\\s+file\\s+${size}\\s+existing p50 [\\d.]+ ms p99 [\\d.]+ ms\\s+new p50 [\\d.]+ ms p99`), `the table has the file store at ${size} on ${r}`);
+        assert.match(txt, new RegExp(`${r}\\s+sqlite \\([a-z:]+\\)\\s+${size}\\s+existing p50`), `the table has SQLite at ${size} on ${r}`);
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });
