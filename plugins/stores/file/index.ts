@@ -20,5 +20,6 @@
  * ```
  */
 export { type FileStore, fileStore, type FileStoreOptions } from "./online.ts";
-export { fileOffline, type FileOfflineOptions } from "./offline.ts";
+export { type FileOffline, fileOffline, type FileOfflineOptions, partitionOf } from "./offline.ts";
+export { duckdbAsOf, loadDuckDB } from "./duckdb.ts";
 export { fileDeadLetters } from "./dead-letters.ts";
