@@ -44,12 +44,22 @@ export async function duckdbAsOf(root: string, view: FeatureView, features: stri
     if (e.time > max) max = e.time;
   }
   const start = view.ttlMs > 0 ? min - view.ttlMs : undefined;
-  const parts = await logFiles(root, view.name, { start, end: max + 1 });
   if (await stat(join(root, `${encodeURIComponent(view.name)}.jsonl`)).then(() => true, () => false)) return undefined;
-  if (parts.some((p) => p.files.some((f) => !f.endsWith(".parquet")))) return undefined;
-  const files = parts.flatMap((p) => p.files.map((f) => join(p.dir, f)));
-  if (files.length === 0) return out;
+  // A writer may compact while DuckDB reads: the compacted file is in place before the small ones go, so reading again finds every row.
+  for (let attempt = 1; ; attempt++) {
+    const parts = await logFiles(root, view.name, { start, end: max + 1 });
+    if (parts.some((p) => p.files.some((f) => !f.endsWith(".parquet")))) return undefined;
+    const globs = parts.filter((p) => p.files.length).map((p) => join(p.dir, "*.parquet"));
+    if (globs.length === 0) return out;
+    try {
+      return await query(duck, globs, view, features, entities, min, max, start, out);
+    } catch (e) {
+      if (attempt >= 5 || !/No such file|No files found|Cannot open file/i.test(String((e as Error)?.message ?? e))) throw e;
+    }
+  }
+}
 
+async function query(duck: DuckModule, globs: string[], view: FeatureView, features: string[], entities: AsOfEntity[], _min: number, max: number, start: number | undefined, out: (AsOfMatch | undefined)[]): Promise<(AsOfMatch | undefined)[]> {
   const tmp = await mkdtemp(join(tmpdir(), "freshet-asof-"));
   const instance = await duck.DuckDBInstance.create(":memory:", { temp_directory: join(tmp, "spill") });
   const con = await instance.connect();
@@ -64,7 +74,7 @@ export async function duckdbAsOf(root: string, view: FeatureView, features: stri
       ] as never,
       rowGroupSize: 1_000_000,
     })));
-    const list = `[${files.map(lit).join(", ")}]`;
+    const list = `[${globs.map(lit).join(", ")}]`;
     const described = await con.runAndReadAll(`DESCRIBE SELECT * FROM read_parquet(${list}, union_by_name = true)`);
     const present = new Map<string, string>();
     for (const r of described.getRowObjectsJS()) present.set(String(r.column_name), String(r.column_type));
