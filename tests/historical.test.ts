@@ -154,6 +154,15 @@ describe("getHistoricalFeatures: exact against a brute-force reference", () => {
         assert.deepEqual(both.columns, ["hist_stats__trips", "hist_forever__trips"]);
         assert.deepEqual(both.rows.map((r) => r.hist_forever__trips), wantForever.map((r) => r.trips), "ttl 0 keeps values forever");
         assert.deepEqual(both.rows.map((r) => r.hist_stats__trips), want.map((r) => r.trips));
+        // Join keys as a CSV gives them (strings), and one that is no integer at all (DuckDB then joins on the serialized key).
+        const asText = entityRows.map((e) => ({ ...e, driver_id: String(e.driver_id) }));
+        const textWant = want.map((w) => ({ ...w, driver_id: String(w.driver_id) }));
+        for (const engine of ["auto", "stream"] as const) {
+          const t1 = await getHistoricalFeatures({ registry: repo, offline: writers[0], entityRows: asText, features: refs, engine });
+          assert.deepEqual(t1.rows, textWant, `string join keys, ${engine}`);
+          const t2 = await getHistoricalFeatures({ registry: repo, offline: writers[0], entityRows: [...asText, { driver_id: "x", event_timestamp: "2026-01-02T00:00:00Z" }], features: refs, engine });
+          assert.deepEqual(t2.rows, [...textWant, { driver_id: "x", event_timestamp: "2026-01-02T00:00:00Z", conv_rate: null, trips: null, label: null }], `a non-integer key, ${engine}`);
+        }
         const f2 = await getHistoricalFeatures({ registry: repo, offline: writers[1], entityRows, features: ["hist_forever:trips"], engine: "stream" });
         assert.deepEqual(f2.rows.map((r) => r.trips), wantForever.map((r) => r.trips));
       };

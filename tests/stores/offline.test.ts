@@ -70,11 +70,11 @@ describe("fileOffline: Parquet in the Hive layout", () => {
     assert.deepEqual((await readdir(root)).sort(), ["date=2026-01-01", "date=2026-01-02", "date=2026-01-03"]);
     assert.deepEqual(await readdir(join(root, "date=2026-01-01")), ["w1-00000001.parquet"]);
 
-    const got = await duck<{ driver_id: number; trips: number; conv_rate: number | null; label: string | null; event_timestamp: Date; created_timestamp: Date | null; _position: string; date: unknown }>(
+    const got = await duck<{ driver_id: bigint; trips: number; conv_rate: number | null; label: string | null; event_timestamp: Date; created_timestamp: Date | null; _position: string; date: unknown }>(
       `SELECT * FROM read_parquet('${root}/*/*.parquet', hive_partitioning = true) ORDER BY event_timestamp`,
     );
     assert.equal(got.length, 10);
-    assert.deepEqual(got.map((r) => r.driver_id), rows.map((_, i) => 100 + i));
+    assert.deepEqual(got.map((r) => r.driver_id), rows.map((_, i) => BigInt(100 + i)), "a numeric join key is an INT64");
     assert.equal(got[1].event_timestamp.getTime(), T0 + 0.3 * DAY);
     assert.equal(got[1].created_timestamp!.getTime(), T0 + 0.3 * DAY + 5);
     assert.equal(got[0].created_timestamp, null, "a row without a created time has none (not the append time)");

@@ -12,7 +12,7 @@ import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parquetWriteBuffer } from "hyparquet-writer";
-import type { AsOfEntity, AsOfMatch, FeatureView } from "../../../core/index.ts";
+import { type AsOfEntity, type AsOfMatch, type FeatureView, parseEntityKey } from "../../../core/index.ts";
 import { logFiles } from "./offline.ts";
 
 type DuckModule = typeof import("@duckdb/node-api");
@@ -64,38 +64,74 @@ async function query(duck: DuckModule, globs: string[], view: FeatureView, featu
   const instance = await duck.DuckDBInstance.create(":memory:", { temp_directory: join(tmp, "spill") });
   const con = await instance.connect();
   try {
+    const list = `[${globs.map(lit).join(", ")}]`;
+    const files = `read_parquet(${list}, union_by_name = true)`;
+    const described = await con.runAndReadAll(`DESCRIBE SELECT * FROM ${files}`);
+    const present = new Map<string, string>();
+    for (const r of described.getRowObjectsJS()) present.set(String(r.column_name), String(r.column_type));
+
+    // Join on the join key columns themselves when their types allow (integers as BIGINT, strings as VARCHAR), else on _entity_key.
+    const parsed = entities.map((e) => parseEntityKey(e.entityKey));
+    const typed = view.joinKeys.every((k) => {
+      const t = present.get(k);
+      if (t === "VARCHAR") return true;
+      if (t !== "BIGINT") return false;
+      return parsed.every((p) => /^-?\d+$/.test(String(p[k])) && Number.isSafeInteger(Number(p[k])) && String(Number(p[k])) === String(p[k]));
+    });
+    const keys = typed ? view.joinKeys.map((k) => ({ name: k, col: q(k), type: present.get(k) === "BIGINT" ? "INT64" : "STRING" })) : [{ name: "_entity_key", col: "_entity_key", type: "STRING" }];
     const entFile = join(tmp, "entities.parquet");
     const { writeFile } = await import("node:fs/promises");
     await writeFile(entFile, new Uint8Array(parquetWriteBuffer({
       columnData: [
         { name: "_row", data: Int32Array.from(entities, (_, i) => i), type: "INT32" },
-        { name: "k", data: entities.map((e) => e.entityKey), type: "STRING" },
-        { name: "t", data: Float64Array.from(entities, (e) => e.time), type: "DOUBLE" },
+        ...keys.map((k, j) => ({
+          name: `k${j}`,
+          data: typed ? parsed.map((p) => (k.type === "INT64" ? BigInt(String(p[k.name])) : String(p[k.name]))) : entities.map((e) => e.entityKey),
+          type: k.type,
+        })),
+        { name: "ts", data: entities.map((e) => new Date(e.time)), type: "TIMESTAMP" },
       ] as never,
       rowGroupSize: 1_000_000,
     })));
-    const list = `[${globs.map(lit).join(", ")}]`;
-    const described = await con.runAndReadAll(`DESCRIBE SELECT * FROM read_parquet(${list}, union_by_name = true)`);
-    const present = new Map<string, string>();
-    for (const r of described.getRowObjectsJS()) present.set(String(r.column_name), String(r.column_type));
-    const cols = features.map((f) => (present.has(f) ? `f.${q(f)}` : `NULL`) + ` AS ${q("v_" + f)}`).join(", ");
-    const fcols = features.filter((f) => present.has(f)).map((f) => q(f)).join(", ");
-    const where = [`event_timestamp <= epoch_ms(${Math.floor(max)}::BIGINT)`];
-    if (start !== undefined && Number.isFinite(start)) where.push(`event_timestamp >= epoch_ms(${Math.floor(start)}::BIGINT)`);
+    const kOn = (a: string, b: string) => keys.map((k, j) => `${a}.k${j} = ${b}.k${j}`).join(" AND ");
+    const kSel = keys.map((k, j) => `${k.col} AS k${j}`).join(", ");
+    const kList = keys.map((_, j) => `k${j}`).join(", ");
+    const fsel = features.filter((f) => present.has(f));
+    const vals = fsel.map((f) => q(f)).join(", ");
+    const where = [`event_timestamp <= make_timestamp(${Math.floor(max)}::BIGINT * 1000)`];
+    if (start !== undefined && Number.isFinite(start)) where.push(`event_timestamp >= make_timestamp(${Math.floor(start)}::BIGINT * 1000)`);
+    if (keys.length === 1) where.push(`${keys[0].col} IN (SELECT k0 FROM e)`);
+    // (event time, created time) as one 128-bit number: ASOF picks the greatest at or before the entity's time, created time breaking ties.
+    const version = `(epoch_ms(event_timestamp)::HUGEINT << 64) + coalesce(epoch_ms(created_timestamp) + 4611686018427387904, 0)::HUGEINT`;
+    const hasCreated = present.has("created_timestamp");
+    const created = hasCreated ? "created_timestamp" : "NULL::TIMESTAMP";
     const ttl = view.ttlMs > 0 ? view.ttlMs : undefined;
+    const struct = fsel.length ? `struct_pack(${fsel.map((f) => `${q("v_" + f)} := ${q(f)}`).join(", ")})` : "NULL";
     const sql = `
-      WITH e AS (SELECT _row, k, CAST(t AS BIGINT) AS t FROM read_parquet(${lit(entFile)})),
+      WITH e AS (SELECT _row, ${kList}, ts, (epoch_ms(ts)::HUGEINT << 64) + 18446744073709551615::HUGEINT AS v FROM read_parquet(${lit(entFile)})),
       f AS (
-        SELECT _entity_key AS k, epoch_ms(event_timestamp) AS t${fcols ? ", " + fcols : ""}
-        FROM read_parquet(${list}, union_by_name = true)
-        WHERE ${where.join(" AND ")} AND _entity_key IN (SELECT k FROM e)
-        QUALIFY row_number() OVER (PARTITION BY _entity_key, event_timestamp ORDER BY created_timestamp DESC NULLS LAST, _log_seq) = 1
-      )
-      SELECT e._row AS _row, f.t AS _ft${cols ? ", " + cols : ""}
-      FROM e ASOF JOIN f ON e.k = f.k AND e.t >= f.t
-      ${ttl ? `WHERE e.t - f.t <= ${ttl}` : ""}`;
+        SELECT ${kSel}, event_timestamp AS fts, ${created} AS c, ${hasCreated ? version : "(epoch_ms(event_timestamp)::HUGEINT << 64)"} AS v${vals ? ", " + vals : ""}
+        FROM ${files}
+        WHERE ${where.join(" AND ")}
+      ),
+      m AS MATERIALIZED (
+        SELECT e._row, e.ts, ${keys.map((_, j) => `f.k${j}`).join(", ")}, f.fts, f.c${fsel.length ? ", " + fsel.map((x) => `f.${q(x)}`).join(", ") : ""}
+        FROM e ASOF JOIN f ON ${kOn("e", "f")} AND e.v >= f.v
+        ${ttl ? `WHERE epoch_ms(e.ts) - epoch_ms(f.fts) <= ${ttl}` : ""}
+      ),
+      -- Rows of equal (entity, event time, created time) as a match: the first appended (_log_seq) wins, as online.
+      d AS (SELECT DISTINCT ${kList}, fts, c FROM m),
+      cand AS (
+        SELECT ${kSel}, event_timestamp AS fts, ${created} AS c, _log_seq${vals ? ", " + vals : ""}
+        FROM ${files} x
+        WHERE ${where.filter((w) => !w.includes(" IN ")).join(" AND ")}
+          AND EXISTS (SELECT 1 FROM d WHERE ${keys.map((k, j) => `d.k${j} = x.${k.col}`).join(" AND ")} AND d.fts = x.event_timestamp AND d.c IS NOT DISTINCT FROM x.${hasCreated ? "created_timestamp" : "NULL::TIMESTAMP"})
+      ),
+      ties AS (SELECT ${kList}, fts, c, arg_min(${struct}, _log_seq) AS best FROM cand GROUP BY ALL HAVING count(*) > 1)
+      SELECT m._row AS _row, epoch_ms(m.fts) AS _ft${fsel.map((f) => `, CASE WHEN ties.best IS NULL THEN m.${q(f)} ELSE ties.best.${q("v_" + f)} END AS ${q("v_" + f)}`).join("")}
+      FROM m LEFT JOIN ties ON ${keys.map((_, j) => `m.k${j} = ties.k${j}`).join(" AND ")} AND m.fts = ties.fts AND m.c IS NOT DISTINCT FROM ties.c`;
     const result = await con.run(sql);
-    const json = features.map((f) => present.get(f) === "JSON");
+    const json = fsel.map((f) => present.get(f) === "JSON");
     for (;;) {
       const chunk = await result.fetchChunk();
       if (!chunk || chunk.rowCount === 0) break;
@@ -104,11 +140,12 @@ async function query(duck: DuckModule, globs: string[], view: FeatureView, featu
       const ft = columns[1] as (bigint | number)[];
       for (let i = 0; i < rows.length; i++) {
         const values: Record<string, unknown> = {};
-        for (let j = 0; j < features.length; j++) {
+        for (const f of features) values[f] = null;
+        for (let j = 0; j < fsel.length; j++) {
           let v = columns[2 + j][i] as unknown;
           if (typeof v === "bigint") v = Number.isSafeInteger(Number(v)) ? Number(v) : String(v);
           if (json[j] && typeof v === "string") v = JSON.parse(v);
-          values[features[j]] = v ?? null;
+          values[fsel[j]] = v ?? null;
         }
         out[rows[i]] = { values, eventTime: Number(ft[i]) };
       }

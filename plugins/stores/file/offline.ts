@@ -122,8 +122,12 @@ function columnType(values: unknown[], declared: string | undefined): ColumnType
 /** Encodes logged rows (as plain objects with ms times) as one Parquet file. */
 function encodeParquet(view: FeatureView, rows: Row[], kv: { key: string; value: string }[] = []): Uint8Array {
   const names = [...view.joinKeys, ...view.features.filter((f) => !RESERVED.has(f) && !view.joinKeys.includes(f))];
-  const columnData: { name: string; data: unknown[]; type: ColumnType }[] = names.map((name) => {
+  const columnData: { name: string; data: unknown[]; type: ColumnType | "INT64" }[] = names.map((name) => {
     const data = rows.map((r) => r[name] ?? null);
+    if (view.joinKeys.includes(name)) {
+      // A numeric join key is a safe integer (entityKeyOf): INT64, so that readers join on it as an integer.
+      return data.every((x) => typeof x === "number") ? { name, data: data.map((x) => BigInt(x as number)), type: "INT64" } : { name, data: data.map((x) => String(x)), type: "STRING" };
+    }
     return { name, data, type: columnType(data, schemaType(view, name)) };
   });
   columnData.push(
@@ -393,6 +397,7 @@ export function fileOffline(opts: FileOfflineOptions): FileOffline {
         }
         for await (const chunk of readParquetRows(join(dir, f.name))) {
           for (const r of chunk) {
+            for (const k in r) if (typeof r[k] === "bigint") r[k] = Number.isSafeInteger(Number(r[k])) ? Number(r[k]) : String(r[k]);
             rows.push({ ...r, event_timestamp: msOf(r.event_timestamp), created_timestamp: msOf(r.created_timestamp) ?? null });
           }
         }
