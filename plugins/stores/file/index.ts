@@ -8,7 +8,8 @@
  * <dir>/state.snapshot        the online state (rows, idempotency keys, checkpoints,
  *                             watermarks, leases) as of a log entry, one change per line
  * <dir>/state.log             the changes after the snapshot, one line per group commit
- * <dir>/offline/<view>.jsonl  the offline log, one JSON object per line
+ * <dir>/offline/<view>/date=YYYY-MM-DD/<writer>-N.parquet
+ *                             the offline log, in the Hive layout (see offline.ts)
  * ```
  *
  * @example
