@@ -89,47 +89,46 @@ async function query(duck: DuckModule, globs: string[], view: FeatureView, featu
           data: typed ? parsed.map((p) => (k.type === "INT64" ? BigInt(String(p[k.name])) : String(p[k.name]))) : entities.map((e) => e.entityKey),
           type: k.type,
         })),
-        { name: "ts", data: entities.map((e) => new Date(e.time)), type: "TIMESTAMP" },
+        { name: "t", data: Float64Array.from(entities, (e) => e.time), type: "DOUBLE" },
       ] as never,
       rowGroupSize: 1_000_000,
     })));
-    const kOn = (a: string, b: string) => keys.map((k, j) => `${a}.k${j} = ${b}.k${j}`).join(" AND ");
+    const kOn = (a: string, b: string) => keys.map((_, j) => `${a}.k${j} = ${b}.k${j}`).join(" AND ");
     const kSel = keys.map((k, j) => `${k.col} AS k${j}`).join(", ");
     const kList = keys.map((_, j) => `k${j}`).join(", ");
     const fsel = features.filter((f) => present.has(f));
     const vals = fsel.map((f) => q(f)).join(", ");
     const where = [`event_timestamp <= make_timestamp(${Math.floor(max)}::BIGINT * 1000)`];
     if (start !== undefined && Number.isFinite(start)) where.push(`event_timestamp >= make_timestamp(${Math.floor(start)}::BIGINT * 1000)`);
-    if (keys.length === 1) where.push(`${keys[0].col} IN (SELECT k0 FROM e)`);
-    // (event time, created time) as one 128-bit number: ASOF picks the greatest at or before the entity's time, created time breaking ties.
-    const version = `(epoch_ms(event_timestamp)::HUGEINT << 64) + coalesce(epoch_ms(created_timestamp) + 4611686018427387904, 0)::HUGEINT`;
     const hasCreated = present.has("created_timestamp");
     const created = hasCreated ? "created_timestamp" : "NULL::TIMESTAMP";
     const ttl = view.ttlMs > 0 ? view.ttlMs : undefined;
     const struct = fsel.length ? `struct_pack(${fsel.map((f) => `${q("v_" + f)} := ${q(f)}`).join(", ")})` : "NULL";
-    const sql = `
-      WITH e AS (SELECT _row, ${kList}, ts, (epoch_ms(ts)::HUGEINT << 64) + 18446744073709551615::HUGEINT AS v FROM read_parquet(${lit(entFile)})),
-      f AS (
-        SELECT ${kSel}, event_timestamp AS fts, ${created} AS c, ${hasCreated ? version : "(epoch_ms(event_timestamp)::HUGEINT << 64)"} AS v${vals ? ", " + vals : ""}
+    // 1. The ASOF JOIN on event time: for each entity row, a row with the greatest event time at or before its time.
+    await con.run(`CREATE TEMP TABLE m AS
+      WITH e AS (SELECT _row, ${kList}, make_timestamp(CAST(t AS BIGINT) * 1000) AS ts FROM read_parquet(${lit(entFile)})),
+      f AS (SELECT ${kSel}, event_timestamp AS fts${vals ? ", " + vals : ""} FROM ${files} WHERE ${where.join(" AND ")})
+      SELECT e._row, ${keys.map((_, j) => `f.k${j}`).join(", ")}, f.fts${fsel.length ? ", " + fsel.map((x) => `f.${q(x)}`).join(", ") : ""}
+      FROM e ASOF JOIN f ON ${kOn("e", "f")} AND e.ts >= f.fts
+      ${ttl ? `WHERE epoch_ms(e.ts) - epoch_ms(f.fts) <= ${ttl}` : ""}`);
+    // 2. Matches whose (entity, event time) the log holds more than once (redeliveries, created times, equal versions).
+    await con.run(`CREATE TEMP TABLE ties AS
+      SELECT ${kSel}, event_timestamp AS fts FROM ${files}
+      WHERE ${where.join(" AND ")} AND EXISTS (SELECT 1 FROM m WHERE ${keys.map((k, j) => `m.k${j} = ${k.col}`).join(" AND ")} AND m.fts = event_timestamp)
+      GROUP BY ALL HAVING count(*) > 1`);
+    const tieCount = Number((await con.runAndReadAll("SELECT count(*) AS n FROM ties")).getRowObjectsJS()[0].n);
+    // 3. Only those: the greatest created time, then the first appended (_log_seq), as online.
+    let final = `SELECT m._row AS _row, epoch_ms(m.fts) AS _ft${fsel.map((f) => `, m.${q(f)} AS ${q("v_" + f)}`).join("")} FROM m`;
+    if (tieCount > 0) {
+      await con.run(`CREATE TEMP TABLE best AS
+        SELECT ${kSel}, event_timestamp AS fts, first(${struct} ORDER BY ${created} DESC NULLS LAST, _log_seq) AS best
         FROM ${files}
-        WHERE ${where.join(" AND ")}
-      ),
-      m AS MATERIALIZED (
-        SELECT e._row, e.ts, ${keys.map((_, j) => `f.k${j}`).join(", ")}, f.fts, f.c${fsel.length ? ", " + fsel.map((x) => `f.${q(x)}`).join(", ") : ""}
-        FROM e ASOF JOIN f ON ${kOn("e", "f")} AND e.v >= f.v
-        ${ttl ? `WHERE epoch_ms(e.ts) - epoch_ms(f.fts) <= ${ttl}` : ""}
-      ),
-      -- Rows of equal (entity, event time, created time) as a match: the first appended (_log_seq) wins, as online.
-      d AS (SELECT DISTINCT ${kList}, fts, c FROM m),
-      cand AS (
-        SELECT ${kSel}, event_timestamp AS fts, ${created} AS c, _log_seq${vals ? ", " + vals : ""}
-        FROM ${files} x
-        WHERE ${where.filter((w) => !w.includes(" IN ")).join(" AND ")}
-          AND EXISTS (SELECT 1 FROM d WHERE ${keys.map((k, j) => `d.k${j} = x.${k.col}`).join(" AND ")} AND d.fts = x.event_timestamp AND d.c IS NOT DISTINCT FROM x.${hasCreated ? "created_timestamp" : "NULL::TIMESTAMP"})
-      ),
-      ties AS (SELECT ${kList}, fts, c, arg_min(${struct}, _log_seq) AS best FROM cand GROUP BY ALL HAVING count(*) > 1)
-      SELECT m._row AS _row, epoch_ms(m.fts) AS _ft${fsel.map((f) => `, CASE WHEN ties.best IS NULL THEN m.${q(f)} ELSE ties.best.${q("v_" + f)} END AS ${q("v_" + f)}`).join("")}
-      FROM m LEFT JOIN ties ON ${keys.map((_, j) => `m.k${j} = ties.k${j}`).join(" AND ")} AND m.fts = ties.fts AND m.c IS NOT DISTINCT FROM ties.c`;
+        WHERE ${where.join(" AND ")} AND EXISTS (SELECT 1 FROM ties WHERE ${keys.map((k, j) => `ties.k${j} = ${k.col}`).join(" AND ")} AND ties.fts = event_timestamp)
+        GROUP BY ALL`);
+      final = `SELECT m._row AS _row, epoch_ms(m.fts) AS _ft${fsel.map((f) => `, CASE WHEN b.fts IS NULL THEN m.${q(f)} ELSE b.best.${q("v_" + f)} END AS ${q("v_" + f)}`).join("")}
+        FROM m LEFT JOIN best b ON ${kOn("m", "b")} AND m.fts = b.fts`;
+    }
+    const sql = final;
     const result = await con.run(sql);
     const json = fsel.map((f) => present.get(f) === "JSON");
     for (;;) {
