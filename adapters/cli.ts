@@ -15,7 +15,10 @@ Usage:
   freshet serve <feature_repo.ts>         HTTP push receiver and online feature server
   freshet consume <feature_repo.ts>       poll Kafka / Kinesis sources into the stores
   freshet materialize <feature_repo.ts>   backfill the online store from batch sources
+                                          (--from-offline: rebuild it from the offline log)
   freshet describe <feature_repo.ts>      print the registry as JSON
+  freshet historical <feature_repo.ts> --entities <file> --features <view:feature,...> --out <file>
+                                          point-in-time training set from the offline log (--help for more)
 
 Options (or environment variables):
   --port <n>            FRESHET_PORT, PORT           default 8080 (consume: serve /metrics when set)
@@ -49,6 +52,15 @@ async function adapter() {
 
 /** Runs the CLI with `argv` (without the runtime and script). Exported for tests. */
 export async function main(argv: string[]): Promise<void> {
+  // `historical` parses its own flags (adapters/historical.ts).
+  if (argv[0] === "historical") {
+    await (await import("./historical.ts")).historicalCommand(argv.slice(1));
+    return;
+  }
+  if (argv[0] === "materialize" && argv.includes("--from-offline")) {
+    await (await import("./historical.ts")).materializeFromOfflineCommand(argv.slice(1));
+    return;
+  }
   const { values, positionals } = parseFlags(argv);
   const [command, repoPath] = positionals;
   if (values.help || !command) {

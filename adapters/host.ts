@@ -26,6 +26,8 @@ export interface HostConfig {
   store?: string;
   /** Folder for the default SQLite file, the file store, the offline log and dead letters. Default `./data`. */
   dataDir?: string;
+  /** The offline log's files under `<dataDir>/offline/`: "parquet" (default) or "jsonl". */
+  offlineFormat?: "parquet" | "jsonl";
   /** Dead-letter JSON Lines file. Default `<dataDir>/dead-letters.jsonl`. */
   deadLetters?: string;
   /** Size at which the dead-letter file rotates, in bytes. Default 64 MiB. */
@@ -115,9 +117,9 @@ export function sqlitePath(url: string, dataDir: string): string {
  * const local = await openStores("sqlite:./data/freshet.db", "./data")
  * ```
  */
-export async function openStores(url: string, dataDir: string, opts: { project?: string; upstashToken?: string } = {}): Promise<{ online: OnlineStore; offline: OfflineStore }> {
+export async function openStores(url: string, dataDir: string, opts: { project?: string; upstashToken?: string; offlineFormat?: "parquet" | "jsonl" } = {}): Promise<{ online: OnlineStore; offline: OfflineStore }> {
   const { fileOffline } = await import("../plugins/stores/file/index.ts");
-  const offline = fileOffline({ dir: dataDir });
+  const offline = fileOffline({ dir: dataDir, format: opts.offlineFormat });
   if (url === "memory:" || url === "memory") {
     const { memoryStore } = await import("../plugins/stores/memory.ts");
     return { online: memoryStore(), offline };
@@ -165,7 +167,7 @@ export async function openStores(url: string, dataDir: string, opts: { project?:
 export async function createHost(config: HostConfig): Promise<Host> {
   const registry = typeof config.repo === "string" ? await loadRepo(config.repo) : config.repo;
   const dataDir = config.dataDir ?? "./data";
-  const { online, offline } = await openStores(config.store ?? defaultStoreUrl(dataDir), dataDir, { project: registry.project, upstashToken: config.upstashToken });
+  const { online, offline } = await openStores(config.store ?? defaultStoreUrl(dataDir), dataDir, { project: registry.project, upstashToken: config.upstashToken, offlineFormat: config.offlineFormat });
   const { fileDeadLetters } = await import("../plugins/stores/file/index.ts");
   const deadLetters = fileDeadLetters(config.deadLetters ?? `${dataDir}/dead-letters.jsonl`, {
     maxBytes: config.deadLetterMaxBytes,

@@ -75,6 +75,14 @@ export interface FeatureRow {
   eventTime: number;
   /** Created time, epoch ms; breaks ties between equal event times. */
   createdTime?: number;
+  /** Where the row came from (offline log rows carry it). */
+  position?: Position;
+  /**
+   * The row's place in the offline log, as a string that sorts in the order
+   * rows were appended (append time, writer, row number): among rows of equal
+   * (event time, created time) the first appended wins, as online.
+   */
+  logSeq?: string;
 }
 
 /** What a write did. Every row is written, stale or expired. */
@@ -190,11 +198,38 @@ export interface OnlineStore {
   close?(): Promise<void>;
 }
 
-/** An append-only log of feature rows, for training data. */
+/** One entity row of a point-in-time lookup: the serialized entity key and the time to look at. */
+export interface AsOfEntity {
+  entityKey: string;
+  /** Epoch ms. */
+  time: number;
+}
+
+/** What a point-in-time lookup found for one entity row: the values of the asked features and the row's event time. */
+export interface AsOfMatch {
+  values: Row;
+  eventTime: number;
+}
+
+/**
+ * An append-only log of feature rows, for training data. `read` yields every
+ * logged row with `eventTime` in `[start, end)`, in any order, with
+ * duplicates from at-least-once delivery. A store may answer point-in-time
+ * lookups itself (`asOf`, e.g. with DuckDB); the core's streaming join
+ * over `read` gives the same answers otherwise.
+ */
 export interface OfflineStore {
   readonly name: string;
   append(view: FeatureView, rows: FeatureRow[]): Promise<void>;
   read(view: FeatureView, range: { start?: number; end?: number }): AsyncIterable<FeatureRow[]>;
+  /**
+   * For each entity, the latest logged row of `view` for its key with event
+   * time at or before `time` (created time breaks ties, then the first
+   * appended), or undefined when there is none or it is older than the
+   * view's ttl. Resolves `undefined` (not an array) when the engine is not
+   * available here, so the caller falls back to the streaming join.
+   */
+  asOf?(view: FeatureView, features: string[], entities: AsOfEntity[]): Promise<(AsOfMatch | undefined)[] | undefined>;
   close?(): Promise<void>;
 }
 

@@ -13,5 +13,6 @@ export * from "./local.ts";
 export * from "./processor.ts";
 export * from "./consume.ts";
 export * from "./materialize.ts";
+export * from "./historical.ts";
 export * from "./registry.ts";
 export * from "./time.ts";

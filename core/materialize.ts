@@ -4,7 +4,8 @@
  * stream (validate, UDF, time checks, dedupe; no watermark) into the online
  * store, over a time range, with progress.
  */
-import type { RawRecord, Row } from "./contracts.ts";
+import type { FeatureRow, OfflineStore, RawRecord, Row } from "./contracts.ts";
+import { preferLogged } from "./historical.ts";
 import type { FeatureView } from "./definitions.ts";
 import { FreshetError } from "./errors.ts";
 import type { Processor } from "./processor.ts";
@@ -97,4 +98,63 @@ function toMs(v: number | string | undefined, dflt: number, name: string): numbe
   const ms = parseEventTime(v);
   if (ms === undefined) throw new FreshetError("INVALID_CONFIG", `materialize ${name} ${JSON.stringify(v)} is not a time: use ISO 8601 or epoch ms`);
   return ms;
+}
+
+/** Options of {@link materializeFromOffline}. */
+export interface MaterializeFromOfflineOptions {
+  /** Range of event times, epoch ms or ISO strings; `end` is exclusive. */
+  start?: number | string;
+  end?: number | string;
+  /** The log to read. Default the processor's offline store. */
+  offline?: OfflineStore;
+  onProgress?: (p: MaterializeProgress) => void;
+}
+
+/**
+ * Rebuilds a view's online values from the offline log: the log's rows (the
+ * values as they were written, after schema and UDF, so neither runs again)
+ * go to the online store chunk by chunk, latest-wins, so the store ends with
+ * the latest logged row per entity whatever the order of the log's files,
+ * and duplicates from at-least-once delivery are stale. Rows outside the
+ * view's ttl are counted expired by the store. Among rows of equal (event
+ * time, created time) within a chunk the first appended wins; across chunks
+ * the first written does.
+ *
+ * @example
+ * ```ts
+ * await materializeFromOffline(processor, registry.view("driver_hourly_stats"), { start: "2026-01-01" })
+ * ```
+ */
+export async function materializeFromOffline(processor: Processor, view: FeatureView, opts: MaterializeFromOfflineOptions = {}): Promise<MaterializeProgress> {
+  const offline = opts.offline ?? processor.offline;
+  if (!offline) throw new FreshetError("INVALID_CONFIG", "materialize from the offline log needs an offline store: createProcessor({ registry, online, offline })");
+  if (!processor.online) throw new FreshetError("INVALID_CONFIG", "materialize needs an online store: createProcessor({ registry, online, offline })");
+  const start = toMs(opts.start, -Infinity, "start");
+  const end = toMs(opts.end, Infinity, "end");
+  const resolved = processor.registry.view(view.name);
+  const p: MaterializeProgress = { view: view.name, read: 0, inRange: 0, invalid: 0, written: 0, stale: 0, expired: 0, done: false };
+  for await (const chunk of offline.read(resolved, { start: Number.isFinite(start) ? start : undefined, end: Number.isFinite(end) ? end : undefined })) {
+    p.read += chunk.length;
+    const best = new Map<string, FeatureRow>();
+    let inRange = 0;
+    for (const r of chunk) {
+      if (r.eventTime < start || r.eventTime >= end) continue;
+      inRange++;
+      if (preferLogged(r, best.get(r.entityKey))) best.set(r.entityKey, r);
+    }
+    const rows = [...best.values()].map((r) => ({ entityKey: r.entityKey, values: r.values, eventTime: r.eventTime, createdTime: r.createdTime }));
+    p.inRange += inRange;
+    p.stale += inRange - rows.length; // older rows of the same entity in this chunk
+    if (rows.length) {
+      const w = await processor.online.write(resolved, rows);
+      p.written += w.written;
+      p.stale += w.stale;
+      p.expired += w.expired;
+    }
+    opts.onProgress?.({ ...p });
+  }
+  p.done = true;
+  processor.metrics.inc("freshet_materialized_rows_total", { view: view.name }, p.written);
+  opts.onProgress?.({ ...p });
+  return p;
 }

@@ -395,7 +395,7 @@ export function createProcessor(opts: ProcessorOptions): Processor {
         }
         if (!(key in watermarks) || eventTime > watermarks[key]) watermarks[key] = eventTime;
       }
-      if (wantOffline) offlineRows.push(featureRow);
+      if (wantOffline) offlineRows.push(records[index] ? { ...featureRow, position: records[index].position } : featureRow);
       if (wantOnline) {
         const exp = expiresAt(view, eventTime);
         if (exp !== undefined && exp <= t) counts.expired++;

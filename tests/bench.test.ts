@@ -129,4 +129,20 @@ describe("bench", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it("runs P12 (historical retrieval) on a tiny input and finds the same answer as the hand-written DuckDB ASOF JOIN", { timeout: 170_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "freshet-bench-test-"));
+    try {
+      const { code, out } = await runBench(["p12", "--small", "--runs", "1", "--results", dir], 160_000);
+      assert.equal(code, 0, `bench/run.ts exited with ${code}:\n${out.slice(-4000)}`);
+      const entries = JSON.parse(readFileSync(join(dir, "historical.json"), "utf8"));
+      for (const e of entries) checkEntry(e);
+      assert.deepEqual(entries.map((e: { id: string; runtime: string }) => `${e.id}/${e.runtime}`), ["P12/node"]);
+      assert.ok(entries[0].baseline > 0 && entries[0].value > 0);
+      if (!entries[0].met) assert.match(out, /MISSED: P12 on node/);
+      assert.match(readFileSync(join(dir, "historical.txt"), "utf8"), /same answer: yes/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

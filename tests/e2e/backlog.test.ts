@@ -25,6 +25,7 @@ import { redisStore } from "../../plugins/stores/redis/redis.ts";
 import { memoryDeadLetters } from "../../plugins/stores/memory.ts";
 import { caughtUp, offsets, unique, until, useKafkaTestBed } from "../fixtures/kafka-harness.ts";
 import { kcatProduce, root, scrape, startCli, sumMetric, type Sample } from "../fixtures/cli-harness.ts";
+import { offlineLogRows } from "../fixtures/offline-log.ts";
 
 const bed = useKafkaTestBed();
 
@@ -54,10 +55,7 @@ export default featureRepo({ project: ${JSON.stringify(o.project)}, definitions:
 
 const readLetters = (file: string): DeadLetter[] =>
   existsSync(file) ? readFileSync(file, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as DeadLetter) : [];
-const readOffline = (dir: string, view: string): Record<string, unknown>[] => {
-  const file = join(dir, "offline", `${view}.jsonl`);
-  return existsSync(file) ? readFileSync(file, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l)) : [];
-};
+const readOffline = offlineLogRows;
 
 /** Every hash of one view's entities, with its absolute expiry: what Redis holds for the view. */
 async function dumpView(redis: Redis, project: string, view: string): Promise<Record<string, { hash: Record<string, string>; expireAt: number }>> {
@@ -150,11 +148,11 @@ test("backlog catch-up: 100 minutes of in-order history in batches of 500 with d
     assert.ok(bigCounts.written <= bigBatches * KEYS);
 
     // The offline log holds every record of both, identically.
-    const offBig = readOffline(dataDir, "backlog_big_view");
-    const offOne = readOffline(dataDir, "backlog_one_view");
+    const offBig = await readOffline(dataDir, "backlog_big_view");
+    const offOne = await readOffline(dataDir, "backlog_one_view");
     assert.equal(offBig.length, N, "every record in the offline log");
-    // (`created` is the time of the append, which differs between the two.)
-    const strip = (rows: Record<string, unknown>[]) => rows.map(({ created: _c, ...r }) => r);
+    // (Apart from where each came from and when it was appended.)
+    const strip = (rows: Record<string, unknown>[]) => rows.map(({ _log_seq: _s, _position: _p, ...r }) => r);
     assert.deepEqual(strip(offBig), strip(offOne));
     assert.deepEqual(offBig.map((r) => r.event_timestamp), lines.map((l) => JSON.parse(l).ts), "in order, every event time");
 
@@ -188,7 +186,7 @@ test("backlog catch-up: 100 minutes of in-order history in batches of 500 with d
     assert.deepEqual(dead1[0].position, { kind: "kafka", topic: big.topic, partition: 0, offset: String(N) });
     assert.match(dead1[0].message, new RegExp(`behind the watermark ${new Date(last - DELAY_MS).toISOString()} \\(the greatest event time seen on this partition, ${new Date(last).toISOString()}`));
     assert.equal(await redis.exists(`freshet:${project}:backlog_big_view:k=late_live`), 0, "written nowhere");
-    assert.equal(readOffline(dataDir, "backlog_big_view").length, N);
+    assert.equal((await readOffline(dataDir, "backlog_big_view")).length, N);
     // That batch committed what it was judged by (|before): the greatest event time of the stream.
     const restored = Number(await redis.get(wmKeyBig));
     assert.equal(restored, last);
@@ -221,7 +219,7 @@ test("backlog catch-up: 100 minutes of in-order history in batches of 500 with d
     // The late event is written nowhere; the one within the delay is written online and offline.
     assert.equal(await redis.exists(`freshet:${project}:backlog_big_view:k=late_key`), 0);
     assert.equal(await redis.hget(`freshet:${project}:backlog_big_view:k=ok_key`, "_ts"), String(okTs));
-    const off2 = readOffline(dataDir, "backlog_big_view");
+    const off2 = await readOffline(dataDir, "backlog_big_view");
     assert.equal(off2.length, N + 1);
     assert.equal(off2[N].k, "ok_key");
     assert.equal(await redis.get(`freshet:${project}:#wm:backlog_big_view:kafka:${big.topic}:0`), String(restored), "older events do not move the watermark back");

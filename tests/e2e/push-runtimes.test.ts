@@ -11,6 +11,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { offlineLogRows } from "../fixtures/offline-log.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
 const bin = (b: string) => join(root, "node_modules/.bin", b);
@@ -87,7 +88,7 @@ describe("push end-to-end over HTTP, per runtime", () => {
         assert.deepEqual(got.body.results[1].values, [0.8, 0.4, null]);
         assert.deepEqual(got.body.results[1].statuses, ["PRESENT", "PRESENT", "NOT_FOUND"]);
         assert.deepEqual(got.body.results[2].values, [0.4, 0.4, null], "the UDF's derived feature");
-        const offline = (await readFile(join(dir, "offline", "driver_hourly_stats.jsonl"), "utf8")).trim().split("\n");
+        const offline = await offlineLogRows(dir, "driver_hourly_stats");
         assert.equal(offline.length, 2);
         assert.ok((await stat(join(dir, "freshet.db"))).size > 0, "the rows are in <data-dir>/freshet.db");
       } finally {

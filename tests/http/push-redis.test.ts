@@ -16,6 +16,7 @@ import { fileDeadLetters, fileOffline } from "../../plugins/stores/file/index.ts
 import { redisStore } from "../../plugins/stores/redis/redis.ts";
 import { startRedis } from "../services/redis.ts";
 import { driverHourlyStats } from "../../examples/driver_stats/feature_repo.ts";
+import { offlineLogRows } from "../fixtures/offline-log.ts";
 
 const SECRET = "whsec_" + btoa("another-secret-key-of-32-bytes!!");
 
@@ -45,7 +46,7 @@ describe("push with Redis down", () => {
         return app.request("/push", { method: "POST", body, headers: { "content-type": "application/json", "webhook-id": id, "webhook-timestamp": String(Math.floor(at.getTime() / 1000)), "webhook-signature": wh.sign(id, at, body) } });
       };
       const read = async (id: number) => (await store.read(registry.view("driver_hourly_stats"), [`driver_id=${id}`], ["conv_rate"]))[0].conv_rate.status;
-      const offlineRows = async () => (await readFile(join(dir, "offline", "driver_hourly_stats.jsonl"), "utf8").catch(() => "")).trim().split("\n").filter(Boolean).length;
+      const offlineRows = async () => (await offlineLogRows(dir, "driver_hourly_stats")).length;
 
       assert.equal((await push("msg_before", 1)).status, 200);
       assert.equal(await offlineRows(), 1);

@@ -498,44 +498,7 @@ describe("fileStore on disk", () => {
   });
 });
 
-describe("fileOffline", () => {
-  it("appends JSON Lines per view and reads a time range back in chunks", async () => {
-    const dir = await tempDir();
-    const log = fileOffline({ dir, chunkSize: 3 });
-    const t0 = Date.UTC(2026, 0, 1);
-    const rows = Array.from({ length: 10 }, (_, i) => row(100 + i, t0 + i * 60_000, i, i % 2 ? t0 + i * 60_000 + 5 : undefined));
-    await Promise.all([log.append(view, rows.slice(0, 4)), log.append(view, rows.slice(4))]);
-    await log.append(short, [row(1, t0, 1)]);
-
-    const lines = (await readFile(join(dir, "offline", "conf_stats.jsonl"), "utf8")).trim().split("\n").map((l) => JSON.parse(l));
-    assert.equal(lines.length, 10);
-    const first = lines.find((l) => l.driver_id === 101);
-    assert.deepEqual(first, { driver_id: 101, conv_rate: 0.5, trips: 1, label: null, event_timestamp: "2026-01-01T00:01:00.000Z", created: "2026-01-01T00:01:00.005Z" });
-    assert.match(lines.find((l) => l.driver_id === 100).created, /^\d{4}-\d\d-\d\dT/);
-
-    const chunks: FeatureRow[][] = [];
-    for await (const c of log.read(view, { start: t0 + 2 * 60_000, end: t0 + 9 * 60_000 })) chunks.push(c);
-    const got = chunks.flat().sort((a, b) => a.eventTime - b.eventTime);
-    assert.deepEqual(got.map((r) => r.entityKey), [102, 103, 104, 105, 106, 107, 108].map((i) => `driver_id=${i}`));
-    assert.ok(chunks.every((c) => c.length <= 3) && chunks.length === 3);
-    assert.deepEqual(got[1], { entityKey: "driver_id=103", values: { conv_rate: 0.5, trips: 3, label: null }, eventTime: t0 + 3 * 60_000, createdTime: t0 + 3 * 60_000 + 5 });
-    let all = 0;
-    for await (const c of log.read(view, {})) all += c.length;
-    assert.equal(all, 10);
-    await log.close!();
-  });
-
-  it("skips a line torn by a crash and starts the next append on a fresh line", async () => {
-    const dir = await tempDir();
-    await mkdir(join(dir, "offline"), { recursive: true });
-    await writeFile(join(dir, "offline", "conf_stats.jsonl"), '{"driver_id":1,"trips":1,"event_timestamp":"2026-01-01T00:00:00Z"}\n{"driver_id":2,"tri');
-    const log = fileOffline({ dir });
-    await log.append(view, [row(3, Date.UTC(2026, 0, 1), 3)]);
-    const got: FeatureRow[] = [];
-    for await (const c of log.read(view, {})) got.push(...c);
-    assert.deepEqual(got.map((r) => r.entityKey), ["driver_id=1", "driver_id=3"]);
-  });
-});
+// fileOffline (the offline log) is tested in tests/stores/offline.test.ts.
 
 describe("fileDeadLetters", () => {
   it("appends each letter as one JSON line, creating the directory", async () => {

@@ -8,7 +8,8 @@
  * <dir>/state.snapshot        the online state (rows, idempotency keys, checkpoints,
  *                             watermarks, leases) as of a log entry, one change per line
  * <dir>/state.log             the changes after the snapshot, one line per group commit
- * <dir>/offline/<view>.jsonl  the offline log, one JSON object per line
+ * <dir>/offline/<view>/date=YYYY-MM-DD/<writer>-N.parquet
+ *                             the offline log, in the Hive layout (see offline.ts)
  * ```
  *
  * @example
@@ -20,5 +21,6 @@
  * ```
  */
 export { type FileStore, fileStore, type FileStoreOptions } from "./online.ts";
-export { fileOffline, type FileOfflineOptions } from "./offline.ts";
+export { type FileOffline, fileOffline, type FileOfflineOptions, partitionOf } from "./offline.ts";
+export { duckdbAsOf, loadDuckDB } from "./duckdb.ts";
 export { DEFAULT_DEAD_LETTER_KEEP, DEFAULT_DEAD_LETTER_MAX_BYTES, type DroppedDeadLetters, fileDeadLetters, type FileDeadLettersOptions } from "./dead-letters.ts";
