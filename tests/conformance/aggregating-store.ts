@@ -153,6 +153,26 @@ export function testAggregatingStore(name: string, factory: (now: () => number) 
       assert.equal(r.sum_amount_60s.value, 2);
     });
 
+    it("concurrent folds of one entity's tiles from many partitions and two clients add up exactly", async (t) => {
+      const s = await open();
+      const second = s.reopen ? await s.reopen() : s.store;
+      if (second !== s.store) extra.push(second);
+      clock = T0 + 5_000;
+      const folds = [];
+      for (let p = 0; p < 24; p++) {
+        const deltas = foldTiles(aggs, [ev("user_id=9", T0 + 1_000 + p, { amount: p, category: `c${p}` })], view.watermarkDelayMs);
+        folds.push((p % 2 ? second : s.store).foldTiles(view, deltas, { marks: [{ key: `agg_conf:kafka:many:${p}`, position: "1" }] }));
+      }
+      const results = await Promise.all(folds);
+      assert.ok(results.every((r) => r.ok));
+      const [r] = await s.store.read(view, ["user_id=9"], ["sum_amount_60s", "count_amount_60s", "max_amount_lifetime", "last_category_60s"]);
+      assert.equal(r.sum_amount_60s.value, (23 * 24) / 2);
+      assert.equal(r.count_amount_60s.value, 24);
+      assert.equal(r.max_amount_lifetime.value, 23);
+      assert.equal(r.last_category_60s.value, "c23");
+      if (second === s.store) t.diagnostic("one client only");
+    });
+
     for (const seed of [11, 12]) {
       it(`randomized against a brute-force reference, with out-of-order events, redeliveries and reads at many instants (seed ${seed})`, async () => {
         const { store } = await open();
