@@ -8,6 +8,7 @@ import { Redis as IORedis } from "ioredis";
 import { entity, FreshetError, featureRepo, pushSource, streamFeatureView, type FeatureRow } from "../../mod.ts";
 import { redisStore } from "../../plugins/stores/redis/redis.ts";
 import { conformanceRepo, testOnlineStore } from "../conformance/online-store.ts";
+import { testAggregatingStore } from "../conformance/aggregating-store.ts";
 import { startRedis, type RedisService } from "../services/redis.ts";
 
 let service: Promise<RedisService> | undefined;
@@ -21,6 +22,12 @@ testOnlineStore("redis", async () => {
   const { url } = await redis();
   const project = `conf${++projects}`;
   return { store: redisStore({ url, project }), reopen: () => Promise.resolve(redisStore({ url, project })) };
+});
+
+testAggregatingStore("redis", async (now) => {
+  const { url } = await redis();
+  const project = `agg${++projects}`;
+  return { store: redisStore({ url, project, now }), reopen: () => Promise.resolve(redisStore({ url, project, now })) };
 });
 
 const view = conformanceRepo.view("conf_stats");
