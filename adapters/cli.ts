@@ -20,7 +20,7 @@ Usage:
 Options (or environment variables):
   --port <n>            FRESHET_PORT, PORT           default 8080 (consume: serve /metrics when set)
   --host <addr>         FRESHET_HOST                 default 0.0.0.0
-  --store <url>         FRESHET_STORE                file:./data (default), memory:, redis://h:p, https://<upstash>
+  --store <url>         FRESHET_STORE                file:./data (default), memory:, sqlite:<file>, redis://h:p, https://<upstash>
   --data-dir <dir>      FRESHET_DATA_DIR             default ./data (file store, offline log, dead letters)
   --dead-letters <f>    FRESHET_DEAD_LETTERS         default <data-dir>/dead-letters.jsonl
   --webhook-secret <s>  FRESHET_WEBHOOK_SECRET       require Standard Webhooks signatures on /push
@@ -29,6 +29,8 @@ Options (or environment variables):
   --view <name>         materialize only this view
   --start <time> --end <time>   materialize range (ISO 8601 or epoch ms)
   UPSTASH_REDIS_REST_TOKEN      token for an Upstash store
+  FRESHET_KAFKA_SESSION_TIMEOUT_MS  Kafka group session timeout (default kafkajs' 30000): how soon a
+                                dead consumer's partitions move to another member
 `;
 
 type Runtime = "bun" | "deno" | "node";
@@ -141,7 +143,12 @@ async function consumeCommand(config: HostConfig, port: number | undefined, host
   for (const def of defs) {
     if (def.kind === "kafka") {
       const { kafkaConsumer } = await import("../plugins/sources/kafka.ts");
-      sources.push(kafkaConsumer(def, { logger: console }));
+      const session = process.env.FRESHET_KAFKA_SESSION_TIMEOUT_MS;
+      const sessionTimeout = session === undefined ? undefined : Number(session);
+      if (sessionTimeout !== undefined && !(Number.isInteger(sessionTimeout) && sessionTimeout >= 1000)) {
+        throw new FreshetError("INVALID_CONFIG", `FRESHET_KAFKA_SESSION_TIMEOUT_MS ${JSON.stringify(session)} must be an integer of at least 1000 (ms)`);
+      }
+      sources.push(kafkaConsumer(def, { logger: console, sessionTimeout, heartbeatInterval: sessionTimeout === undefined ? undefined : Math.max(300, Math.floor(sessionTimeout / 5)) }));
     } else if (def.kind === "kinesis") {
       const { kinesisConsumer } = await import("../plugins/sources/kinesis.ts");
       sources.push(kinesisConsumer(def, { meta: host.online.meta, logger: console }));

@@ -15,7 +15,7 @@ export interface HostConfig {
   /** A feature repo module path, or a registry. */
   repo: string | Registry;
   /**
-   * Where online features live: `file:./data` (default), `memory:`,
+   * Where online features live: `file:./data` (default), `memory:`, `sqlite:./data/freshet.db`,
    * `redis://host:6379/0`, `rediss://...`, or an Upstash REST URL
    * (`https://...upstash.io`, token in UPSTASH_REDIS_REST_TOKEN).
    */
@@ -88,13 +88,20 @@ export async function openStores(url: string, dataDir: string, opts: { project?:
     if (!opts.upstashToken) throw new FreshetError("INVALID_CONFIG", "an Upstash store needs a token: set UPSTASH_REDIS_REST_TOKEN");
     return { online: upstashStore({ url: restUrl, token: opts.upstashToken, project: opts.project }), offline };
   }
+  if (url.startsWith("sqlite:")) {
+    const { sqliteStore } = await import("../plugins/stores/sqlite/index.ts");
+    const path = url.slice("sqlite:".length).replace(/^\/\/(?=\/)/, "") || `${dataDir}/freshet.db`;
+    const online = sqliteStore({ path });
+    await online.ready(); // a foreign, newer or damaged file is refused at startup
+    return { online, offline };
+  }
   if (url.startsWith("file:")) {
     const { fileStore } = await import("../plugins/stores/file/index.ts");
     const dir = url.slice("file:".length).replace(/^\/\/(?=\/)/, "") || dataDir;
     return { online: fileStore({ dir }), offline };
   }
   // Anything else is a mistake to report, never a directory to create (`redis:/host:6379` with one slash).
-  throw new FreshetError("INVALID_CONFIG", `unknown store URL "${url}": use file:./data, memory:, redis://host:port, rediss://host:port or an Upstash https:// URL`);
+  throw new FreshetError("INVALID_CONFIG", `unknown store URL "${url}": use file:./data, memory:, sqlite:./data/freshet.db, redis://host:port, rediss://host:port or an Upstash https:// URL`);
 }
 
 /**
