@@ -142,7 +142,11 @@ export interface AggregatingStore {
   foldTiles(view: FeatureView, deltas: TileDelta[], commit?: TileCommit): Promise<FoldResult>;
   /** The applied mark under `key`. */
   getAppliedMark(key: string): Promise<string | undefined>;
-  /** Deletes the view's tiles that lie wholly inside [start, end), for every entity (a backfill rebuilds them). Lifetime tiles are kept. */
+  /**
+   * Deletes the view's tiles that lie wholly inside [start, end), for every
+   * entity (a backfill rebuilds them). Lifetime tiles are deleted only when
+   * the range is unbounded on both sides (-Infinity, Infinity).
+   */
   clearTiles(view: FeatureView, range: { start: number; end: number }): Promise<void>;
 }
 

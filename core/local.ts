@@ -356,7 +356,8 @@ export function localEngine(opts: LocalEngineOptions): LocalEngine {
       for (const [entity, m] of state.tiles.get(view.name) ?? []) {
         for (const key of m.keys()) {
           const { slideMs, index } = parseTileKey(key);
-          if (slideMs > 0 && index * slideMs >= range.start && (index + 1) * slideMs <= range.end && tx.tile(view.name, entity, key)) {
+          const inside = slideMs > 0 ? index * slideMs >= range.start && (index + 1) * slideMs <= range.end : range.start === -Infinity && range.end === Infinity;
+          if (inside && tx.tile(view.name, entity, key)) {
             tx.put({ t: "tile", view: view.name, entity, tile: key, entry: null });
           }
         }

@@ -138,6 +138,13 @@ export function testAggregatingStore(name: string, factory: (now: () => number) 
       const [a, b] = await store.read(other, ["user_id=4", "user_id=5"], ["sum_amount_60s"]);
       assert.equal(a.sum_amount_60s.value, 1);
       assert.equal(b.sum_amount_60s.value, 8);
+      await store.foldTiles(view, foldTiles(aggs, [ev("user_id=4", T0 + 5_000, { amount: 3 })], view.watermarkDelayMs));
+      await store.clearTiles(view, { start: -Infinity, end: T0 });
+      const [kept] = await store.read(view, ["user_id=4"], ["count_amount_lifetime"]);
+      assert.equal(kept.count_amount_lifetime.value, 1, "a bounded range keeps the lifetime tile");
+      await store.clearTiles(view, { start: -Infinity, end: Infinity });
+      const [gone] = await store.read(view, ["user_id=4"], ["count_amount_lifetime", "sum_amount_60s"]);
+      assert.deepEqual([gone.count_amount_lifetime.value, gone.sum_amount_60s.value], [0, null], "the whole history clears everything");
     });
 
     it("two clients folding with the same expected mark: exactly one applies", async (t) => {

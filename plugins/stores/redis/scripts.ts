@@ -463,11 +463,12 @@ return {1, tiles}
  * (fields `slide:index` with slide > 0), and bumps its version.
  *
  * ```
- * KEYS: hash    ARGV: start, end    reply: fields deleted
+ * KEYS: hash    ARGV: start, end, "1" to delete the lifetime tile too    reply: fields deleted
  * ```
  */
 export const CLEAR_TILES: LuaScript = script("freshet_clear_tiles", `
-local s, e = tonumber(ARGV[1]), tonumber(ARGV[2])
+local s, e, all = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
+if all and redis.call('HDEL', KEYS[1], '0:0') == 1 then redis.call('HINCRBY', KEYS[1], '_v', 1) end
 local n = 0
 for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
   local slide, index = string.match(f, '^(%d+):(%-?%d+)$')

@@ -183,6 +183,7 @@ export function redisTiles(opts: RedisTilesOptions): RedisTiles {
 
   async function clearTiles(view: FeatureView, range: { start: number; end: number }): Promise<void> {
     const match = globEscape(layout.entityKey(view.name, "")) + "*";
+    const all = range.start === -Infinity && range.end === Infinity ? "1" : "0";
     let cursor = "0";
     do {
       let reply: unknown;
@@ -193,7 +194,7 @@ export function redisTiles(opts: RedisTilesOptions): RedisTiles {
       }
       const [next, keys] = reply as [string, string[]];
       cursor = String(next);
-      for (const k of keys ?? []) await run(CLEAR_TILES, [String(k)], [String(range.start), String(range.end)], view.name);
+      for (const k of keys ?? []) await run(CLEAR_TILES, [String(k)], [String(Math.max(-9e15, range.start)), String(Math.min(9e15, range.end)), all], view.name);
     } while (cursor !== "0");
   }
 

@@ -50,7 +50,9 @@ const READ_TILES = "SELECT entity, tile, state FROM freshet_tiles WHERE view = ?
   "AND tile IN (SELECT value FROM json_each(?3)) AND (expires_at IS NULL OR expires_at > ?4)";
 const PURGE_TILES = "DELETE FROM freshet_tiles WHERE (view, entity, tile) IN " +
   "(SELECT view, entity, tile FROM freshet_tiles WHERE expires_at <= ?1 LIMIT ?2)";
-const CLEAR_TILES = "DELETE FROM freshet_tiles WHERE view = ?1 AND slide > 0 AND start >= ?2 AND start + slide <= ?3";
+const CLEAR_TILES = "DELETE FROM freshet_tiles WHERE view = ?1 AND ((slide > 0 AND start >= ?2 AND start + slide <= ?3) OR (slide = 0 AND ?4 = 1))";
+/** Beyond every event time (Dates span ±8.64e15 ms): an unbounded side of a range. */
+const FAR = 9e15;
 
 /** Attempts before a fold that keeps meeting concurrent writers gives up with a retriable error. */
 const MAX_ATTEMPTS = 64;
@@ -152,7 +154,8 @@ export async function readSqlAggregates(db: SqlDriver, view: FeatureView, entity
 
 /** The statements of {@link AggregatingStore.clearTiles}. */
 export function clearSqlTiles(view: FeatureView, range: { start: number; end: number }): SqlStatement {
-  return { sql: CLEAR_TILES, params: [view.name, range.start, range.end] };
+  const all = range.start === -Infinity && range.end === Infinity ? 1 : 0;
+  return { sql: CLEAR_TILES, params: [view.name, Math.max(-FAR, range.start), Math.min(FAR, range.end), all] };
 }
 
 /** Reads one applied mark. */
