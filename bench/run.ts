@@ -5,7 +5,8 @@
  *
  * Benchmarks: http (P3, P4, P6 on Node, Bun and Deno), redis-roundtrips
  * (P7), kafka (P1, P2, P5, P8; Node unless --runtime says otherwise; `p1`,
- * `p5` or `p8` alone run only that part) and kinesis (P9, same runtimes).
+ * `p5` or `p8` alone run only that part), kinesis (P9, same runtimes) and
+ * aggregations (P10, Node).
  * Options: see bench/lib.ts. Results go to `<results>/<name>.json`
  * (and a `<name>.txt` with the table and notes). A missed goal is printed
  * as MISSED; it is a result, not an error: the exit code is non-zero only
@@ -17,16 +18,18 @@ import { runHttp } from "./http.ts";
 import { runRoundtrips } from "./redis-roundtrips.ts";
 import { runKafka } from "./kafka.ts";
 import { runKinesis } from "./kinesis.ts";
+import { runAggregations } from "./aggregations.ts";
 
 const BENCHES: Record<string, (o: ReturnType<typeof parseOptions>) => Promise<{ entries: Entry[]; notes: string[]; failures: string[] }>> = {
   http: (o) => runHttp(o),
   "redis-roundtrips": (o) => runRoundtrips(o),
   kafka: (o) => runKafka(o),
   kinesis: (o) => runKinesis(o),
+  aggregations: (o) => runAggregations(o),
 };
 const ALIASES: Record<string, string> = {
   p3: "http", p4: "http", p6: "http", p7: "redis-roundtrips", roundtrips: "redis-roundtrips",
-  p1: "kafka", p2: "kafka", p5: "kafka", p8: "kafka", p9: "kinesis",
+  p1: "kafka", p2: "kafka", p5: "kafka", p8: "kafka", p9: "kinesis", p10: "aggregations",
 };
 
 const opts = parseOptions();

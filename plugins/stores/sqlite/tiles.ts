@@ -32,7 +32,7 @@ import { markDone, raiseWatermarks } from "./meta.ts";
 const READ_MARKS = "SELECT key, position FROM freshet_applied WHERE key IN (SELECT value FROM json_each(?1))";
 /** Stored tiles of a fold: ?2 is a JSON array of [entity, tile]. */
 const READ_FOLD = "SELECT t.entity, t.tile, t.ver, t.expires_at, t.state FROM json_each(?2) AS j " +
-  "JOIN freshet_tiles AS t ON t.view = ?1 AND t.entity = j.value ->> 0 AND t.tile = j.value ->> 1";
+  "CROSS JOIN freshet_tiles AS t ON t.view = ?1 AND t.entity = j.value ->> 0 AND t.tile = j.value ->> 1"; // CROSS: json_each outer, the primary key inner
 /** Aborts when a tile's version is not the one read (?2: [entity, tile, ver or null]). */
 const GUARD_TILES = "INSERT INTO freshet_guard (ok) SELECT 0 WHERE EXISTS (SELECT 1 FROM json_each(?2) AS j " +
   "LEFT JOIN freshet_tiles AS t ON t.view = ?1 AND t.entity = j.value ->> 0 AND t.tile = j.value ->> 1 " +
