@@ -385,7 +385,15 @@ return out
  */
 export const READ_FIELDS: LuaScript = script("freshet_read_fields", `
 local out = {}
-for i = 1, #KEYS do out[i] = redis.call('HMGET', KEYS[i], unpack(ARGV)) end
+for i = 1, #KEYS do
+  -- In slices: unpack() of thousands of fields would pass Lua's stack limit.
+  local vals = {}
+  for from = 1, #ARGV, 1000 do
+    local part = redis.call('HMGET', KEYS[i], unpack(ARGV, from, math.min(#ARGV, from + 999)))
+    for j = 1, #part do vals[#vals + 1] = part[j] end
+  end
+  out[i] = vals
+end
 return out
 `);
 
