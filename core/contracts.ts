@@ -3,6 +3,7 @@
  * The seams of Freshet: sources, formats, stores and dead-letter sinks.
  * Plugins implement these types; the core never imports a plugin.
  */
+import type { TileDelta } from "./aggregations.ts";
 import type { FeatureView } from "./definitions.ts";
 
 /** A value that may or may not be a promise. */
@@ -104,6 +105,62 @@ export interface CommitMeta {
   watermarks?: Record<string, number>;
   /** Marks an idempotency key done, with the fingerprint of the request it guarded, for `ttlMs`. */
   done?: { key: string; fingerprint: string; ttlMs: number };
+}
+
+/**
+ * An applied mark to check and advance with a fold: the highest source
+ * position folded into a view's aggregates from one partition (key
+ * `view:kafka:topic:partition`). The fold is applied only when the store
+ * holds exactly `expected` (absent: no mark yet), so two deliveries of the
+ * same records can never both be folded.
+ */
+export interface AppliedMark {
+  key: string;
+  /** The mark the caller read before it filtered the batch; undefined when there was none. */
+  expected?: string;
+  /** The new mark. */
+  position: string;
+}
+
+/** What {@link AggregatingStore.foldTiles} applies in its one atomic step besides the tiles. */
+export interface TileCommit extends CommitMeta {
+  marks?: AppliedMark[];
+}
+
+/** What a fold did: applied, or refused because an applied mark moved (nothing was written). */
+export type FoldResult =
+  | { ok: true; tiles: number; expired: number }
+  /** Some mark was not the expected one: the current marks, to filter the batch again. */
+  | { ok: false; marks: Record<string, string | undefined> };
+
+/**
+ * The aggregation contract: stores that serve aggregation views keep tiles
+ * (partial states per entity and tile of the slide interval, see
+ * core/aggregations.ts) and applied marks.
+ *
+ * `foldTiles` merges each delta into its stored tile with {@link mergeTile}
+ * semantics, skips deltas whose `expiresAt` is not after the store's clock,
+ * checks and advances the applied marks, and applies the commit's
+ * watermarks and idempotency key, all in one atomic step (one Lua script,
+ * one SQLite transaction) or not at all. Tiles expire at their `expiresAt`.
+ * `read` on a view with aggregations answers the aggregation names from the
+ * tiles of the window ending at the store's clock, in one round trip.
+ */
+export interface AggregatingStore {
+  foldTiles(view: FeatureView, deltas: TileDelta[], commit?: TileCommit): Promise<FoldResult>;
+  /** The applied mark under `key`. */
+  getAppliedMark(key: string): Promise<string | undefined>;
+  /**
+   * Deletes the view's tiles that lie wholly inside [start, end), for every
+   * entity (a backfill rebuilds them). Lifetime tiles are deleted only when
+   * the range is unbounded on both sides (-Infinity, Infinity).
+   */
+  clearTiles(view: FeatureView, range: { start: number; end: number }): Promise<void>;
+}
+
+/** Whether an online store also serves aggregations. */
+export function isAggregatingStore(store: OnlineStore | undefined): store is OnlineStore & AggregatingStore {
+  return !!store && typeof (store as Partial<AggregatingStore>).foldTiles === "function";
 }
 
 /** Where an idempotency key stands, as {@link MetaStore.begin} finds it. */

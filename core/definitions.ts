@@ -6,6 +6,7 @@
  * happen in the registry.
  */
 import type { Format, MaybePromise, Row } from "./contracts.ts";
+import { type Aggregation, type ResolvedAggregation, resolveAggregations } from "./aggregations.ts";
 import { definitionError } from "./errors.ts";
 import { DEFAULT_MAX_FUTURE_SKEW_MS, parseDuration } from "./time.ts";
 
@@ -222,14 +223,6 @@ export type StreamSourceDef = PushSource | KafkaSource | KinesisSource;
 /** A UDF: rows in, rows out, sync or async (Feast's `udf`). */
 export type Udf = (rows: Row[]) => MaybePromise<Row[]>;
 
-/** An aggregation over a time window (Feast's Aggregation). Declared and described; not yet computed on the stream. */
-export interface Aggregation {
-  column: string;
-  function: "sum" | "max" | "min" | "count" | "mean" | "count_distinct";
-  timeWindow: number | string;
-  slideInterval?: number | string;
-}
-
 /** Options of {@link streamFeatureView}. */
 export interface StreamFeatureViewOptions extends Described {
   name: string;
@@ -259,6 +252,13 @@ export interface StreamFeatureViewOptions extends Described {
    * reason "late" and written nowhere.
    */
   dropLate?: boolean;
+  /**
+   * Windowed aggregations computed on the stream (Feast's Aggregation), kept
+   * as tiles in the online store and read by name (`view:sum_amount_3600s`).
+   * On a view with aggregations, the online store serves the aggregations
+   * only; events behind the watermark are left out of them (dead letter,
+   * reason "late") and still appended to the offline log.
+   */
   aggregations?: Aggregation[];
 }
 
@@ -283,7 +283,8 @@ export interface FeatureView extends Described {
   readonly maxFutureSkewMs: number;
   /** Feature names: given, or the schema's fields without join keys and timestamps (filled in by the registry). */
   readonly features: string[];
-  readonly aggregations?: Aggregation[];
+  /** The view's aggregations, checked and named; absent on a latest-wins view. */
+  readonly aggregations?: readonly ResolvedAggregation[];
 }
 
 /**
@@ -319,9 +320,8 @@ export function streamFeatureView(opts: StreamFeatureViewOptions): FeatureView {
   const skew = typeof opts.source === "object" ? opts.source.maxFutureSkew : undefined;
   const maxFutureSkewMs = skew === undefined ? DEFAULT_MAX_FUTURE_SKEW_MS : parseDuration(skew)!;
   if (opts.udf !== undefined && typeof opts.udf !== "function") throw definitionError(name, "udf must be a function (rows) => rows");
-  if (opts.aggregations?.length) {
-    throw definitionError(name, "aggregations are declared but not computed on the stream yet; remove them, or compute the aggregate in a udf");
-  }
+  const aggregations = opts.aggregations === undefined ? undefined : resolveAggregations(name, opts.aggregations);
+  if (aggregations && aggregations.length === 0) throw definitionError(name, "aggregations is empty; declare at least one, or remove it for a latest-wins view");
   const joinKeys = [...new Set(opts.entities.flatMap((e) => e.joinKeys))].sort();
   return freeze({
     kind: "streamFeatureView",
@@ -340,7 +340,7 @@ export function streamFeatureView(opts: StreamFeatureViewOptions): FeatureView {
     dropLate: opts.dropLate ?? false,
     maxFutureSkewMs,
     features: opts.features ? [...opts.features] : [],
-    aggregations: opts.aggregations,
+    aggregations: aggregations && Object.freeze(aggregations),
     description: opts.description,
     tags: opts.tags,
     owner: opts.owner,

@@ -3,6 +3,7 @@
  * Freshet's core: definitions, registry, processor, consume loop, materialize,
  * errors and the contracts that plugins implement.
  */
+export * from "./aggregations.ts";
 export * from "./contracts.ts";
 export * from "./definitions.ts";
 export * from "./entity-key.ts";

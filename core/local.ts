@@ -11,7 +11,8 @@
  * visible to a read. Operations that arrive while a persist runs are planned
  * together afterwards and persisted together (group commit).
  */
-import type { CommitMeta, FeatureRow, FeatureValue, IdempotencyState, Lease, MetaStore, Row, WriteResult } from "./contracts.ts";
+import { mergeTile, parseTileKey, readAggregates, type Tile, type TileDelta, tilesForRead } from "./aggregations.ts";
+import type { CommitMeta, FeatureRow, FeatureValue, FoldResult, IdempotencyState, Lease, MetaStore, Row, TileCommit, WriteResult } from "./contracts.ts";
 import type { FeatureView } from "./definitions.ts";
 import { FreshetError, storeUnavailable } from "./errors.ts";
 import { compareDecimal, expiresAt, featureValue, isNewer } from "./online.ts";
@@ -34,6 +35,13 @@ export interface IdemEntry {
   expiresAt: number;
 }
 
+/** One stored tile of an aggregation view. */
+export interface LocalTile {
+  tile: Tile;
+  /** By event time; absent means never (the lifetime tile). */
+  expiresAt?: number;
+}
+
 /** Everything a local store holds. */
 export interface LocalState {
   /** view name -> entity key -> row */
@@ -42,6 +50,10 @@ export interface LocalState {
   checkpoints: Map<string, string>;
   watermarks: Map<string, number>;
   leases: Map<string, Lease>;
+  /** view name -> entity key -> tile key -> tile (aggregation views) */
+  tiles: Map<string, Map<string, Map<string, LocalTile>>>;
+  /** Applied marks of aggregation views, by view and partition. */
+  marks: Map<string, string>;
 }
 
 /** One change to a {@link LocalState}, as a file store logs it. */
@@ -50,11 +62,13 @@ export type LocalChange =
   | { t: "idem"; key: string; entry: IdemEntry | null }
   | { t: "cp"; key: string; value: string }
   | { t: "wm"; key: string; value: number }
-  | { t: "lease"; key: string; lease: Lease };
+  | { t: "lease"; key: string; lease: Lease }
+  | { t: "tile"; view: string; entity: string; tile: string; entry: LocalTile | null }
+  | { t: "mark"; key: string; value: string };
 
 /** An empty state. */
 export function emptyLocalState(): LocalState {
-  return { rows: new Map(), idem: new Map(), checkpoints: new Map(), watermarks: new Map(), leases: new Map() };
+  return { rows: new Map(), idem: new Map(), checkpoints: new Map(), watermarks: new Map(), leases: new Map(), tiles: new Map(), marks: new Map() };
 }
 
 /** Applies one change. Replaying a log of changes in order rebuilds the state. */
@@ -79,6 +93,21 @@ export function applyLocalChange(state: LocalState, c: LocalChange): void {
     case "lease":
       state.leases.set(c.key, c.lease);
       return;
+    case "tile": {
+      let v = state.tiles.get(c.view);
+      if (!v) state.tiles.set(c.view, v = new Map());
+      let e = v.get(c.entity);
+      if (!e) v.set(c.entity, e = new Map());
+      if (c.entry) e.set(c.tile, c.entry);
+      else {
+        e.delete(c.tile);
+        if (e.size === 0) v.delete(c.entity);
+      }
+      return;
+    }
+    case "mark":
+      state.marks.set(c.key, c.value);
+      return;
   }
 }
 
@@ -91,6 +120,8 @@ class Tx {
   readonly #cp = new Map<string, string>();
   readonly #wm = new Map<string, number>();
   readonly #leases = new Map<string, Lease>();
+  readonly #tiles = new Map<string, LocalTile | null>();
+  readonly #marks = new Map<string, string>();
 
   constructor(state: LocalState) {
     this.#state = state;
@@ -112,12 +143,21 @@ class Tx {
   lease(key: string): Lease | undefined {
     return this.#leases.get(key) ?? this.#state.leases.get(key);
   }
+  tile(view: string, entity: string, tile: string): LocalTile | undefined {
+    const k = view + "\u0000" + entity + "\u0000" + tile;
+    return this.#tiles.has(k) ? this.#tiles.get(k) ?? undefined : this.#state.tiles.get(view)?.get(entity)?.get(tile);
+  }
+  mark(key: string): string | undefined {
+    return this.#marks.get(key) ?? this.#state.marks.get(key);
+  }
   put(c: LocalChange): void {
     this.changes.push(c);
     if (c.t === "row") this.#rows.set(c.view + "\u0000" + c.key, c.entry);
     else if (c.t === "idem") this.#idem.set(c.key, c.entry);
     else if (c.t === "cp") this.#cp.set(c.key, c.value);
     else if (c.t === "wm") this.#wm.set(c.key, c.value);
+    else if (c.t === "tile") this.#tiles.set(c.view + "\u0000" + c.entity + "\u0000" + c.tile, c.entry);
+    else if (c.t === "mark") this.#marks.set(c.key, c.value);
     else this.#leases.set(c.key, c.lease);
   }
 }
@@ -148,6 +188,9 @@ export interface LocalEngine {
   write(view: FeatureView, rows: FeatureRow[], commit?: CommitMeta): Promise<WriteResult>;
   read(view: FeatureView, entityKeys: string[], features: string[]): Record<string, FeatureValue>[];
   readonly meta: MetaStore;
+  /** The aggregation contract: see {@link AggregatingStore}. */
+  foldTiles(view: FeatureView, deltas: TileDelta[], commit?: TileCommit): Promise<FoldResult>;
+  clearTiles(view: FeatureView, range: { start: number; end: number }): Promise<void>;
   /** Runs `fn` while no operation is planned or persisted (compaction); operations wait for it. */
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
   /** Resolves when nothing is queued or running. */
@@ -276,8 +319,76 @@ export function localEngine(opts: LocalEngineOptions): LocalEngine {
     if (commit.done) tx.put({ t: "idem", key: commit.done.key, entry: { state: "done", fingerprint: commit.done.fingerprint, expiresAt: t + commit.done.ttlMs } });
   };
 
+  const foldTiles = (view: FeatureView, deltas: TileDelta[], commit?: TileCommit): Promise<FoldResult> => {
+    const aggs = view.aggregations;
+    if (!aggs?.length) return Promise.reject(new FreshetError("INVALID_INPUT", "foldTiles needs a view with aggregations", { plugin, definition: view.name, retriable: false }));
+    return run((tx): FoldResult => {
+      for (const m of commit?.marks ?? []) {
+        if (tx.mark(m.key) !== m.expected) {
+          const marks: Record<string, string | undefined> = {};
+          for (const x of commit!.marks!) marks[x.key] = tx.mark(x.key);
+          return { ok: false, marks };
+        }
+      }
+      const t = now();
+      let tiles = 0;
+      let expired = 0;
+      for (const d of deltas) {
+        if (d.expiresAt !== undefined && d.expiresAt <= t) {
+          expired++;
+          continue;
+        }
+        const cur = tx.tile(view.name, d.entityKey, d.tile);
+        const stored = cur && (cur.expiresAt === undefined || cur.expiresAt > t) ? cur.tile : undefined;
+        const entry: LocalTile = { tile: mergeTile(aggs, stored, d.state) };
+        if (d.expiresAt !== undefined) entry.expiresAt = d.expiresAt;
+        tx.put({ t: "tile", view: view.name, entity: d.entityKey, tile: d.tile, entry });
+        tiles++;
+      }
+      for (const m of commit?.marks ?? []) tx.put({ t: "mark", key: m.key, value: m.position });
+      applyCommit(tx, commit, t);
+      return { ok: true, tiles, expired };
+    });
+  };
+
+  const clearTiles = (view: FeatureView, range: { start: number; end: number }): Promise<void> =>
+    run((tx) => {
+      for (const [entity, m] of state.tiles.get(view.name) ?? []) {
+        for (const key of m.keys()) {
+          const { slideMs, index } = parseTileKey(key);
+          const inside = slideMs > 0 ? index * slideMs >= range.start && (index + 1) * slideMs <= range.end : range.start === -Infinity && range.end === Infinity;
+          if (inside && tx.tile(view.name, entity, key)) {
+            tx.put({ t: "tile", view: view.name, entity, tile: key, entry: null });
+          }
+        }
+      }
+    });
+
+  /** Drops an entity's expired tiles as it is read, so that state stays bounded. */
+  const sweepTiles = (view: string, entity: string, m: Map<string, LocalTile>, t: number) => {
+    for (const [k, e] of m) if (e.expiresAt !== undefined && e.expiresAt <= t) m.delete(k);
+    if (m.size === 0) state.tiles.get(view)?.delete(entity);
+  };
+
   const read = (view: FeatureView, entityKeys: string[], features: string[]): Record<string, FeatureValue>[] => {
     const t = now();
+    if (view.aggregations?.length) {
+      const aggs = view.aggregations.filter((a) => features.includes(a.name));
+      const wanted = new Set(tilesForRead(aggs, t));
+      const byEntity = state.tiles.get(view.name);
+      return entityKeys.map((ek) => {
+        const m = byEntity?.get(ek);
+        const tiles = new Map<string, Tile>();
+        if (m) {
+          if (!persist) sweepTiles(view.name, ek, m, t);
+          for (const k of wanted) {
+            const e = m.get(k);
+            if (e && (e.expiresAt === undefined || e.expiresAt > t)) tiles.set(k, e.tile);
+          }
+        }
+        return readAggregates(view.aggregations!, tiles, features, t);
+      });
+    }
     const m = state.rows.get(view.name);
     return entityKeys.map((ek) => {
       const e = live(m?.get(ek), t);
@@ -350,6 +461,8 @@ export function localEngine(opts: LocalEngineOptions): LocalEngine {
     write,
     read,
     meta,
+    foldTiles,
+    clearTiles,
     exclusive: <T>(fn: () => Promise<T>) =>
       new Promise<T>((resolve, reject) => {
         queue.push({ exclusive: fn, resolve: resolve as (v: unknown) => void, reject });

@@ -2,9 +2,11 @@
  * @module
  * Backfill: rows of a view's batch source through the same pipeline as the
  * stream (validate, UDF, time checks, dedupe; no watermark) into the online
- * store, over a time range, with progress.
+ * store, over a time range, with progress. On a view with aggregations, the
+ * tiles of the range are deleted first and rebuilt from the batch source
+ * (replaced, not added to).
  */
-import type { FeatureRow, OfflineStore, RawRecord, Row } from "./contracts.ts";
+import { type FeatureRow, isAggregatingStore, type OfflineStore, type RawRecord, type Row } from "./contracts.ts";
 import { preferLogged } from "./historical.ts";
 import type { FeatureView } from "./definitions.ts";
 import { FreshetError } from "./errors.ts";
@@ -68,6 +70,7 @@ export async function materialize(processor: Processor, view: FeatureView, opts:
   const batch = resolved.source.batchSource;
   const path = opts.path ?? batch?.path ?? resolved.source.name;
   const p: MaterializeProgress = { view: view.name, read: 0, inRange: 0, invalid: 0, written: 0, stale: 0, expired: 0, total: opts.total, done: false };
+  if (resolved.aggregations?.length) await clearForRebuild(processor, resolved, start, end);
   for await (const chunk of opts.read) {
     const records: RawRecord[] = new Array(chunk.length);
     for (let i = 0; i < chunk.length; i++) records[i] = { value: chunk[i], position: { kind: "file", path, line: p.read + i + 1 } };
@@ -91,6 +94,32 @@ export async function materialize(processor: Processor, view: FeatureView, opts:
   processor.metrics.inc("freshet_materialized_rows_total", { view: view.name }, p.written);
   opts.onProgress?.({ ...p });
   return p;
+}
+
+/**
+ * Before an aggregation view is rebuilt from its batch source, its tiles of
+ * [start, end) are deleted, so the backfill replaces them instead of adding
+ * to them. The range must be made of whole tiles of every slide interval,
+ * and a lifetime aggregation can only be rebuilt from the whole history.
+ */
+async function clearForRebuild(processor: Processor, view: FeatureView, start: number, end: number): Promise<void> {
+  const store = processor.online;
+  if (!isAggregatingStore(store)) throw new FreshetError("INVALID_CONFIG", `view "${view.name}" has aggregations: materialize it into a store that keeps tiles (memory, SQLite, Redis, Upstash)`, { definition: view.name });
+  for (const a of view.aggregations!) {
+    if (a.windowMs === undefined) {
+      if (start !== -Infinity || end !== Infinity) {
+        throw new FreshetError("INVALID_CONFIG", `aggregation "${a.name}" of view "${view.name}" has a lifetime window, which holds the whole history: materialize it without start and end`, { definition: view.name });
+      }
+      continue;
+    }
+    for (const [name, t] of [["start", start], ["end", end]] as const) {
+      if (Number.isFinite(t) && t % a.slideMs !== 0) {
+        const down = Math.floor(t / a.slideMs) * a.slideMs;
+        throw new FreshetError("INVALID_CONFIG", `materialize ${name} ${new Date(t).toISOString()} is not on a tile boundary of "${a.name}" (slide ${a.slideMs / 1000}s), so its tile would be part rebuilt and part kept: use ${new Date(down).toISOString()} or ${new Date(down + a.slideMs).toISOString()}`, { definition: view.name });
+      }
+    }
+  }
+  await store.clearTiles(view, { start, end });
 }
 
 function toMs(v: number | string | undefined, dflt: number, name: string): number {

@@ -16,12 +16,13 @@
  * late (views with `dropLate`), invalid (dead-lettered), or duplicate (HTTP
  * idempotency).
  */
-import type { CommitMeta, DeadLetter, DeadLetterReason, DeadLetterSink, FeatureRow, Logger, OfflineStore, OnlineStore, Position, RawRecord, Row, WriteResult } from "./contracts.ts";
+import { checkAggregationValue, type FoldEvent, foldTiles, tileExpiresAt, tileIndex } from "./aggregations.ts";
+import { type AggregatingStore, type CommitMeta, type DeadLetter, type DeadLetterReason, type DeadLetterSink, type FeatureRow, isAggregatingStore, type Logger, type OfflineStore, type OnlineStore, type Position, type RawRecord, type Row, type WriteResult } from "./contracts.ts";
 import type { FeatureView, StreamSourceDef } from "./definitions.ts";
 import { entityKeyOf } from "./entity-key.ts";
 import { FreshetError, isRetriable, storeUnavailable } from "./errors.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
-import { expiresAt, isNewer } from "./online.ts";
+import { compareDecimal, expiresAt, isNewer } from "./online.ts";
 import type { Registry } from "./registry.ts";
 import { checkFutureSkew, readEventTime, toIso } from "./time.ts";
 
@@ -119,7 +120,15 @@ export interface PreparedView {
   readonly offline: FeatureRow[];
   /** Whether this batch goes to the online store for this view (the view's flag, or push's `to`). */
   readonly toOnline: boolean;
+  /** On a view with aggregations: the events to fold into its tiles, in arrival order (late ones left out). */
+  readonly fold?: PreparedFoldEvent[];
   readonly counts: ViewCounts;
+}
+
+/** An event to fold, with the applied mark it is checked against (none for pushes: the webhook-id covers them). */
+export interface PreparedFoldEvent extends FoldEvent {
+  /** `view:partition` and the event's position in it, as a decimal string (parts separated by "."). */
+  mark?: { key: string; position: string };
 }
 
 /** A batch after `prepare`: what to write, and how far `commit` got. */
@@ -180,6 +189,34 @@ function partitionOf(p: Position): string {
 }
 
 /**
+ * The position of a record within its partition, for applied marks: the
+ * Kafka offset, or the Kinesis sequence number and sub-sequence. Undefined
+ * for a push (its idempotency key guards it instead), a backfill from a
+ * file (it replaces the tiles of its range) and a memory source.
+ */
+export function positionInPartition(p: Position): string | undefined {
+  switch (p.kind) {
+    case "kafka":
+      return p.offset;
+    case "kinesis":
+      return `${p.sequenceNumber}.${p.subSequence ?? 0}`;
+    default:
+      return undefined;
+  }
+}
+
+/** Compares two positions of {@link positionInPartition}: decimal parts, in order. */
+export function comparePositions(a: string, b: string): number {
+  const x = a.split(".");
+  const y = b.split(".");
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    const c = compareDecimal(x[i] ?? "0", y[i] ?? "0");
+    if (c !== 0) return c;
+  }
+  return 0;
+}
+
+/**
  * Creates a processor.
  *
  * @example
@@ -198,10 +235,15 @@ export function createProcessor(opts: ProcessorOptions): Processor {
     if (view.online && !online) {
       throw new FreshetError("INVALID_CONFIG", `view "${view.name}" has online: true but no online store is configured: give the processor an online store, or set online: false on the view`, { definition: view.name });
     }
+    if (view.aggregations?.length && view.online && !isAggregatingStore(online)) {
+      throw new FreshetError("INVALID_CONFIG", `view "${view.name}" has aggregations, and the online store "${online!.name}" does not keep tiles: use the memory, SQLite, Redis or Upstash store`, { definition: view.name });
+    }
   }
   const metrics = opts.metrics ?? createMetrics();
   const now = opts.now ?? Date.now;
   const reportDeadLetters = deadLetterReporter(opts.logger, now, opts.deadLetterLogIntervalMs ?? 10_000);
+  /** Applied marks already read or committed, by `view:partition`: null when the store has none. */
+  const markCache = new Map<string, string | null>();
   /** Watermark state already read or committed, by key: the greatest event time this process knows of. */
   const watermarkCache = new Map<string, number>();
 
@@ -224,6 +266,18 @@ export function createProcessor(opts: ProcessorOptions): Processor {
     }
     if (latest !== undefined) watermarkCache.set(key, latest);
     return before;
+  }
+
+  /** The applied mark of a view and partition: from this process's cache, else read once from the store. */
+  async function markOf(key: string): Promise<string | undefined> {
+    if (!markCache.has(key)) {
+      try {
+        markCache.set(key, (await (online as OnlineStore & AggregatingStore).getAppliedMark(key)) ?? null);
+      } catch (e) {
+        throw storeUnavailable(online!.name, e);
+      }
+    }
+    return markCache.get(key) ?? undefined;
   }
 
   async function prepare(sourceName: string, records: RawRecord[], popts: PrepareOptions = {}): Promise<PreparedBatch> {
@@ -323,6 +377,10 @@ export function createProcessor(opts: ProcessorOptions): Processor {
     const wantOffline = popts.to ? popts.to !== "online" : view.offline;
     const onlineRows: FeatureRow[] = [];
     const offlineRows: FeatureRow[] = [];
+    const aggs = view.aggregations?.length ? view.aggregations : undefined;
+    const fold: PreparedFoldEvent[] = [];
+    const hasLifetime = !!aggs?.some((a) => a.windowMs === undefined);
+    const slides = [...new Set((aggs ?? []).filter((a) => a.windowMs !== undefined).map((a) => a.slideMs))];
     const rangeStart = popts.range?.start ?? -Infinity;
     const rangeEnd = popts.range?.end ?? Infinity;
     for (let k = 0; k < rows.length; k++) {
@@ -331,6 +389,18 @@ export function createProcessor(opts: ProcessorOptions): Processor {
       if (row === null || typeof row !== "object") {
         bad(index, "udf", "the udf returned a row that is not an object");
         continue;
+      }
+      // Already folded by an earlier delivery (a crash before the ack, or a rebalance): not judged again.
+      if (aggs && wantOnline) {
+        const pos = records[index]?.position;
+        const at = pos && positionInPartition(pos);
+        if (at !== undefined) {
+          const done = await markOf(`${view.name}:${partitionOf(pos!)}`);
+          if (done !== undefined && comparePositions(at, done) <= 0) {
+            counts.stale++;
+            continue;
+          }
+        }
       }
       const brokerTime = records[index]?.brokerTime;
       const et = readEventTime(row[tsField]);
@@ -374,6 +444,13 @@ export function createProcessor(opts: ProcessorOptions): Processor {
         values[f] = v === undefined ? null : typeof v === "bigint" ? (Number.isSafeInteger(Number(v)) ? Number(v) : v.toString()) : v;
       }
       const featureRow: FeatureRow = { entityKey: ek.key, values, eventTime, createdTime };
+      if (aggs) {
+        const problem = aggs.map((a) => [a, checkAggregationValue(a, row[a.column])] as const).find(([, p]) => p);
+        if (problem) {
+          bad(index, "schema", problem[1]!, problem[0].column);
+          continue;
+        }
+      }
 
       // The watermark as it stood before this batch: the batch's own events never make each other late.
       if (useWatermark) {
@@ -387,6 +464,13 @@ export function createProcessor(opts: ProcessorOptions): Processor {
           if (seen !== undefined) watermarksBefore[key] = seen;
         }
         if (seen !== undefined && eventTime < seen - view.watermarkDelayMs!) {
+          if (aggs) {
+            // Left out of the aggregates (its tile may be gone), still logged offline.
+            bad(index, "late", `event time ${toIso(eventTime)} is behind the watermark ${toIso(seen - view.watermarkDelayMs!)} (the greatest event time seen on this partition, ${toIso(seen)}, minus ${view.watermarkDelayMs! / 1000}s): not folded into the aggregates`, tsField);
+            if (!(key in watermarks) || eventTime > watermarks[key]) watermarks[key] = eventTime;
+            if (wantOffline) offlineRows.push(featureRow);
+            continue;
+          }
           if (view.dropLate) {
             bad(index, "late", `event time ${toIso(eventTime)} is behind the watermark ${toIso(seen - view.watermarkDelayMs!)} (the greatest event time seen on this partition, ${toIso(seen)}, minus ${view.watermarkDelayMs! / 1000}s)`, tsField);
             continue;
@@ -396,6 +480,20 @@ export function createProcessor(opts: ProcessorOptions): Processor {
         if (!(key in watermarks) || eventTime > watermarks[key]) watermarks[key] = eventTime;
       }
       if (wantOffline) offlineRows.push(records[index] ? { ...featureRow, position: records[index].position } : featureRow);
+      if (aggs) {
+        if (!wantOnline) continue;
+        // Already outside every window it could be read in: its tiles have expired (a lifetime tile never does).
+        if (!hasLifetime && slides.every((s) => tileExpiresAt(aggs, s, tileIndex(s, eventTime), view.watermarkDelayMs)! <= t)) {
+          counts.expired++;
+          continue;
+        }
+        const pos = records[index]?.position;
+        const at = pos && positionInPartition(pos);
+        const foldRow: Row = {};
+        for (const a of aggs) foldRow[a.column] = row[a.column];
+        fold.push({ entityKey: ek.key, eventTime, createdTime, row: foldRow, mark: at === undefined ? undefined : { key: `${view.name}:${partitionOf(pos!)}`, position: at } });
+        continue;
+      }
       if (wantOnline) {
         const exp = expiresAt(view, eventTime);
         if (exp !== undefined && exp <= t) counts.expired++;
@@ -406,7 +504,7 @@ export function createProcessor(opts: ProcessorOptions): Processor {
     // 4. dedupe: one row per entity, by the one comparison.
     const latest = wantOnline ? dedupeLatest(onlineRows) : [];
     counts.stale += onlineRows.length - latest.length;
-    return { view, online: latest, offline: offlineRows, toOnline: wantOnline, counts };
+    return aggs ? { view, online: [], offline: offlineRows, toOnline: wantOnline, counts, fold } : { view, online: latest, offline: offlineRows, toOnline: wantOnline, counts };
   }
 
   async function commit(batch: PreparedBatch, copts: CommitOptions = {}): Promise<BatchResult> {
@@ -461,7 +559,7 @@ export function createProcessor(opts: ProcessorOptions): Processor {
     }
     if (copts.idempotency) meta.done = copts.idempotency;
     const hasMeta = meta.watermarks !== undefined || meta.done !== undefined;
-    const pending = views.filter((p) => p.online.length > 0 && !progress.online.has(p.view.name));
+    const pending = views.filter((p) => (p.online.length > 0 || (p.fold?.length ?? 0) > 0) && !progress.online.has(p.view.name));
     if (online && hasMeta && !progress.meta && pending.length === 0) {
       // Nothing (left) to write online: the metadata alone, still one atomic step.
       try {
@@ -476,7 +574,7 @@ export function createProcessor(opts: ProcessorOptions): Processor {
       const p = pending[i];
       const withMeta = i === pending.length - 1 && hasMeta && !progress.meta;
       try {
-        progress.online.set(p.view.name, await online!.write(p.view, p.online, withMeta ? meta : undefined));
+        progress.online.set(p.view.name, p.fold ? await foldView(p, p.fold, withMeta ? meta : undefined) : await online!.write(p.view, p.online, withMeta ? meta : undefined));
       } catch (e) {
         metrics.inc("freshet_store_errors_total", { store: online!.name });
         throw storeUnavailable(online!.name, e, p.view.name);
@@ -510,6 +608,43 @@ export function createProcessor(opts: ProcessorOptions): Processor {
     }
     metrics.inc("freshet_batches_total", { source: source.name, result: "ok" });
     return result;
+  }
+
+  /**
+   * Folds a view's events into its tiles, exactly once per source position:
+   * the events at or below the applied mark of their partition are left
+   * out (a redelivery), and the fold advances the marks only if they still
+   * hold what was read, in the same atomic step as the tiles and `meta`.
+   * When another consumer moved a mark (a rebalance), the batch is filtered
+   * again against the marks the store answered.
+   */
+  async function foldView(p: PreparedView, events: PreparedFoldEvent[], meta: CommitMeta | undefined): Promise<WriteResult> {
+    const store = online as OnlineStore & AggregatingStore;
+    for (const e of events) if (e.mark) await markOf(e.mark.key);
+    for (let attempt = 0; ; attempt++) {
+      const fresh: PreparedFoldEvent[] = [];
+      const top = new Map<string, string>();
+      for (const e of events) {
+        if (e.mark) {
+          const done = markCache.get(e.mark.key);
+          if (done !== null && done !== undefined && comparePositions(e.mark.position, done) <= 0) continue;
+          const cur = top.get(e.mark.key);
+          if (cur === undefined || comparePositions(e.mark.position, cur) > 0) top.set(e.mark.key, e.mark.position);
+        }
+        fresh.push(e);
+      }
+      const marks = [...top].map(([key, position]) => ({ key, expected: markCache.get(key) ?? undefined, position }));
+      const deltas = foldTiles(p.view.aggregations!, fresh, p.view.watermarkDelayMs);
+      if (deltas.length === 0 && !meta) return { written: 0, stale: events.length, expired: 0 };
+      const r = await store.foldTiles(p.view, deltas, { ...meta, marks });
+      if (r.ok) {
+        for (const m of marks) markCache.set(m.key, m.position);
+        // Events already folded by an earlier delivery count as stale: not newer than what is stored.
+        return { written: fresh.length, stale: events.length - fresh.length, expired: 0 };
+      }
+      for (const [k, v] of Object.entries(r.marks)) markCache.set(k, v ?? null);
+      if (attempt >= 16) throw new FreshetError("STORE_UNAVAILABLE", `the applied marks of view "${p.view.name}" keep moving under this consumer (another one is folding the same partitions); retry later`, { definition: p.view.name, retriable: true });
+    }
   }
 
   async function process(sourceName: string, records: RawRecord[], popts: ProcessOptions = {}): Promise<BatchResult> {

@@ -144,6 +144,12 @@ function resolveView(view: FeatureView, sources: Map<string, StreamSourceDef>): 
   const clash = features.find((f) => notFeatures.has(f));
   if (clash) throw definitionError(view.name, `"${clash}" is a join key or timestamp field, not a feature; remove it from features`);
   if (features.length === 0) throw definitionError(view.name, "the schema has no feature fields besides join keys and timestamps; add at least one");
+  for (const a of view.aggregations ?? []) {
+    if (!fields.includes(a.column) && !features.includes(a.column)) {
+      throw definitionError(view.name, `aggregation "${a.name}" reads column "${a.column}", which is not in the schema nor in features; add it to the schema, or fix column (schema fields: ${fields.join(", ")})`);
+    }
+    if (notFeatures.has(a.column)) throw definitionError(view.name, `aggregation "${a.name}" reads "${a.column}", a join key or timestamp field; aggregate a feature column`);
+  }
   // A source named by string is only known here: take its watermark delay and future bound now.
   const watermarkDelayMs = view.watermarkDelayMs ?? (source.watermarkDelay === undefined ? undefined : parseDuration(source.watermarkDelay));
   if (view.dropLate && watermarkDelayMs === undefined) throw definitionError(view.name, 'dropLate needs a watermarkDelay (on the view or its source), e.g. watermarkDelay: "5m"');
@@ -196,6 +202,7 @@ function describe(
       ttlSeconds: v.ttlMs / 1000,
       watermarkDelaySeconds: v.watermarkDelayMs === undefined ? undefined : v.watermarkDelayMs / 1000,
       dropLate: v.dropLate,
+      aggregations: v.aggregations?.map((a) => ({ name: a.name, column: a.column, function: a.function, timeWindowSeconds: a.windowMs === undefined ? "lifetime" : a.windowMs / 1000, slideIntervalSeconds: a.windowMs === undefined ? undefined : a.slideMs / 1000, n: a.n })),
       maxFutureSkewSeconds: v.maxFutureSkewMs / 1000,
       online: v.online,
       offline: v.offline,

@@ -64,6 +64,24 @@ describe("bench", () => {
     }
   });
 
+  it("runs the aggregation benchmark (P10) on a tiny input and writes well-formed results", { timeout: 120_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "freshet-bench-test-"));
+    try {
+      const { code, out } = await runBench(["p10", "--small", "--runs", "1", "--results", dir], 110_000);
+      assert.equal(code, 0, `bench/run.ts exited with ${code}:\n${out.slice(-4000)}`);
+      const entries = JSON.parse(readFileSync(join(dir, "aggregations.json"), "utf8"));
+      assert.equal(entries.length, 3, "ingest on Redis, ingest on SQLite, read p99");
+      for (const e of entries) {
+        checkEntry(e);
+        assert.equal(e.id, "P10");
+        assert.ok(e.baseline > 0 && e.value > 0 && e.ratio > 0, `${e.metric} measured something`);
+        if (!e.met) assert.match(out, /MISSED: P10 on node/, "a missed goal is said out loud");
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("runs the Kafka and Kinesis benchmarks on a tiny input (Node) and writes well-formed results", { timeout: 200_000 }, async () => {
     const dir = mkdtempSync(join(tmpdir(), "freshet-bench-test-"));
     try {

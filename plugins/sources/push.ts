@@ -510,7 +510,7 @@ const wellFormed = (s: string): boolean => {
   return f ? f.call(s) : !LONE_SURROGATE.test(s);
 };
 
-function parseGetOnline(body: unknown, views: ReadonlyMap<string, { joinKeys: string[]; features: string[] }>, limits: ReadLimits): Parsed<{
+function parseGetOnline(body: unknown, views: ReadonlyMap<string, { joinKeys: string[]; features: string[]; aggregations?: readonly { name: string }[] }>, limits: ReadLimits): Parsed<{
   entities: Record<string, unknown[]>;
   joinKeys: string[];
   /** Distinct [view, feature] pairs, in the order of their first appearance. */
@@ -545,7 +545,8 @@ function parseGetOnline(body: unknown, views: ReadonlyMap<string, { joinKeys: st
     if (!m) return err(`features[${i}]`, `features[${i}] must read "view:feature"`);
     const view = views.get(m[1]);
     if (!view) return err(`features[${i}]`, `unknown feature view "${truncate(m[1], 100)}"; known: ${[...views.keys()].join(", ")}`);
-    if (!view.features.includes(m[2])) return err(`features[${i}]`, `view "${m[1]}" has no feature "${truncate(m[2], 100)}"; it has ${view.features.join(", ")}`);
+    const served = view.aggregations?.length ? view.aggregations.map((a) => a.name) : view.features;
+    if (!served.includes(m[2])) return err(`features[${i}]`, `view "${m[1]}" has no feature "${truncate(m[2], 100)}"; it has ${served.join(", ")}`);
     for (const k of view.joinKeys) {
       if (!(k in entities)) return err("entities", `view "${m[1]}" needs join key "${k}" in entities`);
       joinKeys.add(k);

@@ -4,6 +4,7 @@
  * examples, and as the reference the conformance suite was written against.
  */
 import {
+  type AggregatingStore,
   type DeadLetter,
   type DeadLetterSink,
   type FeatureRow,
@@ -28,7 +29,7 @@ export interface MemoryStoreOptions {
  * const store = memoryStore()
  * ```
  */
-export function memoryStore(opts: MemoryStoreOptions = {}): OnlineStore & { readonly size: number; readonly idempotencyKeys: number } {
+export function memoryStore(opts: MemoryStoreOptions = {}): OnlineStore & AggregatingStore & { readonly size: number; readonly idempotencyKeys: number } {
   const engine = localEngine({ now: opts.now ?? Date.now, plugin: "memory" });
   return {
     name: "memory",
@@ -44,6 +45,9 @@ export function memoryStore(opts: MemoryStoreOptions = {}): OnlineStore & { read
     meta: engine.meta,
     write: (view, rows, commit) => engine.write(view, rows, commit),
     read: (view, entityKeys, features) => Promise.resolve(engine.read(view, entityKeys, features)),
+    foldTiles: (view, deltas, commit) => engine.foldTiles(view, deltas, commit),
+    clearTiles: (view, range) => engine.clearTiles(view, range),
+    getAppliedMark: (key) => Promise.resolve(engine.state.marks.get(key)),
     ping: () => Promise.resolve(),
   };
 }

@@ -51,7 +51,7 @@ describe("registry", () => {
     throwsWith(() => entity({ name: "has space" }), /needs a name/);
     throwsWith(() => kafkaSource({ name: "k", kafkaBootstrapServers: "", topic: "t" }), /kafkaBootstrapServers is required/);
     throwsWith(() => streamFeatureView({ name: "x", entities: [driver], source: push, schema: {} as never, ttl: 1 }), /schema must be a valibot schema/);
-    throwsWith(() => view({ aggregations: [{ column: "conv_rate", function: "sum", timeWindow: "1h" }] }), /aggregations are declared but not computed/);
+    throwsWith(() => view({ aggregations: [{ column: "conv_rate", function: "sum", timeWindow: "1h", slideInterval: "7m" }] }), /not a multiple of slideInterval/);
   });
   it("accepts a source by name", () => {
     const repo = featureRepo({ project: "d", definitions: [push, view({ source: "p" })] });

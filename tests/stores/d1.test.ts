@@ -10,8 +10,9 @@ import { Miniflare } from "miniflare";
 import { type FeatureRow, FreshetError } from "../../mod.ts";
 import { type D1DatabaseLike, d1Driver, sqliteStore } from "../../plugins/stores/sqlite/index.ts";
 import { conformanceRepo, testOnlineStore } from "../conformance/online-store.ts";
+import { testAggregatingStore } from "../conformance/aggregating-store.ts";
 
-const BINDINGS = Array.from({ length: 24 }, (_, i) => `DB${i}`);
+const BINDINGS = Array.from({ length: 32 }, (_, i) => `DB${i}`);
 const mf = new Miniflare({ modules: true, script: "export default { fetch() { return new Response('') } }", d1Databases: BINDINGS });
 after(() => mf.dispose());
 
@@ -30,6 +31,14 @@ testOnlineStore("sqlite on D1 (miniflare)", async () => {
   return {
     store: sqliteStore({ driver: d1Driver(db, { name: `D1 binding ${name}` }), now }),
     advance: async (ms) => void (offset += ms),
+    reopen: async () => sqliteStore({ driver: d1Driver(db, { name: `D1 binding ${name}` }), now }),
+  };
+});
+
+testAggregatingStore("sqlite on D1 (miniflare)", async (now) => {
+  const { db, name } = await freshDb();
+  return {
+    store: sqliteStore({ driver: d1Driver(db, { name: `D1 binding ${name}` }), now }),
     reopen: async () => sqliteStore({ driver: d1Driver(db, { name: `D1 binding ${name}` }), now }),
   };
 });

@@ -8,6 +8,7 @@ import { Redis as IORedis } from "ioredis";
 import { entity, FreshetError, featureRepo, pushSource, streamFeatureView, type FeatureRow } from "../../mod.ts";
 import { redisStore } from "../../plugins/stores/redis/redis.ts";
 import { conformanceRepo, testOnlineStore } from "../conformance/online-store.ts";
+import { testAggregatingStore } from "../conformance/aggregating-store.ts";
 import { startRedis, type RedisService } from "../services/redis.ts";
 
 let service: Promise<RedisService> | undefined;
@@ -21,6 +22,12 @@ testOnlineStore("redis", async () => {
   const { url } = await redis();
   const project = `conf${++projects}`;
   return { store: redisStore({ url, project }), reopen: () => Promise.resolve(redisStore({ url, project })) };
+});
+
+testAggregatingStore("redis", async (now) => {
+  const { url } = await redis();
+  const project = `agg${++projects}`;
+  return { store: redisStore({ url, project, now }), reopen: () => Promise.resolve(redisStore({ url, project, now })) };
 });
 
 const view = conformanceRepo.view("conf_stats");
@@ -290,5 +297,30 @@ describe("redis store", () => {
     assert.ok(Date.now() - started < 1500);
     await store.close();
     await assert.rejects(store.ping(), (e: unknown) => e instanceof FreshetError && !e.retriable);
+  });
+});
+
+describe("redis store: aggregations", () => {
+  it("reads a window of 9000 tiles (more fields than Lua's unpack takes at once) in one script call", async () => {
+    const { url } = await redis();
+    const wide = featureRepo({
+      project: "redis_wide",
+      definitions: [streamFeatureView({
+        name: "wide", entities: [driver], source: pushSource({ name: "wide_push", timestampField: "ts" }), ttl: 0,
+        schema: v.object({ driver_id: v.number(), ts: v.string(), x: v.number() }),
+        aggregations: [{ column: "x", function: "sum", timeWindow: 9000, slideInterval: 1 }],
+      })],
+    }).view("wide");
+    const t = Math.floor(Date.now() / 1000) * 1000;
+    const store = redisStore({ url, project: "wide", now: () => t });
+    try {
+      const { foldTiles } = await import("../../mod.ts");
+      const events = [0, 4_000_000, 8_900_000].map((d, i) => ({ entityKey: "driver_id=1", eventTime: t - d, row: { x: i + 1 } }));
+      assert.equal((await store.foldTiles(wide, foldTiles(wide.aggregations!, events))).ok, true);
+      const [r] = await store.read(wide, ["driver_id=1"], ["sum_x_9000s"]);
+      assert.equal(r.sum_x_9000s.value, 6);
+    } finally {
+      await store.close();
+    }
   });
 });

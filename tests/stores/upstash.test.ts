@@ -8,6 +8,7 @@ import { Redis as UpstashRedis } from "@upstash/redis";
 import { FreshetError, type FeatureRow } from "../../mod.ts";
 import { upstashStore } from "../../plugins/stores/redis/upstash.ts";
 import { conformanceRepo, testOnlineStore } from "../conformance/online-store.ts";
+import { testAggregatingStore } from "../conformance/aggregating-store.ts";
 import { startRedis, type RedisService } from "../services/redis.ts";
 import { startUpstash, type UpstashService } from "../services/upstash-server.ts";
 
@@ -29,6 +30,13 @@ testOnlineStore("upstash", async () => {
   const { upstash } = await fake();
   const project = `conf${++projects}`;
   const open = () => upstashStore({ url: upstash.url, token: upstash.token, project });
+  return { store: open(), reopen: () => Promise.resolve(open()) };
+});
+
+testAggregatingStore("upstash", async (now) => {
+  const { upstash } = await fake();
+  const project = `agg${++projects}`;
+  const open = () => upstashStore({ url: upstash.url, token: upstash.token, project, now });
   return { store: open(), reopen: () => Promise.resolve(open()) };
 });
 

@@ -19,6 +19,14 @@
  * - `{base}#wm:{key}`: a watermark, the greatest event time seen, epoch ms
  *   as a decimal string (may be negative).
  * - `{base}#cp:{key}`: a checkpoint, a non-negative decimal string.
+ * - `{base}#applied:{key}`: the applied mark of an aggregation view and
+ *   partition, the highest source position folded, as a string.
+ * - On a view with aggregations, `{base}{view}:{entityKey}` holds the
+ *   entity's tiles instead of features: one field per tile (`slide:index`,
+ *   see core/aggregations.ts) whose value is `{"e": expiresAt or null,
+ *   "t": tile}` as JSON, and `_v`, a version raised by every fold. The key
+ *   expires when its last tile does (PEXPIREAT); expired fields are
+ *   deleted by the next fold of that entity.
  * - `{base}#lease:{key}`: a lease hash (`owner`, `counter`, `expiresAt`),
  *   and `{base}#leases`, the sorted set of lease names (all scores 0).
  *
@@ -44,6 +52,8 @@ export interface RedisLayout {
   /** A watermark. */
   watermarkKey(key: string): string;
   checkpointKey(key: string): string;
+  /** The applied mark of an aggregation view and partition. */
+  appliedKey(key: string): string;
   leaseKey(key: string): string;
   /** The sorted set (all scores 0) of lease names, for `listLeases` by prefix. */
   readonly leaseIndexKey: string;
@@ -79,6 +89,7 @@ export function redisLayout(opts: { prefix?: string; project?: string; plugin?: 
     idemKey: (key) => `${base}#idem:${key}`,
     watermarkKey: (key) => `${base}#wm:${key}`,
     checkpointKey: (key) => `${base}#cp:${key}`,
+    appliedKey: (key) => `${base}#applied:${key}`,
     leaseKey: (key) => `${base}#lease:${key}`,
     leaseIndexKey: `${base}#leases`,
   };

@@ -21,11 +21,12 @@
  * ```
  */
 import type { Redis, RedisOptions } from "ioredis";
-import type { CommitMeta, FeatureRow, FeatureValue, OnlineStore, WriteResult } from "../../../core/contracts.ts";
+import type { AggregatingStore, CommitMeta, FeatureRow, FeatureValue, OnlineStore, WriteResult } from "../../../core/contracts.ts";
 import type { FeatureView } from "../../../core/definitions.ts";
 import { FreshetError } from "../../../core/errors.ts";
 import { decodeRead, encodeCommit, encodeRows, readFields, redisLayout } from "./layout.ts";
 import { redisMeta } from "./meta.ts";
+import { redisTiles } from "./tiles.ts";
 import { decodeWriteReply, WRITE_ROWS, writeScriptArgs } from "./scripts.ts";
 import { evalScript, redisError, type RedisTransport } from "./transport.ts";
 
@@ -68,7 +69,7 @@ export interface RedisStoreOptions {
  * await store.ping()
  * ```
  */
-export interface RedisOnlineStore extends OnlineStore {
+export interface RedisOnlineStore extends OnlineStore, AggregatingStore {
   /** PING; rejects with STORE_UNAVAILABLE when Redis cannot be reached. */
   ping(): Promise<void>;
   /** Quits the client the store created (a client passed in `client` stays open). */
@@ -157,9 +158,14 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
     }
   };
 
+  const tiles = redisTiles({ transport, layout, plugin: PLUGIN, now });
+
   return {
     name: "redis",
     meta: redisMeta({ transport, layout, plugin: PLUGIN, now }),
+    foldTiles: (view, deltas, commit) => tiles.foldTiles(view, deltas, commit),
+    getAppliedMark: (key) => tiles.getAppliedMark(key),
+    clearTiles: (view, range) => tiles.clearTiles(view, range),
     write(view: FeatureView, rows: FeatureRow[], commit?: CommitMeta): Promise<WriteResult> {
       let keys: string[], args: string[];
       try {
@@ -177,6 +183,7 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
       });
     },
     read(view: FeatureView, entityKeys: string[], features: string[]): Promise<Record<string, FeatureValue>[]> {
+      if (view.aggregations?.length) return tiles.read(view, entityKeys, features);
       if (entityKeys.length === 0) return Promise.resolve([]);
       const fields = readFields(features);
       return call(view.name, async (c) => {

@@ -359,8 +359,141 @@ end
 return out
 `);
 
+// ---- aggregation tiles (see ./tiles.ts) ----------------------------------
+
+/**
+ * Reads whole hashes, one reply per key: what a fold merges into, with
+ * each hash's version `_v`.
+ *
+ * ```
+ * KEYS: hash x n    reply: { {field, value, ...} x n }
+ * ```
+ */
+export const READ_HASHES: LuaScript = script("freshet_read_hashes", `
+local out = {}
+for i = 1, #KEYS do out[i] = redis.call('HGETALL', KEYS[i]) end
+return out
+`);
+
+/**
+ * Reads the given fields of many hashes, one reply per key (the tiles of
+ * the windows of a get-online-features request, in one round trip).
+ *
+ * ```
+ * KEYS: hash x n    ARGV: field x m    reply: { {value or false} x m } x n
+ * ```
+ */
+export const READ_FIELDS: LuaScript = script("freshet_read_fields", `
+local out = {}
+for i = 1, #KEYS do
+  -- In slices: unpack() of thousands of fields would pass Lua's stack limit.
+  local vals = {}
+  for from = 1, #ARGV, 1000 do
+    local part = redis.call('HMGET', KEYS[i], unpack(ARGV, from, math.min(#ARGV, from + 999)))
+    for j = 1, #part do vals[#vals + 1] = part[j] end
+  end
+  out[i] = vals
+end
+return out
+`);
+
+/**
+ * One fold of an aggregation view: checks the applied marks, then the
+ * version of every entity hash read before the merge, then writes the
+ * merged tiles, the marks, the watermarks and the done key. All or nothing.
+ *
+ * ```
+ * KEYS: mark x nM, watermark x nW, entity hash x nE, [doneKey]
+ * ARGV: nM, nW, nE, hasDone ("1" or "0"), doneFingerprint, doneTtlMs,
+ *       (expected ("-" none, "=" .. mark), position) x nM,
+ *       watermark x nW,
+ *       (version ("" none), pexpireat ("" = persist), nSet, (field, value) x nSet, nDel, field x nDel) x nE
+ * reply: {1, tiles} applied | {0, ("-" or "=" .. mark) x nM} a mark moved | {-1} a hash changed: read again
+ * ```
+ */
+export const FOLD_TILES: LuaScript = script("freshet_fold_tiles", RAISE_WATERMARK + `
+local nM, nW, nE = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local hasDone, fp, fpTtl = ARGV[4] == '1', ARGV[5], ARGV[6]
+local a = 7
+local moved = false
+for i = 1, nM do
+  local cur = redis.call('GET', KEYS[i])
+  local want = ARGV[a]
+  if (want == '-' and cur) or (want ~= '-' and (not cur or '=' .. cur ~= want)) then moved = true end
+  a = a + 2
+end
+if moved then
+  local out = {0}
+  for i = 1, nM do
+    local cur = redis.call('GET', KEYS[i])
+    out[#out + 1] = cur and ('=' .. cur) or '-'
+  end
+  return out
+end
+local wmAt = a
+a = a + nW
+local segs = {}
+for e = 1, nE do
+  local key = KEYS[nM + nW + e]
+  local ver = ARGV[a]
+  local cur = redis.call('HGET', key, '_v')
+  if (ver == '' and cur) or (ver ~= '' and cur ~= ver) then return {-1} end
+  segs[e] = a
+  local nSet = tonumber(ARGV[a + 2])
+  a = a + 3 + 2 * nSet
+  a = a + 1 + tonumber(ARGV[a])
+end
+local tiles = 0
+for e = 1, nE do
+  local key = KEYS[nM + nW + e]
+  local b = segs[e]
+  local exp = ARGV[b + 1]
+  local nSet = tonumber(ARGV[b + 2])
+  b = b + 3
+  for j = 1, nSet do
+    redis.call('HSET', key, ARGV[b], ARGV[b + 1])
+    b = b + 2
+  end
+  tiles = tiles + nSet
+  local nDel = tonumber(ARGV[b])
+  for j = 1, nDel do redis.call('HDEL', key, ARGV[b + j]) end
+  redis.call('HINCRBY', key, '_v', 1)
+  if exp == '' then redis.call('PERSIST', key) else redis.call('PEXPIREAT', key, exp) end
+end
+for i = 1, nM do redis.call('SET', KEYS[i], ARGV[7 + 2 * (i - 1) + 1]) end
+for i = 1, nW do raise_watermark(KEYS[nM + i], ARGV[wmAt + i - 1]) end
+if hasDone then redis.call('SET', KEYS[nM + nW + nE + 1], 'd|' .. fp, 'PX', fpTtl) end
+return {1, tiles}
+`);
+
+/**
+ * Deletes the tiles of one entity hash that lie wholly inside [start, end)
+ * (fields `slide:index` with slide > 0), and bumps its version.
+ *
+ * ```
+ * KEYS: hash    ARGV: start, end, "1" to delete the lifetime tile too    reply: fields deleted
+ * ```
+ */
+export const CLEAR_TILES: LuaScript = script("freshet_clear_tiles", `
+local s, e, all = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
+if all and redis.call('HDEL', KEYS[1], '0:0') == 1 then redis.call('HINCRBY', KEYS[1], '_v', 1) end
+local n = 0
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local slide, index = string.match(f, '^(%d+):(%-?%d+)$')
+  if slide then
+    slide, index = tonumber(slide), tonumber(index)
+    if slide > 0 and index * slide >= s and (index + 1) * slide <= e then
+      redis.call('HDEL', KEYS[1], f)
+      n = n + 1
+    end
+  end
+end
+if n > 0 then redis.call('HINCRBY', KEYS[1], '_v', 1) end
+return n
+`);
+
 /** Every script, for SCRIPT LOAD or a check that EVALSHA will find them. */
-export const REDIS_SCRIPTS: readonly LuaScript[] = [WRITE_ROWS, BEGIN, ABANDON, ADVANCE_WATERMARK, SET_CHECKPOINT, ACQUIRE_LEASE, RELEASE_LEASE, LIST_LEASES];
+export const REDIS_SCRIPTS: readonly LuaScript[] = [WRITE_ROWS, BEGIN, ABANDON, ADVANCE_WATERMARK, SET_CHECKPOINT, ACQUIRE_LEASE, RELEASE_LEASE, LIST_LEASES, READ_HASHES, READ_FIELDS, FOLD_TILES, CLEAR_TILES];
 
 /**
  * The lease from an {@link ACQUIRE_LEASE} reply, or undefined for nil.

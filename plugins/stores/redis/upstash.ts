@@ -22,11 +22,12 @@
  * ```
  */
 import type { Redis, Requester } from "@upstash/redis";
-import type { CommitMeta, FeatureRow, FeatureValue, OnlineStore, WriteResult } from "../../../core/contracts.ts";
+import type { AggregatingStore, CommitMeta, FeatureRow, FeatureValue, OnlineStore, WriteResult } from "../../../core/contracts.ts";
 import type { FeatureView } from "../../../core/definitions.ts";
 import { FreshetError, storeUnavailable } from "../../../core/errors.ts";
 import { decodeRead, type EncodedCommit, type EncodedRow, encodeCommit, encodeRows, readFields, redisLayout } from "./layout.ts";
 import { redisMeta } from "./meta.ts";
+import { redisTiles } from "./tiles.ts";
 import { decodeWriteReply, WRITE_ROWS, writeScriptArgs } from "./scripts.ts";
 import { evalScript, redisError, RedisReplyError, type RedisTransport } from "./transport.ts";
 
@@ -76,7 +77,7 @@ export interface UpstashStoreOptions {
  * await store.ping()
  * ```
  */
-export interface UpstashOnlineStore extends OnlineStore {
+export interface UpstashOnlineStore extends OnlineStore, AggregatingStore {
   /** PING; rejects with STORE_UNAVAILABLE when Upstash cannot be reached. */
   ping(): Promise<void>;
   /** Marks the store closed (HTTP holds no connection to release). */
@@ -301,9 +302,14 @@ export function upstashStore(opts: UpstashStoreOptions = {}): UpstashOnlineStore
   // What an EVAL of the write script adds besides the rows (the fallback sends the source).
   const writeOverhead = jsonBytes(WRITE_ROWS.source) + 200;
 
+  const tiles = redisTiles({ transport, layout, plugin: PLUGIN, now });
+
   return {
     name: "upstash",
     meta: redisMeta({ transport, layout, plugin: PLUGIN, now }),
+    foldTiles: (view, deltas, commit) => tiles.foldTiles(view, deltas, commit),
+    getAppliedMark: (key) => tiles.getAppliedMark(key),
+    clearTiles: (view, range) => tiles.clearTiles(view, range),
     async write(view: FeatureView, rows: FeatureRow[], commit?: CommitMeta): Promise<WriteResult> {
       const encodedCommit = encodeCommit(layout, commit, PLUGIN, view.name);
       const out: WriteResult = { written: 0, stale: 0, expired: 0 };
@@ -329,6 +335,7 @@ export function upstashStore(opts: UpstashStoreOptions = {}): UpstashOnlineStore
       return out;
     },
     async read(view: FeatureView, entityKeys: string[], features: string[]): Promise<Record<string, FeatureValue>[]> {
+      if (view.aggregations?.length) return tiles.read(view, entityKeys, features);
       if (entityKeys.length === 0) return [];
       const fields = readFields(features);
       const replies = await pipeline(entityKeys.map((ek) => ["HMGET", layout.entityKey(view.name, ek), ...fields]), view.name);

@@ -11,7 +11,11 @@
  * freshet_checkpoints (key PK, value)                         decimal text, as given
  * freshet_watermarks  (key PK, value)                         epoch ms
  * freshet_leases      (key PK, owner, counter, expires_at)    owner "" when released
- * freshet_applied     (key PK, position)                      for aggregations
+ * freshet_applied     (key PK, position)                      applied marks of aggregation views
+ * freshet_tiles       (view, entity, tile, start, slide, ver, expires_at, state)  PK (view, entity, tile)
+ *                     index (expires_at) where not null, for the purge
+ * freshet_guard       (ok CHECK ok = 1)                       never holds a row: a fold inserts 0 into it
+ *                                                             to abort its transaction when what it read changed
  * freshet_dead_letters (id PK autoincrement, at, source, ...)  see ./dead-letters.ts
  * ```
  *
@@ -47,6 +51,13 @@ const TABLES: readonly string[] = [
   DEAD_LETTERS_TABLE,
 ];
 
+/** The aggregation tables: added to a layout-1 database that lacks them (older versions ignore them). */
+const TILE_TABLES: readonly string[] = [
+  "CREATE TABLE IF NOT EXISTS freshet_tiles (view TEXT NOT NULL, entity TEXT NOT NULL, tile TEXT NOT NULL, start INTEGER, slide INTEGER NOT NULL, ver INTEGER NOT NULL, expires_at INTEGER, state TEXT NOT NULL, PRIMARY KEY (view, entity, tile)) WITHOUT ROWID",
+  "CREATE INDEX IF NOT EXISTS freshet_tiles_expiry ON freshet_tiles (expires_at) WHERE expires_at IS NOT NULL",
+  "CREATE TABLE IF NOT EXISTS freshet_guard (ok INTEGER NOT NULL CONSTRAINT freshet_fold_conflict CHECK (ok = 1))",
+];
+
 // Tables that are not an application's: SQLite's own, D1's, and wrangler's migrations.
 const NOT_FOREIGN = /^(sqlite_|_cf_|d1_migrations$)/;
 
@@ -78,7 +89,17 @@ export async function openLayout(db: SqlDriver): Promise<void> {
   } catch (e) {
     return fail(e, started);
   }
-  if (tables.includes("freshet_meta")) return checkLayout(db);
+  if (tables.includes("freshet_meta")) {
+    await checkLayout(db);
+    if (tables.includes("freshet_tiles") && tables.includes("freshet_guard")) return;
+    started = Date.now();
+    try {
+      await db.batch(TILE_TABLES.map((sql) => ({ sql })));
+    } catch (e) {
+      return fail(e, started);
+    }
+    return;
+  }
   const foreign = tables.filter((t) => !NOT_FOREIGN.test(t));
   if (foreign.length) {
     const list = foreign.slice(0, 5).join(", ") + (foreign.length > 5 ? `, ... (${foreign.length} tables)` : "");
@@ -86,6 +107,7 @@ export async function openLayout(db: SqlDriver): Promise<void> {
   }
   const create: SqlStatement[] = [
     ...TABLES.map((sql) => ({ sql })),
+    ...TILE_TABLES.map((sql) => ({ sql })),
     { sql: "INSERT INTO freshet_meta (key, value) VALUES ('layout_version', ?1) ON CONFLICT (key) DO NOTHING", params: [String(LAYOUT_VERSION)] },
   ];
   started = Date.now();

@@ -30,7 +30,8 @@
  * const online = sqliteStore({ path: "./data/freshet.db" })
  * ```
  */
-import type { CommitMeta, FeatureRow, FeatureValue, OnlineStore, WriteResult } from "../../../core/contracts.ts";
+import type { AggregatingStore, CommitMeta, FeatureRow, FeatureValue, FoldResult, OnlineStore, TileCommit, WriteResult } from "../../../core/contracts.ts";
+import type { TileDelta } from "../../../core/aggregations.ts";
 import type { FeatureView } from "../../../core/definitions.ts";
 import { FreshetError } from "../../../core/errors.ts";
 import { expiresAt, featureValue } from "../../../core/online.ts";
@@ -38,6 +39,7 @@ import type { LocalDriverName, SqlDriver, SqlStatement } from "./driver.ts";
 import { PLUGIN, sqliteError } from "./errors.ts";
 import { checkLayout, NO_CREATED_TIME, openLayout } from "./layout.ts";
 import { markDone, raiseWatermarks, sqliteMeta } from "./meta.ts";
+import { clearSqlTiles, foldSqlTiles, readSqlAggregates, readSqlMark } from "./tiles.ts";
 
 /**
  * Options of {@link sqliteStore}: a `path` to a local file, or a `driver` (D1).
@@ -65,7 +67,7 @@ export interface SqliteStoreOptions {
 }
 
 /** The SQLite store: an OnlineStore, plus the connection once it is open. */
-export interface SqliteStore extends OnlineStore {
+export interface SqliteStore extends OnlineStore, AggregatingStore {
   /**
    * Opens the database (once) and checks its layout; rejects with a
    * non-retriable INVALID_CONFIG for a foreign, newer or damaged file.
@@ -230,6 +232,7 @@ export function sqliteStore(opts: SqliteStoreOptions): SqliteStore {
 
   async function read(view: FeatureView, entityKeys: string[], features: string[]): Promise<Record<string, FeatureValue>[]> {
     if (!entityKeys.length) return [];
+    if (view.aggregations?.length) return await use((db) => readSqlAggregates(db, view, entityKeys, features, now()), view.name);
     return await use(async (db) => {
       const t = now();
       const found = new Map<string, { values: Record<string, unknown>; eventTime: number }>();
@@ -253,6 +256,14 @@ export function sqliteStore(opts: SqliteStoreOptions): SqliteStore {
     meta: sqliteMeta(use, now),
     write,
     read,
+    foldTiles: (view: FeatureView, deltas: TileDelta[], commit?: TileCommit): Promise<FoldResult> => {
+      for (const [key, value] of Object.entries(commit?.watermarks ?? {})) {
+        if (typeof value !== "number" || !Number.isFinite(value)) return Promise.reject(invalid(view, `watermark ${key} ${String(value)} is not a finite epoch ms`));
+      }
+      return use((db) => foldSqlTiles(db, view, deltas, commit, now, purgeBudget), view.name);
+    },
+    getAppliedMark: (key: string) => use((db) => readSqlMark(db, key)),
+    clearTiles: (view: FeatureView, range: { start: number; end: number }) => use(async (db) => void (await db.batch([clearSqlTiles(view, range)])), view.name),
     ready,
     ping: () => use((db) => checkLayout(db)),
     async close(): Promise<void> {
