@@ -45,7 +45,7 @@ describe("freshet CLI", () => {
           child.stdout.on("data", check);
           child.once("exit", (code) => reject(new Error(`npm start exited ${code}:\n${out}`)));
         });
-        assert.match(out, /serving project "driver_stats" on http:\/\/localhost:\d+ \(node, store sqlite\)/);
+        assert.match(out, /serving project "driver_stats" on http:\/\/localhost:\d+ \(node, store sqlite[,)]/);
         // The lines as printed, run by a shell with the real curl.
         const pushed = JSON.parse(execFileSync("sh", ["-c", curls[0]], { encoding: "utf8", timeout: 30_000 }));
         assert.equal(pushed.status, "ok", JSON.stringify(pushed));

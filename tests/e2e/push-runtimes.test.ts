@@ -66,7 +66,7 @@ describe("push end-to-end over HTTP, per runtime", () => {
       const ts = new Date(Date.now() - 60_000).toISOString();
       const s1 = await startServer(runtime, dir);
       try {
-        assert.match(s1.output(), /store sqlite\)/, "SQLite is the default store");
+        assert.match(s1.output(), /store sqlite[,)]/, "SQLite is the default store");
         const pushed = await post(`${s1.url}/push`, {
           push_source_name: "driver_stats_push_source",
           df: { driver_id: [1001, 1002], conv_rate: [0.8, 0.4], acc_rate: [0.5, 1], avg_daily_trips: [10, 20], event_timestamp: [ts, ts] },
