@@ -8,6 +8,7 @@
  */
 import { parseArgs } from "node:util";
 import { FreshetError } from "../mod.ts";
+import { closest } from "../core/definitions.ts";
 import { parseSize, SIZE_HINT } from "./size.ts";
 
 /** The flags every command accepts (strict: any other is refused). */
@@ -62,29 +63,9 @@ export function parseFlags(argv: string[]): { values: Values; positionals: strin
       const spec = FLAGS[name as FlagName];
       return fail(spec.type === "string" ? `--${name} needs a value (one that starts with "-" is written --${name}=<value>; freshet --help lists the flags)` : `--${name} is a switch and takes no value (freshet --help lists the flags)`);
     }
-    const near = closestFlag(name);
+    const near = closest(name, Object.keys(FLAGS), 2);
     return fail(`unknown flag ${flag || JSON.stringify(message.split("\n")[0])}${near ? `; did you mean --${near}?` : ""} (freshet --help lists the flags)`);
   }
-}
-
-function closestFlag(name: string): string | undefined {
-  let best: string | undefined;
-  let bestD = 3;
-  for (const k of Object.keys(FLAGS)) {
-    const d = distance(name.toLowerCase(), k);
-    if (d < bestD) [best, bestD] = [k, d];
-  }
-  return best;
-}
-
-function distance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = cur;
-  }
-  return prev[b.length];
 }
 
 /** A setting and where it came from (`--flag` or `ENV_VAR`), for messages. */

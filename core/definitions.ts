@@ -390,11 +390,20 @@ function checkKeys(factory: string, opts: object, known: readonly string[]): voi
   }
 }
 
-/** The known name nearest to `key` (case-insensitive edit distance of at most 2, or a third of its length), if any. */
-function closest(key: string, known: readonly string[]): string | undefined {
+/**
+ * The known name nearest to `key` by case-insensitive edit distance, if one
+ * is within `maxDistance` (default: 2, or a third of the key's length when
+ * that is less), for "did you mean" hints.
+ *
+ * @example
+ * ```ts
+ * closest("groupID", ["groupId", "topic"]) // "groupId"
+ * ```
+ */
+export function closest(key: string, known: readonly string[], maxDistance?: number): string | undefined {
   const a = key.toLowerCase();
   let best: string | undefined;
-  let bestD = Math.min(2, Math.max(1, Math.floor(a.length / 3))) + 1;
+  let bestD = (maxDistance ?? Math.min(2, Math.max(1, Math.floor(a.length / 3)))) + 1;
   for (const k of known) {
     const d = editDistance(a, k.toLowerCase());
     if (d < bestD) [best, bestD] = [k, d];

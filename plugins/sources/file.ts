@@ -15,7 +15,7 @@
  */
 import { open } from "node:fs/promises";
 import { parse as csvParse } from "csv-parse/stream";
-import { type AsyncBuffer, type FileMetaData, parquetMetadataAsync, parquetReadObjects } from "hyparquet";
+import { type AsyncBuffer, asyncBufferFromFile, type FileMetaData, parquetMetadataAsync, parquetReadObjects } from "hyparquet";
 import { type FileSource, FreshetError, type MaterializeProgress, type Row } from "../../core/index.ts";
 
 const PLUGIN = "file";
@@ -211,29 +211,10 @@ async function* readCsv(path: string, chunkSize: number, onInvalid?: (r: Invalid
 /** Parquet reads of at most this many rows at once, so that a huge row group does not have to fit in memory as objects. */
 const PARQUET_WINDOW = 65_536;
 
-async function openParquet(path: string): Promise<{ file: AsyncBuffer; metadata: FileMetaData; close(): Promise<void> }> {
-  const fh = await open(path, "r");
-  try {
-    const { size } = await fh.stat();
-    const file: AsyncBuffer = {
-      byteLength: size,
-      async slice(start: number, end = size): Promise<ArrayBuffer> {
-        const out = new Uint8Array(end - start);
-        let off = 0;
-        while (off < out.length) {
-          const { bytesRead } = await fh.read(out, off, out.length - off, start + off);
-          if (bytesRead === 0) break;
-          off += bytesRead;
-        }
-        return out.buffer;
-      },
-    };
-    const metadata = await parquetMetadataAsync(file);
-    return { file, metadata, close: () => fh.close() };
-  } catch (e) {
-    await fh.close();
-    throw e;
-  }
+/** A Parquet file's bytes (hyparquet's file reader, which reads each range it is asked for) and its footer. */
+async function openParquet(path: string): Promise<{ file: AsyncBuffer; metadata: FileMetaData }> {
+  const file = await asyncBufferFromFile(path);
+  return { file, metadata: await parquetMetadataAsync(file) };
 }
 
 /** Parquet values as JSON would carry them. */
@@ -247,20 +228,16 @@ function jsonish(row: Row): Row {
 }
 
 async function* readParquet(path: string, chunkSize: number, _onInvalid?: unknown): AsyncGenerator<Row[]> {
-  const { file, metadata, close } = await openParquet(path);
-  try {
-    let groupStart = 0;
-    for (const group of metadata.row_groups) {
-      const groupEnd = groupStart + Number(group.num_rows);
-      const window = Math.max(chunkSize, PARQUET_WINDOW);
-      for (let rowStart = groupStart; rowStart < groupEnd; rowStart += window) {
-        const rows = await parquetReadObjects({ file, metadata, rowStart, rowEnd: Math.min(groupEnd, rowStart + window) }) as Row[];
-        for (let i = 0; i < rows.length; i += chunkSize) yield rows.slice(i, i + chunkSize).map(jsonish);
-      }
-      groupStart = groupEnd;
+  const { file, metadata } = await openParquet(path);
+  let groupStart = 0;
+  for (const group of metadata.row_groups) {
+    const groupEnd = groupStart + Number(group.num_rows);
+    const window = Math.max(chunkSize, PARQUET_WINDOW);
+    for (let rowStart = groupStart; rowStart < groupEnd; rowStart += window) {
+      const rows = await parquetReadObjects({ file, metadata, rowStart, rowEnd: Math.min(groupEnd, rowStart + window) }) as Row[];
+      for (let i = 0; i < rows.length; i += chunkSize) yield rows.slice(i, i + chunkSize).map(jsonish);
     }
-  } finally {
-    await close();
+    groupStart = groupEnd;
   }
 }
 
@@ -285,9 +262,7 @@ export async function countFileRows(source: FileSource): Promise<number> {
 
 async function countRows(source: FileSource): Promise<number> {
   if (source.fileFormat === "parquet") {
-    const pq = await openParquet(source.path);
-    await pq.close();
-    return Number(pq.metadata.num_rows);
+    return Number((await openParquet(source.path)).metadata.num_rows);
   }
   const fh = await open(source.path, "r");
   let lines = 0;

@@ -87,7 +87,7 @@ describe("POST /push and /get-online-features", () => {
     assert.equal(online.size, 0);
   });
 
-  it("answers 400 for malformed JSON and an empty body", async () => {
+  it("scenario 9 (webhook abuse): answers 400 for malformed JSON and an empty body", async () => {
     const { post } = setup();
     for (const body of ["{\"push_source_name\": ", "", "   "]) {
       const res = await post("/push", body);
@@ -115,7 +115,7 @@ describe("POST /push and /get-online-features", () => {
     }
   });
 
-  it("answers 413 for an oversized body, declared or chunked", async () => {
+  it("scenario 9 (webhook abuse): answers 413 for an oversized body, declared or chunked", async () => {
     const { app, post, online } = setup({ maxBodyBytes: 1000 });
     const big = JSON.stringify(feastPush(Array.from({ length: 100 }, (_, i) => i)));
     const res = await post("/push", big);
@@ -133,7 +133,7 @@ describe("POST /push and /get-online-features", () => {
     assert.equal(online.size, 0);
   });
 
-  it("checks Standard Webhooks signatures: tampered, stale, future and missing get 401", async () => {
+  it("scenario 9 (webhook abuse): checks Standard Webhooks signatures: tampered, stale, future and missing get 401", async () => {
     const { post, online } = setup({ secret: SECRET });
     const wh = new Webhook(SECRET);
     const body = JSON.stringify(feastPush([42]));
@@ -152,7 +152,7 @@ describe("POST /push and /get-online-features", () => {
     assert.equal(online.size, 1);
   });
 
-  it("has exactly one side effect per webhook-id, even replayed concurrently", async () => {
+  it("scenario 9 (webhook abuse): has exactly one side effect per webhook-id, even replayed concurrently", async () => {
     const { post, offline } = setup({ secret: SECRET });
     const wh = new Webhook(SECRET);
     const body = JSON.stringify({ ...feastPush([1, 2, 3]), to: "online_and_offline" });
