@@ -32,6 +32,7 @@ import { join } from "node:path";
 import process from "node:process";
 import type { FeatureRow, OnlineStore } from "../core/index.ts";
 import type { BenchOptions, Entry, Runtime } from "./lib.ts";
+import { benchEntry } from "./entry.ts";
 
 const FILL_BATCH = 5000;
 const GOAL = "<= 1.5";
@@ -205,13 +206,4 @@ export async function runFlatCost(opts: BenchOptions, log: (m: string) => void =
   return { entries, notes, failures };
 }
 
-const argv = process.argv.slice(2);
-if (argv.includes("--worker")) {
-  worker(argv).then(() => process.exit(0), (e) => {
-    console.error(e);
-    process.exit(1);
-  });
-} else {
-  const { benchMain, isMain } = await import("./lib.ts");
-  if (isMain(import.meta.url)) await benchMain("flat-cost", runFlatCost, argv);
-}
+await benchEntry(import.meta.url, "flat-cost", runFlatCost, worker);

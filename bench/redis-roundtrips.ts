@@ -22,6 +22,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import type { RawRecord } from "../core/index.ts";
+import { benchEntry } from "./entry.ts";
 
 const SIZES = [1, 100, 1000, 5000];
 
@@ -180,13 +181,4 @@ export async function runRoundtrips(opts: import("./lib.ts").BenchOptions, log: 
   return { entries, notes, failures };
 }
 
-const argv = process.argv.slice(2);
-if (argv.includes("--worker")) {
-  worker(argv).then(() => process.exit(0), (e) => {
-    console.error(e);
-    process.exit(1);
-  });
-} else {
-  const { benchMain, isMain } = await import("./lib.ts");
-  if (isMain(import.meta.url)) await benchMain("redis-roundtrips", runRoundtrips, argv);
-}
+await benchEntry(import.meta.url, "redis-roundtrips", runRoundtrips, worker);

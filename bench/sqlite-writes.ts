@@ -30,6 +30,7 @@ import { join } from "node:path";
 import process from "node:process";
 import type { FeatureRow } from "../core/index.ts";
 import type { BenchOptions, Entry, Pair, Runtime } from "./lib.ts";
+import { benchEntry } from "./entry.ts";
 
 const BATCH = 500;
 
@@ -250,13 +251,4 @@ export async function runSqliteWrites(opts: BenchOptions, log: (m: string) => vo
   return { entries, notes, failures };
 }
 
-const argv = process.argv.slice(2);
-if (argv.includes("--worker")) {
-  worker(argv).then(() => process.exit(0), (e) => {
-    console.error(e);
-    process.exit(1);
-  });
-} else {
-  const { benchMain, isMain } = await import("./lib.ts");
-  if (isMain(import.meta.url)) await benchMain("sqlite-writes", runSqliteWrites, argv);
-}
+await benchEntry(import.meta.url, "sqlite-writes", runSqliteWrites, worker);
