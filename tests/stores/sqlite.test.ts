@@ -7,10 +7,11 @@ import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { type FeatureRow, FreshetError } from "../../mod.ts";
-import { openSqliteDriver, type LocalDriverName } from "../../plugins/stores/sqlite/driver.ts";
+import { openSqliteDriver } from "../../plugins/stores/sqlite/driver.ts";
 import { sqliteStore } from "../../plugins/stores/sqlite/index.ts";
 import { LAYOUT_VERSION } from "../../plugins/stores/sqlite/layout.ts";
 import { conformanceRepo, testOnlineStore } from "../conformance/online-store.ts";
+import { auto, driverLabel, drivers, runtime } from "../fixtures/sqlite-drivers.ts";
 
 const dirs: string[] = [];
 const dbFile = async () => {
@@ -22,26 +23,10 @@ after(async () => {
   for (const d of dirs) await rm(d, { recursive: true, force: true });
 });
 
-const runtime = "Bun" in globalThis ? "bun" : "Deno" in globalThis ? "deno" : "node";
-
-/** The driver this runtime picks, and on Node every other local driver that loads here. */
-const auto = (await sqliteStore({ path: ":memory:" }).ready()).name as LocalDriverName;
-const drivers: (LocalDriverName | undefined)[] = [undefined];
-if (runtime === "node") {
-  for (const name of ["libsql", "node:sqlite"] as const) {
-    if (name === auto) continue;
-    const db = await openSqliteDriver(":memory:", { use: name }).catch(() => undefined);
-    if (db) {
-      await db.close();
-      drivers.push(name);
-    }
-  }
-}
-
 // `reopen` is a second connection to the same file, so the suite's
 // concurrent writers race on SQLite's write lock, as processes would.
 for (const localDriver of drivers) {
-  testOnlineStore(`sqlite (${localDriver ?? `${auto}, the ${runtime} default`})`, async () => {
+  testOnlineStore(driverLabel(localDriver), async () => {
     const path = await dbFile();
     let offset = 0;
     const now = () => Date.now() + offset;
