@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { build } from "esbuild";
+import { bundleWorker } from "../fixtures/worker-bundle.ts";
 import { Miniflare } from "miniflare";
 
 const root = new URL("../../", import.meta.url).pathname;
@@ -27,17 +27,7 @@ describe("edge_push Worker on D1", () => {
     new Miniflare({ modules: true, script, compatibilityDate: "2025-09-01", d1Databases: [opts.d1 ?? "DB"], d1Persist: persist, bindings: opts.bindings ?? {} });
   before(async () => {
     persist = mkdtempSync(join(tmpdir(), "freshet-d1-worker-"));
-    const bundle = await build({
-      entryPoints: [`${root}examples/edge_push/worker.ts`],
-      bundle: true,
-      format: "esm",
-      platform: "browser",
-      conditions: ["workerd", "worker", "browser"],
-      target: "es2022",
-      write: false,
-      logLevel: "error",
-    });
-    script = bundle.outputFiles[0].text;
+    script = await bundleWorker("examples/edge_push/worker.ts");
   });
   after(async () => {
     await mf?.dispose();

@@ -7,13 +7,12 @@
  */
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { build } from "esbuild";
+import { bundleWorker } from "../fixtures/worker-bundle.ts";
 import { Miniflare } from "miniflare";
 import { Webhook } from "standardwebhooks";
 import { startRedis } from "../services/redis.ts";
 import { startUpstash } from "../services/upstash-server.ts";
 
-const root = new URL("../../", import.meta.url).pathname;
 const SECRET = "whsec_" + btoa("edge-secret-key-of-32-bytes-long");
 
 describe("edge_push Worker on workerd + Upstash", () => {
@@ -23,19 +22,10 @@ describe("edge_push Worker on workerd + Upstash", () => {
   before(async () => {
     redis = await startRedis();
     upstash = await startUpstash({ redisUrl: redis.url, token: "edge-token" });
-    const bundle = await build({
-      entryPoints: [`${root}examples/edge_push/worker.ts`],
-      bundle: true,
-      format: "esm",
-      platform: "browser",
-      conditions: ["workerd", "worker", "browser"],
-      target: "es2022",
-      write: false,
-      logLevel: "error",
-    });
+    const bundled = await bundleWorker("examples/edge_push/worker.ts");
     mf = new Miniflare({
       modules: true,
-      script: bundle.outputFiles[0].text,
+      script: bundled,
       compatibilityDate: "2025-09-01",
       bindings: { UPSTASH_REDIS_REST_URL: upstash.url, UPSTASH_REDIS_REST_TOKEN: "edge-token", WEBHOOK_SECRET: SECRET },
     });

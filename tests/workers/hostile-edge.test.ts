@@ -9,13 +9,12 @@
  */
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { build } from "esbuild";
+import { bundleWorker } from "../fixtures/worker-bundle.ts";
 import { Miniflare } from "miniflare";
 import { startRedis } from "../services/redis.ts";
 import { startUpstash } from "../services/upstash-server.ts";
 import { type Answer, CASES, commonChecks, type ConfigName, type HostileRequest, quadraticRead, rawHttp, READ_TOKEN, WEBHOOK_SECRET, WRITE_TOKEN } from "../http/hostile-cases.ts";
 
-const root = new URL("../../", import.meta.url).pathname;
 
 describe("hostile requests via the Worker in workerd", () => {
   let redis: Awaited<ReturnType<typeof startRedis>>;
@@ -24,23 +23,14 @@ describe("hostile requests via the Worker in workerd", () => {
   before(async () => {
     redis = await startRedis();
     upstash = await startUpstash({ redisUrl: redis.url, token: "hostile-token" });
-    const bundle = await build({
-      entryPoints: [`${root}tests/workers/hostile-worker.ts`],
-      bundle: true,
-      format: "esm",
-      platform: "browser",
-      conditions: ["workerd", "worker", "browser"],
-      target: "es2022",
-      write: false,
-      logLevel: "error",
-    });
+    const bundled = await bundleWorker("tests/workers/hostile-worker.ts");
     const store = { UPSTASH_REDIS_REST_URL: upstash.url, UPSTASH_REDIS_REST_TOKEN: "hostile-token" };
     const bindings: Partial<Record<ConfigName, Record<string, string>>> = {
       open: store,
       auth: { ...store, WRITE_TOKEN, READ_TOKEN, WEBHOOK_SECRET },
     };
     for (const [config, b] of Object.entries(bindings)) {
-      workers[config as ConfigName] = new Miniflare({ modules: true, script: bundle.outputFiles[0].text, compatibilityDate: "2025-09-01", bindings: b });
+      workers[config as ConfigName] = new Miniflare({ modules: true, script: bundled, compatibilityDate: "2025-09-01", bindings: b });
     }
   });
   after(async () => {
