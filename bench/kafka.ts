@@ -387,7 +387,7 @@ async function p1p2(c: Ctx, rt: Runtime): Promise<{ entries: Entry[]; notes: str
   const t0 = performance.now();
   for (let i = 0; i < n; i += 1000) {
     const messages = [];
-    for (let s = i; s < Math.min(n, i + 1000); s++) messages.push({ key: String(s % USERS), value: benchEvent(s, s % USERS, ts + s) });
+    for (let s = i; s < Math.min(n, i + 1000); s++) messages.push({ key: String(s % USERS), value: benchEvent(s, s % USERS, ts - n + s) });
     await c.producer.send({ topic, acks: -1, messages });
   }
   const size = await topicSize(c.admin, topic);
@@ -597,6 +597,7 @@ async function p8(c: Ctx, rt: Runtime): Promise<{ entries: Entry[]; notes: strin
   let result: WorkerResult;
   try {
     await w.line("JOINED", 90_000);
+    // One event per ms, ending now: never past the processor's future-skew bound (5 min), whatever n is.
     const ts = Date.now();
     let produced = 0;
     let startedAt = 0;
@@ -607,7 +608,7 @@ async function p8(c: Ctx, rt: Runtime): Promise<{ entries: Entry[]; notes: strin
       }
       const messages = [];
       const end = Math.min(n, produced + 1000);
-      for (let s = produced; s < end; s++) messages.push({ key: String(s % P8_USERS), value: Buffer.from(benchEvent(s, s % P8_USERS, ts + s)) });
+      for (let s = produced; s < end; s++) messages.push({ key: String(s % P8_USERS), value: Buffer.from(benchEvent(s, s % P8_USERS, ts - n + s)) });
       await c.producer.send({ topic, acks: -1, messages });
       startedAt ||= performance.now();
       produced = end;
