@@ -461,8 +461,9 @@ export function fileOffline(opts: FileOfflineOptions): FileOffline {
       }
       const base = join(root, encodeURIComponent(view.name));
       try {
-        await Promise.all([...byPartition].map(async ([p, list]) => {
-          const dir = join(base, p);
+        // File numbers are taken in partition order before any I/O, so they do not depend on which mkdir finishes first.
+        const plan = [...byPartition].map(([p, list]) => ({ dir: join(base, p), list, name: format === "jsonl" ? "" : `${writerId}-${String(++fileNo).padStart(8, "0")}.parquet` }));
+        await Promise.all(plan.map(async ({ dir, list, name }) => {
           if (format === "jsonl") {
             const path = join(dir, `${writerId}.jsonl`);
             let file = appenders.get(path);
@@ -475,7 +476,6 @@ export function fileOffline(opts: FileOfflineOptions): FileOffline {
             return;
           }
           await mkdir(dir, { recursive: true });
-          const name = `${writerId}-${String(++fileNo).padStart(8, "0")}.parquet`;
           await writeAtomic(dir, name, encodeParquet(view, list));
           let entry = small.get(dir);
           if (!entry) small.set(dir, entry = { view, files: [] });
