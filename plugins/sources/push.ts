@@ -11,7 +11,7 @@ import { Hono, type Context, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import { Webhook } from "standardwebhooks";
-import { type BatchResult, type DescribeOptions, entityKeyOf, FreshetError, isRetriable, type Processor, type RawRecord, type RecordIssue, type Row, type WriteTarget } from "../../core/index.ts";
+import { type BatchResult, type DescribeOptions, entityKeyOf, FreshetError, isRetriable, outageLog, type Processor, type RawRecord, type RecordIssue, type Row, type WriteTarget } from "../../core/index.ts";
 
 /** Options of {@link pushApp}. */
 export interface PushAppOptions {
@@ -65,7 +65,7 @@ export interface PushAppOptions {
   /** Retry-After, in seconds, on a 503. Default 1. */
   retryAfterSeconds?: number;
   /** Where each 5xx answer is logged, once, with its request id and cause. Default console. */
-  logger?: { error(msg: string): void };
+  logger?: { error(msg: string): void; warn?(msg: string): void; info?(msg: string): void };
 }
 
 /** The JSON body of every error answer. */
@@ -149,12 +149,20 @@ export function pushApp(opts: PushAppOptions): Hono {
     return diff === 0;
   };
   const requestIds = new WeakMap<Context, string>();
+  const outage = outageLog({
+    error: (m) => logger.error(m),
+    warn: (m) => (logger.warn ?? logger.error).call(logger, m),
+    info: (m) => (logger.info ?? logger.error).call(logger, m),
+  }, "[http]", "pushes and reads are answered 503 with Retry-After");
 
   const app = new Hono();
   const fail = (c: Context, status: Status, code: string, message: string, field?: string, extra?: Partial<ErrorBody["error"]>, cause?: unknown) => {
     if (status === 503 || status === 409) c.header("Retry-After", retryAfter);
     const msg = truncate(redact(message), MAX_MESSAGE);
-    if (status >= 500) {
+    if (status === 503 && code === "store_unavailable") {
+      // An outage is said once (and when it ends), not once per request; the first request id is in that line.
+      outage.failed(new Error(redact(cause === undefined ? msg : causeText(cause))), `first seen by request ${requestIds.get(c) ?? "-"}: ${c.req.method} ${truncate(c.req.path, MAX_FIELD)}`);
+    } else if (status >= 500) {
       const rid = requestIds.get(c) ?? "-";
       const why = cause === undefined ? msg : redact(causeText(cause));
       logger.error(`[freshet] [http] request ${rid}: ${c.req.method} ${truncate(c.req.path, MAX_FIELD)} answered ${status} ${code}: ${truncate(why, 4 * MAX_MESSAGE)}`);
@@ -177,6 +185,7 @@ export function pushApp(opts: PushAppOptions): Hono {
     requestIds.set(c, rid);
     c.header("x-request-id", rid);
     await next();
+    if (c.res.status < 300 && outage.down && STORE_ROUTES.has(c.req.routePath)) outage.ok();
     metrics.inc("freshet_http_requests_total", { route: c.req.routePath, status: String(c.res.status) });
   });
   if (opts.loopbackOnly) {
@@ -367,11 +376,18 @@ export function pushApp(opts: PushAppOptions): Hono {
   );
 
   app.get("/health", async (c) => {
+    // A load balancer's probe gets its answer within a second, whatever the store is doing.
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      await store?.ping?.();
+      await Promise.race([
+        store?.ping?.(),
+        new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer to a ping within ${HEALTH_TIMEOUT_MS} ms`)), HEALTH_TIMEOUT_MS))),
+      ]);
       return c.json({ status: "ok", project: registry.project, store: store?.name ?? null });
     } catch (e) {
       return fail(c, 503, "store_unavailable", `store ${store?.name} is down: ${(e as Error).message}`, undefined, undefined, e);
+    } finally {
+      clearTimeout(timer);
     }
   });
   app.get("/metrics", readAuth, (c) => c.text(metrics.render(), 200, { "content-type": "text/plain; version=0.0.4" }));
@@ -381,6 +397,12 @@ export function pushApp(opts: PushAppOptions): Hono {
 }
 
 const EPOCH = "1970-01-01T00:00:00Z";
+
+/** The routes whose success shows the store is reachable. */
+const STORE_ROUTES = new Set(["/push", "/get-online-features", "/health"]);
+
+/** How long GET /health waits for the store's ping. */
+const HEALTH_TIMEOUT_MS = 800;
 
 /** The longest accepted `webhook-id` (Standard Webhooks ids are about 30 characters). */
 const MAX_WEBHOOK_ID = 256;
