@@ -10,6 +10,7 @@ import { createHost, type Host, loadRepo, type HostConfig } from "./host.ts";
 import { type CliLogger, createLogger } from "./log.ts";
 import type { FetchApp, RunningServer } from "./node.ts";
 import { listenPolicy, parseFlags, readSettings, type Settings } from "./settings.ts";
+import { closest } from "../core/definitions.ts";
 
 /** Every flag of serve, consume and materialize: one table for `--help`, `<command> --help` and the README. */
 const FLAG_HELP: [flag: string, env: string, text: string, commands: string][] = [
@@ -20,9 +21,9 @@ const FLAG_HELP: [flag: string, env: string, text: string, commands: string][] =
   ["--webhook-secret <s>", "FRESHET_WEBHOOK_SECRET", "require Standard Webhooks signatures on /push", "serve"],
   ["--open", "FRESHET_OPEN=1", "serve without credentials on any address (no Host check)", "serve consume"],
   ["--cors-origins <list>", "FRESHET_CORS_ORIGINS", "origins allowed from browsers, comma-separated (default none)", "serve"],
-  ["--store <url>", "FRESHET_STORE", "sqlite:<data-dir>/freshet.db (default), sqlite:<path>, file:./data, memory:, redis://h:p, https://<upstash>", "serve consume materialize"],
-  ["--data-dir <dir>", "FRESHET_DATA_DIR", "default ./data (SQLite file, offline log, dead letters)", "serve consume materialize"],
-  ["--dead-letters <f>", "FRESHET_DEAD_LETTERS", "default <data-dir>/dead-letters.jsonl", "serve consume materialize"],
+  ["--store <url>", "FRESHET_STORE", "sqlite:<data-dir>/freshet.db (default), sqlite:<path>, file:./data, memory:, redis://h:p, https://<upstash>", "serve consume materialize replay"],
+  ["--data-dir <dir>", "FRESHET_DATA_DIR", "default ./data (SQLite file, offline log, dead letters)", "serve consume materialize replay"],
+  ["--dead-letters <f>", "FRESHET_DEAD_LETTERS", "default <data-dir>/dead-letters.jsonl (replay: the file to replay)", "serve consume materialize replay"],
   ["--dead-letter-max-bytes <size>", "FRESHET_DEAD_LETTER_MAX_BYTES", "rotate the dead-letter file at this size, default 64MiB", "serve consume materialize"],
   ["--dead-letter-keep <n>", "FRESHET_DEAD_LETTER_KEEP", "dead-letter files kept, default 5", "serve consume materialize"],
   ["--max-body <size>", "FRESHET_MAX_BODY_BYTES", "largest push body, default 5MiB (sizes: 5242880, 5MB, 5MiB, 512kB)", "serve"],
@@ -31,11 +32,13 @@ const FLAG_HELP: [flag: string, env: string, text: string, commands: string][] =
   ["--start <time>", "", "materialize rows at or after this event time (ISO 8601 or epoch ms)", "materialize"],
   ["--end <time>", "", "materialize rows before this event time (ISO 8601 or epoch ms)", "materialize"],
   ["--from-offline", "", "rebuild the online store from the offline log instead of the batch sources", "materialize"],
-  ["--log-format <f>", "FRESHET_LOG_FORMAT", "text (default: time, level, message) or json (one object a line)", "serve consume materialize"],
-  ["--log-level <l>", "FRESHET_LOG_LEVEL", "debug, info (default), warn or error", "serve consume materialize"],
+  ["--dead-letter-topic <t>", "", "replay the dead letters of this Kafka topic (a source's deadLetterTopic), from its start to its end now", "replay"],
+  ["--out <file>", "", "replay: where letters that still fail go, default <input>.still-failing.jsonl", "replay"],
+  ["--log-format <f>", "FRESHET_LOG_FORMAT", "text (default: time, level, message) or json (one object a line)", "serve consume materialize replay"],
+  ["--log-level <l>", "FRESHET_LOG_LEVEL", "debug, info (default), warn or error", "serve consume materialize replay"],
   ["--log-requests", "FRESHET_LOG_REQUESTS=1", "one log line per HTTP request: method, path, status, ms, request id", "serve consume"],
   ["", "FRESHET_PENDING_TTL_MS", "how long a webhook-id stays pending (ms), default 30000", "serve"],
-  ["", "UPSTASH_REDIS_REST_TOKEN", "token for an Upstash store", "serve consume materialize"],
+  ["", "UPSTASH_REDIS_REST_TOKEN", "token for an Upstash store", "serve consume materialize replay"],
   ["", "FRESHET_KAFKA_SESSION_TIMEOUT_MS", "Kafka group session timeout (default kafkajs' 30000): how soon a dead consumer's partitions move to another member", "consume"],
 ];
 
@@ -44,6 +47,7 @@ const COMMANDS: Record<string, string> = {
   consume: "poll Kafka / Kinesis sources into the stores",
   materialize: "backfill the online store from batch sources (--from-offline: from the offline log)",
   describe: "print the registry as JSON",
+  replay: "run dead letters (--dead-letters <file> or --dead-letter-topic <t>) through the pipeline again after a fix",
   historical: "point-in-time training set from the offline log (freshet historical --help)",
 };
 
@@ -121,8 +125,9 @@ export async function main(argv: string[]): Promise<void> {
     console.log(USAGE);
     return;
   }
-  if (!["serve", "consume", "materialize", "describe"].includes(command)) {
-    throw new FreshetError("INVALID_CONFIG", `unknown command "${command}": use serve, consume, materialize or describe (freshet --help)`);
+  if (!["serve", "consume", "materialize", "describe", "replay"].includes(command)) {
+    const near = closest(command, Object.keys(COMMANDS), 2);
+    throw new FreshetError("INVALID_CONFIG", `unknown command "${command}"${near ? `; did you mean ${near}?` : ""}: use ${Object.keys(COMMANDS).join(", ")} (freshet --help)`);
   }
   if (!repoPath) throw new FreshetError("INVALID_CONFIG", `freshet ${command} needs a feature repo path, e.g. freshet ${command} examples/driver_stats/feature_repo.ts`);
   if (positionals.length > 2) throw new FreshetError("INVALID_CONFIG", `freshet ${command} takes one feature repo path, got also ${JSON.stringify(positionals[2])} (flags start with --; freshet --help)`);
@@ -152,6 +157,7 @@ export async function main(argv: string[]): Promise<void> {
     return;
   }
   if (command === "serve") return await serveCommand(listening(config, settings, log), port ?? 8080, settings, log);
+  if (command === "replay") return await replayCommand(config, values["dead-letters"], values["dead-letter-topic"], values.out, log);
   if (command === "consume") return await consumeCommand(port === undefined ? config : listening(config, settings, log), port, settings, values.source, log);
   return await materializeCommand(config, values.view, values.start, values.end, log);
 }
@@ -335,6 +341,69 @@ async function materializeCommand(config: HostConfig, viewName: string | undefin
     log.info(`[freshet] materialized ${view.name}: ${p.read} rows read, ${p.inRange} in range, ${p.written} written, ${p.stale} stale, ${p.expired} expired (outside the ttl), ${p.invalid} invalid (dead-lettered)`);
   }
   await host.close();
+  log.flush();
+}
+
+/**
+ * `freshet replay`: dead letters from a file or a Kafka dead-letter topic
+ * through the pipeline again. Letters that still fail go to `--out`, never
+ * to the file being read.
+ */
+async function replayCommand(config: HostConfig, file: string | undefined, topic: string | undefined, out: string | undefined, log: CliLogger) {
+  const { resolve } = await import("node:path");
+  if ((file === undefined) === (topic === undefined)) {
+    throw new FreshetError("INVALID_CONFIG", "freshet replay needs --dead-letters <file> or --dead-letter-topic <topic> (one of them), e.g. freshet replay repo.ts --dead-letters data/dead-letters.jsonl");
+  }
+  const registry = await loadRepo(config.repo as string);
+  let total: number | undefined;
+  let chunks: AsyncIterable<import("../mod.ts").DeadLetter[]>;
+  let from: string;
+  if (file !== undefined) {
+    const { readDeadLetterFile } = await import("../plugins/stores/file/index.ts");
+    const read = await readDeadLetterFile(file, { onTorn: (line) => log.warn(`[freshet] ${file} line ${line} is torn (a crash during an append): left out`) });
+    total = read.total;
+    chunks = read.chunks;
+    from = file;
+    out ??= `${file}.still-failing.jsonl`;
+  } else {
+    const def = [...registry.sources.values()].find((s) => s.kind === "kafka" && s.deadLetterTopic === topic);
+    if (!def || def.kind !== "kafka") {
+      const topics = [...registry.sources.values()].flatMap((s) => (s.kind === "kafka" && s.deadLetterTopic ? [s.deadLetterTopic] : []));
+      throw new FreshetError("INVALID_CONFIG", `no Kafka source of this repo has deadLetterTopic "${topic}"${topics.length ? `; the repo's dead-letter topics: ${topics.join(", ")}` : ""}`);
+    }
+    const { readKafkaDeadLetters } = await import("../plugins/sources/kafka.ts");
+    const read = await readKafkaDeadLetters({ brokers: def.kafkaBootstrapServers, topic: topic!, ssl: def.ssl, sasl: def.sasl, logger: log });
+    total = read.total;
+    chunks = read.chunks;
+    from = `topic ${topic}`;
+    out ??= `${config.dataDir ?? "./data"}/replay-${topic}.still-failing.jsonl`;
+  }
+  if (file !== undefined && resolve(out) === resolve(file)) throw new FreshetError("INVALID_CONFIG", `--out ${out} is the file being replayed; give another file for the letters that still fail`);
+  const host = await createHost({ ...config, repo: registry, deadLetters: out });
+  const { replayDeadLetters } = await import("../mod.ts");
+  log.info(`[freshet] replaying ${total ?? "the"} dead letters of ${from} into ${host.online.name}; letters that still fail go to ${out}`);
+  const tty = (process.stderr as { isTTY?: boolean }).isTTY === true;
+  let last = 0;
+  let p: Awaited<ReturnType<typeof replayDeadLetters>>;
+  try {
+    p = await replayDeadLetters(host.processor, chunks, {
+      total,
+      onProgress: (q) => {
+        const t = Date.now();
+        if (q.done || t - last < (tty ? 200 : 5000)) return;
+        last = t;
+        const line = `replay: ${q.read}${q.total ? `/${q.total} (${Math.floor((q.read / q.total) * 100)}%)` : ""} letters, ${q.passed} pass, ${Object.values(q.failed).reduce((a, b) => a + b, 0)} still fail`;
+        if (tty) process.stderr.write(`\r\x1b[K${line}`);
+        else log.info(`[freshet] ${line}`);
+      },
+    });
+  } finally {
+    if (tty) process.stderr.write("\r\x1b[K");
+    await host.close();
+  }
+  const failed = Object.entries(p.failed);
+  const nFailed = failed.reduce((a, [, n]) => a + n, 0);
+  log.info(`[freshet] replayed ${p.read} dead letters of ${from}: ${p.passed} now pass (${p.written} rows written, ${p.stale} stale, ${p.expired} expired, ${p.skipped} skipped by the UDF), ${nFailed} still fail${nFailed ? ` (${failed.map(([r, n]) => `${r} ${n}`).join(", ")}) -> ${out}` : ""}${p.alreadyReplayed ? `, ${p.alreadyReplayed} already replayed before (nothing done)` : ""}`);
   log.flush();
 }
 

@@ -30,6 +30,8 @@ export const FLAGS = {
   view: { type: "string" },
   start: { type: "string" },
   end: { type: "string" },
+  out: { type: "string" },
+  "dead-letter-topic": { type: "string" },
   "log-format": { type: "string" },
   "log-level": { type: "string" },
   "log-requests": { type: "boolean" },
