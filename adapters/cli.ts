@@ -409,11 +409,11 @@ async function replayCommand(config: HostConfig, file: string | undefined, topic
 
 /**
  * Materialize's progress: on a terminal, one redrawn line with a bar,
- * percentage, rate and ETA; piped, a log line every 5 s.
+ * percentage, rate and ETA; piped, a log line a second.
  */
 function progress(log: CliLogger, progressLogger: typeof import("../plugins/sources/file.ts").progressLogger): (p: MaterializeProgress) => void {
   const tty = (process.stderr as { isTTY?: boolean }).isTTY === true;
-  if (!tty) return progressLogger((line) => log.info(line), 5000);
+  if (!tty) return progressLogger((line) => log.info(line), 1000);
   return progressLogger((line, done) => process.stderr.write(`\r\x1b[K${line.replace(/^\[freshet\] /, "")}${done ? "\n" : ""}`), 200, { bar: true });
 }
 
