@@ -1,4 +1,4 @@
-// @runtimes node
+// @runtimes node machine-node
 /** A CLI that explains itself: version and per-command help, one-line errors with a fix (never a stack), an unreachable store said plainly at startup, timestamped or JSON logs, a request log, and every flag in the README. */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
