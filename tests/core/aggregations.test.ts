@@ -24,7 +24,7 @@ import {
   tileExpiresAt,
   windowRange,
 } from "../../mod.ts";
-import { matchesReference, prng, reference, REFERENCE_AGGREGATIONS, type RefEvent } from "../fixtures/agg-reference.ts";
+import { matchesReference, prng, reference, REFERENCE_AGGREGATIONS, type RefEvent } from "../../testing/agg-reference.ts";
 
 const user = entity({ name: "user", joinKeys: ["user_id"] });
 const push = pushSource({ name: "p", timestampField: "ts" });
