@@ -347,6 +347,38 @@ export function streamFeatureView(opts: StreamFeatureViewOptions): FeatureView {
   });
 }
 
+/** A feature service: a named list of feature refs, read together (Feast's FeatureService). */
+export interface FeatureService extends Described {
+  readonly kind: "featureService";
+  readonly name: string;
+  /** `"view:feature"` refs, and views standing for all of their features; resolved to refs by the registry. */
+  readonly features: readonly (string | FeatureView)[];
+}
+
+/**
+ * Declares a feature service: `POST /get-online-features` with
+ * `"feature_service": "<name>"` reads its features. An item is a
+ * `"view:feature"` ref, or a view for all of its features.
+ *
+ * @example
+ * ```ts
+ * const model_v1 = featureService({ name: "model_v1", features: ["driver_hourly_stats:conv_rate", otherView] })
+ * ```
+ */
+export function featureService(opts: { name: string; features: (string | FeatureView)[] } & Described): FeatureService {
+  requireName("featureService", opts?.name);
+  checkKeys("featureService", opts, FEATURE_SERVICE_KEYS);
+  if (!Array.isArray(opts.features) || opts.features.length === 0) {
+    throw definitionError(opts.name, 'features must be a non-empty array of "view:feature" refs or views, e.g. features: ["driver_hourly_stats:conv_rate"]');
+  }
+  opts.features.forEach((f, i) => {
+    if (typeof f === "string" ? !/^[^:]+:.+$/.test(f) : f?.kind !== "streamFeatureView") {
+      throw definitionError(opts.name, `features[${i}] must be a "view:feature" ref or a streamFeatureView(...), got ${typeof f === "string" ? JSON.stringify(f) : typeof f}`);
+    }
+  });
+  return freeze({ kind: "featureService", name: opts.name, features: Object.freeze([...opts.features]), description: opts.description, tags: opts.tags, owner: opts.owner });
+}
+
 function source<K extends StreamSourceDef["kind"], O extends SourceCommon>(kind: K, opts: O): O & { kind: K } {
   requireName(`${kind}Source`, opts?.name);
   checkKeys(`${kind}Source`, opts, SOURCE_KEYS[kind]);
@@ -372,6 +404,7 @@ const SOURCE_KEYS: Record<StreamSourceDef["kind"], string[]> = {
   kafka: [...COMMON_KEYS, "kafkaBootstrapServers", "topic", "messageFormat", "clientId", "groupId", "ssl", "sasl", "startFrom", "batchSize", "lingerMs", "deadLetterTopic"],
   kinesis: [...COMMON_KEYS, "streamName", "region", "recordFormat", "endpoint", "credentials", "startFrom", "pollIntervalMs", "limit"],
 };
+const FEATURE_SERVICE_KEYS = ["name", "features", ...DESCRIBED_KEYS];
 const VIEW_KEYS = ["name", "entities", "source", "schema", "timestampField", "createdTimestampField", "ttl", "udf", "features", "online", "offline", "watermarkDelay", "dropLate", "aggregations", ...DESCRIBED_KEYS];
 
 /**
