@@ -8,7 +8,7 @@
 import type { Format, MaybePromise, Row } from "./contracts.ts";
 import { type Aggregation, type ResolvedAggregation, resolveAggregations } from "./aggregations.ts";
 import { definitionError } from "./errors.ts";
-import { DEFAULT_MAX_FUTURE_SKEW_MS, parseDuration } from "./time.ts";
+import { DEFAULT_MAX_FUTURE_SKEW_MS, parseDuration, readDuration } from "./time.ts";
 
 /** A Standard Schema (valibot, zod and arktype implement it). Freshet validates through it, so the core needs no schema library. */
 export interface StandardSchema<Output = Row> {
@@ -310,11 +310,9 @@ export function streamFeatureView(opts: StreamFeatureViewOptions): FeatureView {
   if (!opts.schema || typeof opts.schema !== "object" || !("~standard" in opts.schema)) {
     throw definitionError(name, "schema must be a valibot schema, e.g. schema: v.object({ driver_id: v.number(), ... })");
   }
-  const ttlMs = parseDuration(opts.ttl);
-  if (ttlMs === undefined) throw definitionError(name, `ttl ${JSON.stringify(opts.ttl)} is not a duration: use seconds (7200) or a string ("2h", "30m", "1d"); 0 means no expiry`);
+  const ttlMs = duration(name, "ttl", opts.ttl, "; 0 means no expiry");
   const delay = opts.watermarkDelay ?? (typeof opts.source === "object" ? opts.source.watermarkDelay : undefined);
-  const watermarkDelayMs = delay === undefined ? undefined : parseDuration(delay);
-  if (delay !== undefined && watermarkDelayMs === undefined) throw definitionError(name, `watermarkDelay ${JSON.stringify(delay)} is not a duration: use seconds (30) or a string ("30s", "5m")`);
+  const watermarkDelayMs = delay === undefined ? undefined : duration(name, "watermarkDelay", delay);
   if (opts.dropLate !== undefined && typeof opts.dropLate !== "boolean") throw definitionError(name, "dropLate must be true or false");
   if (opts.dropLate && watermarkDelayMs === undefined && typeof opts.source === "object") throw definitionError(name, 'dropLate needs a watermarkDelay (on the view or its source), e.g. watermarkDelay: "5m"');
   const skew = typeof opts.source === "object" ? opts.source.maxFutureSkew : undefined;
@@ -382,16 +380,19 @@ export function featureService(opts: { name: string; features: (string | Feature
 function source<K extends StreamSourceDef["kind"], O extends SourceCommon>(kind: K, opts: O): O & { kind: K } {
   requireName(`${kind}Source`, opts?.name);
   checkKeys(`${kind}Source`, opts, SOURCE_KEYS[kind]);
-  if (opts.watermarkDelay !== undefined && parseDuration(opts.watermarkDelay) === undefined) {
-    throw definitionError(opts.name, `watermarkDelay ${JSON.stringify(opts.watermarkDelay)} is not a duration: use seconds (30) or a string ("30s", "5m")`);
-  }
-  if (opts.maxFutureSkew !== undefined && parseDuration(opts.maxFutureSkew) === undefined) {
-    throw definitionError(opts.name, `maxFutureSkew ${JSON.stringify(opts.maxFutureSkew)} is not a duration: use seconds (300) or a string ("5m", "1h")`);
-  }
+  if (opts.watermarkDelay !== undefined) duration(opts.name, "watermarkDelay", opts.watermarkDelay);
+  if (opts.maxFutureSkew !== undefined) duration(opts.name, "maxFutureSkew", opts.maxFutureSkew);
   if (opts.batchSource !== undefined && opts.batchSource?.kind !== "file") {
     throw definitionError(opts.name, "batchSource must be a fileSource(...)");
   }
   return freeze({ ...opts, kind });
+}
+
+/** A duration option in ms, or a definition error naming the option and the bad value. */
+function duration(definition: string, option: string, value: unknown, hint = ""): number {
+  const d = readDuration(value);
+  if ("error" in d) throw definitionError(definition, `${option} ${d.error}${hint}`);
+  return d.ms;
 }
 
 // The option names each factory accepts. `kind` is accepted (and replaced) so that a definition can be spread into a new one.
