@@ -172,12 +172,16 @@ export function pushApp(opts: PushAppOptions): Hono {
   };
 
   app.use("*", async (c, next) => {
+    const started = performance.now();
     const incoming = c.req.header("x-request-id");
     const rid = incoming !== undefined && /^[\w.:@-]{1,128}$/.test(incoming) ? incoming : crypto.randomUUID();
     requestIds.set(c, rid);
     c.header("x-request-id", rid);
     await next();
-    metrics.inc("freshet_http_requests_total", { route: c.req.routePath, status: String(c.res.status) });
+    // The route's template, never the raw path (a scan of random paths must not grow the series).
+    const labels = { route: routeLabel(c), method: METHODS.has(c.req.method) ? c.req.method : "other", status: String(c.res.status) };
+    metrics.inc("freshet_http_requests_total", labels);
+    metrics.observe("freshet_http_request_duration_seconds", labels, (performance.now() - started) / 1000);
   });
   if (opts.loopbackOnly) {
     app.use("*", async (c, next) => {
@@ -382,6 +386,14 @@ export function pushApp(opts: PushAppOptions): Hono {
 }
 
 const EPOCH = "1970-01-01T00:00:00Z";
+
+const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+
+/** The matched route's template (`/push`), or `unmatched` for a request no route took (404, or refused before routing). */
+function routeLabel(c: Context): string {
+  const route = c.req.routePath;
+  return route && route !== "*" && route !== "/*" ? route : "unmatched";
+}
 
 /** The longest accepted `webhook-id` (Standard Webhooks ids are about 30 characters). */
 const MAX_WEBHOOK_ID = 256;

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { Webhook } from "standardwebhooks";
 import * as v from "valibot";
 import { createProcessor, entity, featureRepo, featureService, FreshetError, type OnlineStore, pushSource, streamFeatureView } from "../../mod.ts";
+import { METRICS } from "../../core/metrics.ts";
 import { pushApp } from "../../plugins/sources/push.ts";
 import { memoryDeadLetters, memoryOffline, memoryStore } from "../../plugins/stores/memory.ts";
 
@@ -245,11 +246,40 @@ describe("POST /push and /get-online-features", () => {
     assert.deepEqual(await (await app.request("/health")).json(), { status: "ok", project: "http_test", store: "memory" });
     const metrics = await (await app.request("/metrics")).text();
     assert.match(metrics, /freshet_records_total\{source="driver_stats_push_source",view="driver_hourly_stats",outcome="written"\} 1/);
-    assert.match(metrics, /freshet_http_requests_total\{route="\/push",status="200"\} 1/);
+    assert.match(metrics, /freshet_http_requests_total\{route="\/push",method="POST",status="200"\} 1/);
     const reg = await (await app.request("/registry")).json();
     assert.equal(reg.featureViews[0].name, "driver_hourly_stats");
     const nf = await app.request("/nope");
     assert.equal(nf.status, 404);
+  });
+
+  it("times every request in freshet_http_request_duration_seconds by route template, method and status, with one label set per metric (issue 14)", async () => {
+    const { app, post } = setup();
+    await post("/push", feastPush([1]));
+    await post("/push", feastPush([2]), { "webhook-id": "msg_1" });
+    await post("/push", feastPush([2]), { "webhook-id": "msg_1" }); // duplicate
+    await post("/push", { push_source_name: "nope" });
+    await post("/get-online-features", { entities: { driver_id: [1] }, features: ["driver_hourly_stats:conv_rate"] });
+    for (let i = 0; i < 5; i++) await app.request(`/scan/${i}?q=${i}`);
+    const text = await (await app.request("/metrics")).text();
+    const samples = text.split("\n").filter((l) => l && !l.startsWith("#"));
+    const count = (route: string, method: string, status: string) =>
+      Number(new RegExp(`^freshet_http_request_duration_seconds_count\\{route="${route}",method="${method}",status="${status}"\\} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+    assert.equal(count("/push", "POST", "200"), 3);
+    assert.equal(count("/push", "POST", "422"), 1);
+    assert.equal(count("/get-online-features", "POST", "200"), 1);
+    assert.equal(count("unmatched", "GET", "404"), 5, "raw paths never become labels");
+    assert.ok(!text.includes("/scan/"));
+    // Every sample of a metric carries exactly its declared label names.
+    for (const line of samples) {
+      const m = /^(\w+?)(_bucket|_sum|_count)?\{([^}]*)\} /.exec(line);
+      assert.ok(m, line);
+      const name = METRICS[m[1]] ? m[1] : m[1] + (m[2] ?? "");
+      const declared = METRICS[name]?.labels;
+      assert.ok(declared, `${name} is declared`);
+      const names = [...m[3].matchAll(/(\w+)="/g)].map((x) => x[1]).filter((n) => !(m[2] === "_bucket" && n === "le"));
+      assert.deepEqual(names, [...declared], line);
+    }
   });
 });
 
