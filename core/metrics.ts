@@ -36,6 +36,8 @@ export interface Metrics {
   get(name: string, labels?: Labels): number;
   /** Sum of a counter over all label sets that include `labels`. */
   sum(name: string, labels?: Labels): number;
+  /** Every series of a counter or gauge: its labels and value. */
+  series(name: string): { labels: Labels; value: number }[];
   render(): string;
 }
 
@@ -57,6 +59,7 @@ export const METRICS: Readonly<Record<string, MetricDefinition>> = {
   freshet_store_errors_total: { help: "Store failures by store.", type: "counter", labels: ["store"] },
   freshet_http_requests_total: { help: "HTTP requests by route (the route's template), method and status.", type: "counter", labels: ["route", "method", "status"] },
   freshet_http_request_duration_seconds: { help: "HTTP request latency by route (the route's template), method and status, in seconds.", type: "histogram", labels: ["route", "method", "status"] },
+  freshet_view_newest_event_seconds: { help: "Event time of the newest record a view has taken, in Unix seconds: its freshness is time() minus this.", type: "gauge", labels: ["view"] },
   freshet_source_lag: { help: "Source lag per partition or shard (records for Kafka, ms for Kinesis).", type: "gauge", labels: ["source", "partition"] },
   freshet_source_events_per_second: { help: "Source throughput over the last interval.", type: "gauge", labels: ["source"] },
   freshet_materialized_rows_total: { help: "Rows written by materialize.", type: "counter", labels: ["view"] },
@@ -134,6 +137,9 @@ export function createMetrics(): Metrics {
         if (Object.entries(labels).every(([k, v]) => l[k] === v)) total += value;
       }
       return total;
+    },
+    series(name) {
+      return [...(families.get(name)?.values.values() ?? [])].map((s) => ({ labels: { ...s.labels }, value: s.value }));
     },
     render() {
       let out = "";

@@ -2,7 +2,8 @@
  * @module
  * The HTTP interface on Hono, the same app on every runtime: Feast's
  * `POST /push` and `POST /get-online-features`, plus `GET /health`,
- * `GET /metrics` and `GET /registry`. Bearer tokens for writing and for
+ * `GET /metrics`, `GET /registry`, `GET /openapi.json` and the status page
+ * (`GET /`, `GET /status`). Bearer tokens for writing and for
  * reading, optional Standard Webhooks signatures, idempotency by
  * `webhook-id`, JSON-only bodies, a Host check against DNS rebinding, and
  * bounds on every request and error answer.
@@ -11,6 +12,9 @@ import { Hono, type Context, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import { Webhook } from "standardwebhooks";
+import { openApiDocument } from "./push/openapi.ts";
+import { check, GetOnlineFeaturesRequest, PushRequest } from "./push/schemas.ts";
+import { STATUS_PAGE, statusOf } from "./push/status.ts";
 import { type BatchResult, type DescribeOptions, entityKeyOf, servedFeatures, FreshetError, isRetriable, type Processor, type RawRecord, type RecordIssue, type Row, type WriteTarget } from "../../core/index.ts";
 
 /** Options of {@link pushApp}. */
@@ -203,7 +207,7 @@ export function pushApp(opts: PushAppOptions): Hono {
     if (isRetriable(err)) return fail(c, 503, "store_unavailable", (err as Error).message, undefined, undefined, err);
     return fail(c, 500, "internal", "internal error; the cause is in the server log under this request id", undefined, undefined, err);
   });
-  app.notFound((c) => fail(c, 404, "not_found", `no route ${c.req.method} ${c.req.path}; try POST /push, POST /get-online-features, GET /health, /metrics or /registry`));
+  app.notFound((c) => fail(c, 404, "not_found", `no route ${c.req.method} ${c.req.path}; try POST /push, POST /get-online-features, GET /health, /metrics, /registry, /status, /openapi.json or / (the status page)`));
 
   const jsonOnly: MiddlewareHandler = async (c, next) => {
     const type = c.req.header("content-type");
@@ -382,6 +386,11 @@ export function pushApp(opts: PushAppOptions): Hono {
   app.get("/metrics", readAuth, (c) => c.text(metrics.render(), 200, { "content-type": "text/plain; version=0.0.4" }));
   let description: unknown;
   app.get("/registry", readAuth, (c) => c.json((description ??= registry.describe(opts.describeOptions)) as object));
+  app.get("/status", readAuth, (c) => c.json(statusOf(processor)));
+  // The page holds no data (it fetches /status with the read token), so it is served to anyone; no script or style from elsewhere may run in it.
+  app.get("/", (c) => c.html(STATUS_PAGE, 200, { "content-security-policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'", "cache-control": "no-cache" }));
+  let openapi: unknown;
+  app.get("/openapi.json", (c) => c.json((openapi ??= openApiDocument({ project: registry.project, readToken: readToken !== undefined, writeToken: writeToken !== undefined, webhook: webhook !== undefined })) as object));
   return app;
 }
 
@@ -470,20 +479,18 @@ type Parsed<T> = T | { error: { message: string; field: string; code?: string } 
 
 function parsePush(body: unknown, sources: ReadonlyMap<string, { kind: string }>): Parsed<{ source: string; rows: Row[]; to: WriteTarget; columnar: boolean }> {
   const err = (field: string, message: string) => ({ error: { field, message } });
-  if (!isObject(body)) return err("body", 'the body must be a JSON object: {"push_source_name": ..., "df": {...}, "to": "online"}');
-  const name = body.push_source_name;
-  if (typeof name !== "string" || !name) return err("push_source_name", "push_source_name is required and must be a string");
+  // The shape, by the schema /openapi.json is made of; the data is read from the body as sent (a record's output leaves out keys such as "constructor").
+  if (!isObject(body)) return err("body", 'the body must be a JSON object: {"push_source_name": ..., "df": {...}, "to": "online"}'); // valibot's object takes an array
+  const checked = check(PushRequest, body);
+  if ("error" in checked) return checked;
+  const { push_source_name: name, to } = checked.value;
   const src = sources.get(name);
   if (!src) return err("push_source_name", `unknown push source "${truncate(name, 100)}"; known: ${[...sources.values()].filter((s) => s.kind === "push").map((s) => (s as { name?: string }).name).join(", ") || "none"}`);
   if (src.kind !== "push") return err("push_source_name", `source "${name}" is a ${src.kind} source, not a push source`);
-  // Feast's default: a push without `to` goes to the online store only, whatever the views' offline flag.
-  const to = body.to ?? "online";
-  if (!TARGETS.includes(to as WriteTarget)) return err("to", `to must be one of ${TARGETS.join(", ")}`);
   const df = body.df ?? body.rows;
   if (Array.isArray(df)) {
-    for (let i = 0; i < df.length; i++) if (!isObject(df[i])) return err(`${body.df ? "df" : "rows"}[${i}]`, "each row must be a JSON object");
     if (df.length === 0) return err(body.df ? "df" : "rows", "no rows to push");
-    return { source: name, rows: df as Row[], to: to as WriteTarget, columnar: false };
+    return { source: name, rows: df as Row[], to, columnar: false };
   }
   if (!isObject(df)) return err("df", 'df is required: columns of values, {"driver_id": [1001], "conv_rate": [0.5], ...}, or a rows array');
   const cols = Object.keys(df);
@@ -493,13 +500,13 @@ function parsePush(body: unknown, sources: ReadonlyMap<string, { kind: string }>
   let first = "";
   for (const col of cols) {
     const values = df[col];
-    const c = truncate(col, 100);
     if (!Array.isArray(values)) {
-      if (isObject(values)) return err(`df.${c}`, `column "${c}" must be an array of values (or one scalar value for every row), not an object`);
+      // The schema checks this too, except for the keys valibot leaves out ("constructor", "__proto__").
+      if (isObject(values)) return err(`df.${truncate(col, 100)}`, `column "${truncate(col, 100)}" must be an array of values (or one scalar value for every row), not an object`);
       continue;
     }
     if (n === -1) [n, first] = [values.length, col];
-    else if (values.length !== n) return err(`df.${c}`, `column "${c}" has ${values.length} values but "${truncate(first, 100)}" has ${n}; every column needs one value per row (or one scalar for all rows)`);
+    else if (values.length !== n) return err(`df.${truncate(col, 100)}`, `column "${truncate(col, 100)}" has ${values.length} values but "${truncate(first, 100)}" has ${n}; every column needs one value per row (or one scalar for all rows)`);
   }
   if (n === -1) n = 1;
   if (n === 0) return err("df", "no rows to push");
@@ -548,6 +555,8 @@ function parseGetOnline(
 }> {
   const err = (field: string, message: string, code?: string) => ({ error: { field, message, code } });
   if (!isObject(body)) return err("body", 'the body must be {"entities": {...}, "features": ["view:feature", ...]}');
+  const checked = check(GetOnlineFeaturesRequest, body);
+  if ("error" in checked) return checked;
   const entities = body.entities;
   if (!isObject(entities) || Object.keys(entities).length === 0) return err("entities", 'entities is required, e.g. {"driver_id": [1001, 1002]}');
   // Sizes first, before any work that grows with them.
@@ -609,7 +618,7 @@ function parseGetOnline(
       }
     }
   }
-  return { entities: entities as Record<string, unknown[]>, joinKeys: [...joinKeys], features: parsed, rows, fullFeatureNames: body.full_feature_names === true };
+  return { entities: entities as Record<string, unknown[]>, joinKeys: [...joinKeys], features: parsed, rows, fullFeatureNames: checked.value.full_feature_names };
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

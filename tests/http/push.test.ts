@@ -256,8 +256,9 @@ describe("POST /push and /get-online-features", () => {
   it("times every request in freshet_http_request_duration_seconds by route template, method and status, with one label set per metric (issue 14)", async () => {
     const { app, post } = setup();
     await post("/push", feastPush([1]));
-    await post("/push", feastPush([2]), { "webhook-id": "msg_1" });
-    await post("/push", feastPush([2]), { "webhook-id": "msg_1" }); // duplicate
+    const once = feastPush([2]);
+    await post("/push", once, { "webhook-id": "msg_1" });
+    await post("/push", once, { "webhook-id": "msg_1" }); // duplicate
     await post("/push", { push_source_name: "nope" });
     await post("/get-online-features", { entities: { driver_id: [1] }, features: ["driver_hourly_stats:conv_rate"] });
     for (let i = 0; i < 5; i++) await app.request(`/scan/${i}?q=${i}`);
