@@ -12,10 +12,11 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { chromium, type Browser, type Page } from "playwright-core";
 import * as v from "valibot";
-import { consume, createProcessor, entity, featureRepo, featureService, kafkaSource, pushSource, type SourceBatch, type StreamSource, streamFeatureView } from "../../mod.ts";
+import { consume, createProcessor, entity, featureRepo, featureService, kafkaSource, pushSource, streamFeatureView } from "../../mod.ts";
 import { serve, type RunningServer } from "../../adapters/node.ts";
 import { pushApp } from "../../plugins/sources/push.ts";
 import { memoryDeadLetters, memoryOffline, memoryStore } from "../../plugins/stores/memory.ts";
+import { queueSource } from "../fixtures/queue-source.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const READ_TOKEN = "status-read-token-0123";
@@ -37,25 +38,6 @@ const trips = streamFeatureView({
 });
 const repo = featureRepo({ project: "status_page", definitions: [stats, trips, featureService({ name: "driver_model", features: ["driver_hourly_stats:conv_rate", "driver_trips:trips"] })] });
 
-/** A stream source that hands over the batches it is given and reports a lag, as Kafka's consumer does. */
-function queueSource() {
-  const queue: SourceBatch[] = [];
-  let wake = () => {};
-  const source: StreamSource = {
-    kind: "kafka",
-    name: "trips_stream",
-    lag: () => ({ "0": 42, "1": 7 }),
-    async run(onBatch, signal) {
-      while (!signal.aborted) {
-        const batch = queue.shift();
-        if (batch) await onBatch(batch);
-        else await new Promise<void>((r) => ((wake = r), signal.addEventListener("abort", () => r(), { once: true })));
-      }
-    },
-  };
-  return { source, send: (batch: SourceBatch) => (queue.push(batch), wake()) };
-}
-
 const cell = (page: Page, table: string, rowText: string, column: number) =>
   page.evaluate(([t, r, c]) => {
     const row = [...document.querySelectorAll(`#${t} tbody tr`)].find((tr) => tr.textContent!.includes(r as string));
@@ -76,7 +58,7 @@ describe("status page in headless Chromium", { skip: existsSync(CHROMIUM) ? fals
   let base: string;
   const ac = new AbortController();
   const processor = createProcessor({ registry: repo, online: memoryStore(), offline: memoryOffline(), deadLetters: memoryDeadLetters() });
-  const stream = queueSource();
+  const stream = queueSource("trips_stream", { lag: { "0": 42, "1": 7 } });
   let consuming: Promise<void>;
 
   before(async () => {
