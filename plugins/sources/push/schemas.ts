@@ -45,7 +45,7 @@ export function check<S extends v.GenericSchema>(schema: S, value: unknown): { v
 }
 
 /** An object schema's message: for a missing key, "<key> is required" and its hint; else the body's shape. */
-const objectMessage = (shape: string, hints: Record<string, string>) => (i: { input: unknown; expected: string | null }) => {
+const objectMessage = (shape: string, hints: Record<string, string>) => (i: { input: unknown; expected: string | null }): string => {
   if (i.input !== undefined) return shape;
   const key = (i.expected ?? "").replace(/^"|"$/g, "");
   return `${key} is required${hints[key] ? `: ${hints[key]}` : ""}`;
@@ -57,8 +57,24 @@ const row = v.pipe(
   v.description("One row: column name to value."),
 );
 
+/** A push body as validated (`to` defaulted). */
+export interface PushBody {
+  push_source_name: string;
+  df?: Record<string, unknown> | Record<string, unknown>[];
+  rows?: Record<string, unknown>[];
+  to: "online" | "offline" | "online_and_offline";
+}
+
+/** A get-online-features body as validated. */
+export interface GetOnlineFeaturesBody {
+  entities: Record<string, (string | number)[]>;
+  features?: string[];
+  feature_service?: string;
+  full_feature_names: boolean;
+}
+
 /** `POST /push`: Feast's push body. */
-export const PushRequest = v.pipe(
+export const PushRequest: v.GenericSchema<unknown, PushBody> = v.pipe(
   v.object({
     push_source_name: v.pipe(
       v.string("push_source_name is required and must be a string"),
@@ -86,12 +102,12 @@ export const PushRequest = v.pipe(
 );
 
 /** `POST /get-online-features`: Feast's request. */
-export const GetOnlineFeaturesRequest = v.pipe(
+export const GetOnlineFeaturesRequest: v.GenericSchema<unknown, GetOnlineFeaturesBody> = v.pipe(
   v.object({
     entities: v.pipe(
       v.record(
         v.string(),
-        v.array(v.union([v.string(), v.number()], (i) => `must be a string or a number, not ${describe(i.input)}`), "must be an array of values"),
+        v.array(v.union([v.string(), v.number()], (i: { input: unknown }): string => `must be a string or a number, not ${describe(i.input)}`), "must be an array of values"),
         'entities is required, e.g. {"driver_id": [1001, 1002]}',
       ),
       v.description("Join key name to the keys of each entity row; every column has one value per row."),
@@ -115,7 +131,7 @@ function describe(x: unknown): string {
 const issueSchema = v.object({ field: v.optional(v.string()), message: v.string(), reason: v.string(), row: v.number(), view: v.optional(v.string()) });
 
 /** Every error answer. */
-export const ErrorResponse = v.pipe(
+export const ErrorResponse: v.GenericSchema = v.pipe(
   v.object({
     error: v.object({
       code: v.pipe(v.string(), v.description("A stable code: invalid_request, invalid_rows, unauthorized, body_too_large, store_unavailable, ...")),
@@ -130,7 +146,7 @@ export const ErrorResponse = v.pipe(
 );
 
 /** The answer to an accepted push. */
-export const PushResponse = v.pipe(
+export const PushResponse: v.GenericSchema = v.pipe(
   v.union([
     v.object({
       status: v.literal("ok"),
@@ -148,7 +164,7 @@ export const PushResponse = v.pipe(
 );
 
 /** Feast's get-online-features answer: column-major. */
-export const GetOnlineFeaturesResponse = v.pipe(
+export const GetOnlineFeaturesResponse: v.GenericSchema = v.pipe(
   v.object({
     metadata: v.object({ feature_names: v.array(v.string()) }),
     results: v.array(v.object({
@@ -162,12 +178,33 @@ export const GetOnlineFeaturesResponse = v.pipe(
 );
 
 /** `GET /health`. */
-export const HealthResponse = v.pipe(v.object({ status: v.literal("ok"), project: v.string(), store: v.nullable(v.string()) }), v.title("HealthResponse"));
+export const HealthResponse: v.GenericSchema = v.pipe(v.object({ status: v.literal("ok"), project: v.string(), store: v.nullable(v.string()) }), v.title("HealthResponse"));
 
 const outcomes = v.object({ written: v.number(), stale: v.number(), expired: v.number(), late: v.number(), invalid: v.number() });
 
+/** What `GET /status` answers. */
+export interface Status {
+  project: string;
+  store: string | null;
+  generated_at: string;
+  views: {
+    name: string;
+    source: string;
+    entities: string[];
+    features: string[];
+    online: boolean;
+    offline: boolean;
+    records: { written: number; stale: number; expired: number; late: number; invalid: number };
+    newest_event_time: string | null;
+    freshness_seconds: number | null;
+  }[];
+  sources: { name: string; kind: string; duplicates: number; lag: { partition: string; value: number }[]; events_per_second: number | null }[];
+  feature_services: { name: string; features: string[] }[];
+  dead_letters: { at: string; source: string; view?: string; reason: string; message: string; path?: string; payload: string }[];
+}
+
 /** `GET /status`: what the status page shows. */
-export const StatusResponse = v.pipe(
+export const StatusResponse: v.GenericSchema<unknown, Status> = v.pipe(
   v.object({
     project: v.string(),
     store: v.nullable(v.string()),

@@ -4,14 +4,13 @@
  * HTML page, inline CSS and JS, no CDN, that renders `/status` and fetches
  * it again every few seconds).
  */
-import type * as v from "valibot";
 import type { Processor } from "../../../core/index.ts";
-import type { StatusResponse } from "./schemas.ts";
+import type { Status } from "./schemas.ts";
 
 const OUTCOMES = ["written", "stale", "expired", "late", "invalid"] as const;
 
 /** What `GET /status` answers, from the processor's metrics and its latest dead letters. */
-export function statusOf(processor: Processor, now: number = Date.now()): v.InferOutput<typeof StatusResponse> {
+export function statusOf(processor: Processor, now: number = Date.now()): Status {
   const { registry, metrics } = processor;
   const newest = new Map(metrics.series("freshet_view_newest_event_seconds").map((s) => [s.labels.view, s.value * 1000]));
   const lag = metrics.series("freshet_source_lag");
