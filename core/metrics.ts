@@ -81,12 +81,22 @@ const escape = (v: string) => String(v).replace(/["\\\n]/g, (c) => (c === "\n" ?
 export function createMetrics(): Metrics {
   const families = new Map<string, Family>();
   for (const [name, d] of Object.entries(METRICS)) families.set(name, { ...d, buckets: d.type === "histogram" ? LATENCY_BUCKETS : undefined, values: new Map() });
-  // On the hot path (every batch): the label names sorted (two or three of them), then one concatenation.
-  const keyOf = (labels: Labels) => {
-    const names = Object.keys(labels);
-    if (names.length > 1) names.sort();
+  // On the hot path (every batch, every request): a declared metric's labels in their declared order, no sort;
+  // any other label set by sorted names. Either way one key per set of labels, whatever the caller's order.
+  const keyOf = (f: Family | undefined, labels: Labels) => {
     let key = "";
-    for (const k of names) key += k + "\u0000" + labels[k] + "\u0001";
+    if (f?.labels) {
+      let found = 0;
+      for (const n of f.labels) {
+        const v = labels[n];
+        if (v !== undefined) (key += n + "\u0000" + v + "\u0001"), found++;
+      }
+      let given = 0;
+      for (const _ in labels) given++;
+      if (given === found) return key;
+      key = "";
+    }
+    for (const n of Object.keys(labels).sort()) key += n + "\u0000" + labels[n] + "\u0001";
     return key;
   };
   const family = (name: string, type: Kind) => {
@@ -110,18 +120,19 @@ export function createMetrics(): Metrics {
     inc(name, labels = {}, by = 1) {
       if (by === 0) return;
       const f = family(name, "counter");
-      const k = keyOf(labels);
+      const k = keyOf(f, labels);
       const cur = f.values.get(k);
       if (cur) cur.value += by;
       else f.values.set(k, { labels: { ...labels }, value: by });
     },
     set(name, labels, value) {
-      family(name, "gauge").values.set(keyOf(labels), { labels: { ...labels }, value });
+      const f = family(name, "gauge");
+      f.values.set(keyOf(f, labels), { labels: { ...labels }, value });
     },
     observe(name, labels, value) {
       const f = family(name, "histogram");
       const bounds = f.buckets!;
-      const k = keyOf(labels);
+      const k = keyOf(f, labels);
       let s = f.values.get(k);
       if (!s) f.values.set(k, (s = { labels: { ...labels }, value: 0, buckets: new Array(bounds.length).fill(0), sum: 0 }));
       s.value++;
@@ -129,7 +140,8 @@ export function createMetrics(): Metrics {
       for (let i = 0; i < bounds.length; i++) if (value <= bounds[i]) s.buckets![i]++;
     },
     get(name, labels = {}) {
-      return families.get(name)?.values.get(keyOf(labels))?.value ?? 0;
+      const f = families.get(name);
+      return f?.values.get(keyOf(f, labels))?.value ?? 0;
     },
     sum(name, labels = {}) {
       let total = 0;

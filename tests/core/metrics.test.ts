@@ -13,6 +13,13 @@ describe("metrics registry", () => {
     assert.deepEqual(lines, ['freshet_records_total{source="s",view="v",outcome="written"} 3', 'freshet_source_lag{source="s",partition="0"} 7']);
     assert.equal(m.get("freshet_records_total", { view: "v", outcome: "written", source: "s" }), 3);
     assert.equal(m.sum("freshet_records_total", { outcome: "written" }), 3);
+    // An undeclared metric, and a declared one with an extra label, are keyed by sorted names.
+    m.inc("custom_total", { b: "2", a: "1" });
+    m.inc("custom_total", { a: "1", b: "2" });
+    m.inc("freshet_store_errors_total", { store: "x", zone: "z" });
+    m.inc("freshet_store_errors_total", { zone: "z", store: "x" });
+    assert.match(m.render(), /^custom_total\{a="1",b="2"\} 2$/m);
+    assert.match(m.render(), /^freshet_store_errors_total\{store="x",zone="z"\} 2$/m);
   });
 
   it("renders a histogram as cumulative buckets, +Inf, _sum and _count", () => {
