@@ -15,7 +15,7 @@ import { Webhook } from "standardwebhooks";
 import { openApiDocument } from "./push/openapi.ts";
 import { check, GetOnlineFeaturesRequest, PushRequest } from "./push/schemas.ts";
 import { STATUS_PAGE, statusOf } from "./push/status.ts";
-import { type BatchResult, type DescribeOptions, entityKeyOf, servedFeatures, FreshetError, isRetriable, type Processor, type RawRecord, type RecordIssue, type Row, type WriteTarget } from "../../core/index.ts";
+import { type BatchResult, type DescribeOptions, entityKeyOf, FreshetError, isRetriable, outageLog, type Processor, type RawRecord, type RecordIssue, type Row, servedFeatures, type WriteTarget } from "../../core/index.ts";
 
 /** Options of {@link pushApp}. */
 export interface PushAppOptions {
@@ -69,7 +69,7 @@ export interface PushAppOptions {
   /** Retry-After, in seconds, on a 503. Default 1. */
   retryAfterSeconds?: number;
   /** Where each 5xx answer is logged, once, with its request id and cause. Default console. */
-  logger?: { error(msg: string): void };
+  logger?: { error(msg: string): void; warn?(msg: string): void; info?(msg: string): void };
 }
 
 /** The JSON body of every error answer. */
@@ -153,12 +153,20 @@ export function pushApp(opts: PushAppOptions): Hono {
     return diff === 0;
   };
   const requestIds = new WeakMap<Context, string>();
+  const outage = outageLog({
+    error: (m) => logger.error(m),
+    warn: (m) => (logger.warn ?? logger.error).call(logger, m),
+    info: (m) => (logger.info ?? logger.error).call(logger, m),
+  }, "[http]", "pushes and reads are answered 503 with Retry-After");
 
   const app = new Hono();
   const fail = (c: Context, status: Status, code: string, message: string, field?: string, extra?: Partial<ErrorBody["error"]>, cause?: unknown) => {
     if (status === 503 || status === 409) c.header("Retry-After", retryAfter);
     const msg = truncate(redact(message), MAX_MESSAGE);
-    if (status >= 500) {
+    if (status === 503 && code === "store_unavailable") {
+      // An outage is said once (and when it ends), not once per request; the first request id is in that line.
+      outage.failed(new Error(redact(cause === undefined ? msg : causeText(cause))), `first seen by request ${requestIds.get(c) ?? "-"}: ${c.req.method} ${truncate(c.req.path, MAX_FIELD)}`);
+    } else if (status >= 500) {
       const rid = requestIds.get(c) ?? "-";
       const why = cause === undefined ? msg : redact(causeText(cause));
       logger.error(`[freshet] [http] request ${rid}: ${c.req.method} ${truncate(c.req.path, MAX_FIELD)} answered ${status} ${code}: ${truncate(why, 4 * MAX_MESSAGE)}`);
@@ -182,6 +190,7 @@ export function pushApp(opts: PushAppOptions): Hono {
     requestIds.set(c, rid);
     c.header("x-request-id", rid);
     await next();
+    if (c.res.status < 300 && outage.down && STORE_ROUTES.has(c.req.routePath)) outage.ok();
     // The route's template, never the raw path (a scan of random paths must not grow the series).
     const labels = { route: routeLabel(c), method: METHODS.has(c.req.method) ? c.req.method : "other", status: String(c.res.status) };
     metrics.inc("freshet_http_requests_total", labels);
@@ -376,11 +385,18 @@ export function pushApp(opts: PushAppOptions): Hono {
   );
 
   app.get("/health", async (c) => {
+    // A load balancer's probe gets its answer within a second, whatever the store is doing.
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      await store?.ping?.();
+      await Promise.race([
+        store?.ping?.(),
+        new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer to a ping within ${HEALTH_TIMEOUT_MS} ms`)), HEALTH_TIMEOUT_MS))),
+      ]);
       return c.json({ status: "ok", project: registry.project, store: store?.name ?? null });
     } catch (e) {
       return fail(c, 503, "store_unavailable", `store ${store?.name} is down: ${(e as Error).message}`, undefined, undefined, e);
+    } finally {
+      clearTimeout(timer);
     }
   });
   app.get("/metrics", readAuth, (c) => c.text(metrics.render(), 200, { "content-type": "text/plain; version=0.0.4" }));
@@ -403,6 +419,12 @@ function routeLabel(c: Context): string {
   const route = c.req.routePath;
   return route && route !== "*" && route !== "/*" ? route : "unmatched";
 }
+
+/** The routes whose success shows the store is reachable. */
+const STORE_ROUTES = new Set(["/push", "/get-online-features", "/health"]);
+
+/** How long GET /health waits for the store's ping. */
+const HEALTH_TIMEOUT_MS = 800;
 
 /** The longest accepted `webhook-id` (Standard Webhooks ids are about 30 characters). */
 const MAX_WEBHOOK_ID = 256;
