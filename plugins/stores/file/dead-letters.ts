@@ -48,7 +48,7 @@ const encoder = new TextEncoder();
  * ```ts
  * const deadLetters = fileDeadLetters(".freshet/dead-letters.jsonl", {
  *   maxBytes: 16 * 1024 * 1024, keep: 3,
- *   onDrop: ({ letters }) => metrics.inc("freshet_dead_letters_dropped_total", {}, letters),
+ *   onDrop: ({ letters }) => metrics.inc("freshet_dead_letters_dropped_total", { sink: "file" }, letters),
  * })
  * ```
  */
