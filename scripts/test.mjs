@@ -113,12 +113,12 @@ if (!files.length) fail(`no test files match ${filters.length ? filters.join(" "
 
 // ---- system binaries ------------------------------------------------------------
 // Same logic the helpers use (tests/services/system.ts), loaded through tsx,
-// so a missing redis-server/kcat is installed once here, before any test runs.
+// so a missing redis-server/kcat/chromium is installed once here, before any test runs.
 {
   const { register } = await import("tsx/esm/api");
   const unregister = register();
   const { ensureBinary } = await import(pathToFileURL(join(root, "tests/services/system.ts")).href);
-  for (const [bin, pkg] of [["redis-server", "redis-server"], ["kcat", "kcat"]]) {
+  for (const [bin, pkg] of [["redis-server", "redis-server"], ["kcat", "kcat"], ["chromium", "chromium"]]) {
     try {
       ensureBinary(bin, pkg);
     } catch (e) {
