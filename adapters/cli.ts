@@ -188,6 +188,17 @@ async function listen(app: FetchApp, port: number, hostname: string): Promise<Ru
   }
 }
 
+/**
+ * The AWS SDK prints an 8-line warning on Node < 22 at every start; the log
+ * says it once, in one line, instead (unless the user set the SDK's own switch).
+ */
+function sayNodeSupportOnce(log: CliLogger): void {
+  const major = Number(process.versions.node?.split(".")[0]);
+  if (runtime !== "node" || !(major < 22) || process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED !== undefined) return;
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = "true";
+  log.warn(`[freshet] [kinesis] Node ${process.versions.node} is end-of-life: AWS SDK releases after January 2027 need Node 22 or later; upgrade Node to keep getting them`);
+}
+
 /** One line per HTTP request, for --log-requests. */
 function requestLog(app: FetchApp, log: CliLogger): FetchApp {
   return {
@@ -303,6 +314,7 @@ async function consumeCommand(config: HostConfig, port: number | undefined, sett
       }
       sources.push(kafkaConsumer(def, { logger: log, sessionTimeout, heartbeatInterval: sessionTimeout === undefined ? undefined : Math.max(300, Math.floor(sessionTimeout / 5)) }));
     } else if (def.kind === "kinesis") {
+      sayNodeSupportOnce(log);
       const { kinesisConsumer } = await import("../plugins/sources/kinesis.ts");
       sources.push(kinesisConsumer(def, { meta: host.online.meta, logger: log }));
     }

@@ -101,4 +101,19 @@ describe("freshet explains itself", () => {
       await server.stop();
     }
   });
+
+  it("a Kinesis consumer on Node before 22 says in one line that Node is end-of-life, not the AWS SDK's 8-line warning", { timeout: 60_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "freshet-kinesis-"));
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED")) as Record<string, string>;
+    const consumer = await startCli(["consume", "tests/fixtures/secrets-repo.ts", "--source", "rider_stream", "--port", "0", "--store", "memory:", "--data-dir", dir], { env });
+    const deadline = Date.now() + 20_000;
+    while (!/shard discovery failed/.test(consumer.output()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    await consumer.stop();
+    const out = consumer.output();
+    assert.match(out, /shard discovery failed/, "the consumer ran");
+    assert.doesNotMatch(out, /NodeVersionSupportWarning|To continue receiving updates to AWS services/);
+    const oldNode = Number(process.versions.node.split(".")[0]) < 22;
+    const said = out.split("\n").filter((l) => /Node [\d.]+ is end-of-life: AWS SDK releases after January 2027 need Node 22/.test(l));
+    assert.equal(said.length, oldNode ? 1 : 0, out);
+  });
 });
