@@ -33,7 +33,8 @@
 // (bun and deno: the machine's Node), because the node22/node24 packages both
 // link node_modules/.bin/node, which `npm test` puts first on PATH.
 //
-// Environment: TEST_TIMEOUT_MIN (per runtime, default 20), TEST_CONCURRENCY
+// Environment: TEST_LANES (2: node24 beside the other runtimes; 1: one runtime
+// at a time), TEST_TIMEOUT_MIN (per runtime, default 20), TEST_CONCURRENCY
 // (Node files in parallel, default 1), DENO_NO_CHECK=1 (skip Deno's type check),
 // TEST_ALL_NODES=1 (`// @runtimes node` files on every Node).
 import { spawn, spawnSync } from "node:child_process";
@@ -274,12 +275,12 @@ function spawnOne(cmd, args, env, { live, deadline, header = "" }) {
   });
 }
 
-async function run(rt, list) {
+async function run(rt, list, live = true) {
   const [cmd, args] = command(rt, perFile(rt) ? ["<file>"] : list);
   if (!existsSync(cmd)) return { code: 127, error: `${cmd} not found (npm install?)` };
   const version = versionOf(rt);
   const shown = cmd.startsWith(root + sep) ? relative(root, cmd) : cmd;
-  console.log(`\n=== ${rt}${version ? ` (${version})` : ""}: ${list.length} file(s)${perFile(rt) ? ", one process each" : ""} ===\n$ ${shown} ${args.join(" ")}\n`);
+  const banner = `\n=== ${rt}${version ? ` (${version})` : ""}: ${list.length} file(s)${perFile(rt) ? ", one process each" : ""}${live ? "" : " (in the second lane: output when each run or file ends)"} ===\n$ ${shown} ${args.join(" ")}\n\n`;
   // FRESHET_TEST_RUNTIME is node, bun or deno; FRESHET_TEST_NODE names the Node (node, node22, node24).
   const env = { ...process.env, PATH: nodePathDir(rt) + delimiter + (process.env.PATH ?? ""), FRESHET_TEST_RUNTIME: isNode(rt) ? "node" : rt };
   if (isNode(rt)) env.FRESHET_TEST_NODE = rt;
@@ -288,12 +289,14 @@ async function run(rt, list) {
   const timeoutNote = () => console.error(`\ntest.mjs: ${rt} run exceeded ${timeoutMin} min (TEST_TIMEOUT_MIN); killing it`);
 
   if (!perFile(rt)) {
-    const r = await spawnOne(cmd, args, env, { live: true, deadline });
+    if (!live) console.log(banner.trimEnd());
+    const r = await spawnOne(cmd, args, env, { live, deadline, header: live ? banner : "" });
     if (r.timedOut) timeoutNote();
     return { version, ok: r.code === 0 && !r.error, ...counts(rt, r.text), error: r.error };
   }
 
   // One process per file, TEST_CONCURRENCY at a time.
+  process.stdout.write(banner);
   const concurrency = Math.max(1, Number(process.env.TEST_CONCURRENCY ?? 1) || 1);
   let passed = 0;
   let failed = 0;
@@ -305,7 +308,7 @@ async function run(rt, list) {
     for (let file; (file = queue.shift()) !== undefined && !error;) {
       const [, fileArgs] = command(rt, [file]);
       const t0 = Date.now();
-      const r = await spawnOne(cmd, fileArgs, env, { live: concurrency === 1, deadline, header: `--- ${rt}: ${file}\n` });
+      const r = await spawnOne(cmd, fileArgs, env, { live: live && concurrency === 1, deadline, header: `--- ${rt}: ${file}\n` });
       const c = counts(rt, r.text);
       if (c.passed === undefined) known = false;
       passed += c.passed ?? 0;
@@ -339,24 +342,38 @@ for (const sig of ["SIGINT", "SIGTERM"]) {
 }
 
 // ---- main ----------------------------------------------------------------------
-const results = [];
-for (const rt of runtimes) {
-  const list = files.filter((f) => runtimesOf(f).includes(rt));
-  if (!list.length) {
-    results.push({ rt, skipped: true });
-    continue;
+// Two lanes by default (TEST_LANES=1 for one): node24, which runs the heavy
+// fault and end-to-end files (mostly waiting on processes, brokers and
+// timeouts), in the first lane with its output live; the other runtimes one
+// after another in the second, their output printed as each run or file ends.
+const lanes = Math.max(1, Math.min(2, Number(process.env.TEST_LANES ?? 2) || 1));
+const results = new Map();
+async function lane(rts, live) {
+  for (const rt of rts) {
+    const list = files.filter((f) => runtimesOf(f).includes(rt));
+    if (!list.length) {
+      results.set(rt, { rt, skipped: true });
+      continue;
+    }
+    const t0 = Date.now();
+    const r = await run(rt, list, live);
+    results.set(rt, { rt, files: list.length, secs: (Date.now() - t0) / 1000, ...r });
   }
-  const t0 = Date.now();
-  const r = await run(rt, list);
-  results.push({ rt, files: list.length, secs: (Date.now() - t0) / 1000, ...r });
 }
+const wall = Date.now();
+if (lanes === 2 && runtimes.includes("node24") && runtimes.length > 1) {
+  await Promise.all([lane(["node24"], true), lane(runtimes.filter((r) => r !== "node24"), false)]);
+} else {
+  await lane(runtimes, true);
+}
+const ordered = runtimes.map((rt) => results.get(rt));
 
 console.log("\n=== summary ===");
 let passed = 0;
 let failed = 0;
 const label = (r) => `${r.rt}${r.version ? ` (${r.version})` : ""}`;
-const width = Math.max(...results.map((r) => label(r).length));
-for (const r of results) {
+const width = Math.max(...ordered.map((r) => label(r).length));
+for (const r of ordered) {
   if (r.skipped) {
     console.log(`${r.rt.padEnd(width)} skipped (no test file runs on it)`);
     continue;
@@ -367,6 +384,7 @@ for (const r of results) {
   const n = r.passed === undefined ? "counts unknown" : `${r.passed} passed, ${r.failed ?? 0} failed${r.note ?? ""}`;
   console.log(`${label(r).padEnd(width)} ${r.ok ? "ok    " : "FAILED"} ${n}, ${r.files} file(s), ${r.secs.toFixed(1)} s${r.error ? ` (${r.error})` : ""}`);
 }
+console.log(`wall clock: ${((Date.now() - wall) / 1000).toFixed(1)} s in ${lanes === 2 && runtimes.includes("node24") && runtimes.length > 1 ? "two lanes" : "one lane"}`);
 // A plain closing line that CI tooling reads.
 console.log(`total: ${passed} passed, ${failed} failed`);
-process.exit(results.every((r) => r.skipped || r.ok) ? 0 : 1);
+process.exit(ordered.every((r) => r.skipped || r.ok) ? 0 : 1);
