@@ -147,6 +147,13 @@ export type FoldResult =
  * tiles of the window ending at the store's clock, in one round trip.
  */
 export interface AggregatingStore {
+  /**
+   * The largest fold the store takes in one atomic step, in bytes of tile
+   * keys and JSON states (a request or parameter size limit). A bigger batch
+   * from a source with positions is folded in steps, each with its applied
+   * marks; a bigger push is refused. Unset: no limit.
+   */
+  readonly maxFoldBytes?: number;
   foldTiles(view: FeatureView, deltas: TileDelta[], commit?: TileCommit): Promise<FoldResult>;
   /** The applied mark under `key`. */
   getAppliedMark(key: string): Promise<string | undefined>;

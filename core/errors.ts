@@ -10,6 +10,8 @@ export type ErrorCode =
   | "INVALID_DEFINITION"
   | "INVALID_CONFIG"
   | "INVALID_INPUT"
+  /** A request bigger than one atomic step of the store: send less at a time (HTTP 413). */
+  | "TOO_LARGE"
   | "STORE_UNAVAILABLE"
   | "SOURCE_UNAVAILABLE"
   | "LEASE_LOST"

@@ -16,7 +16,7 @@
  * late (views with `dropLate`), invalid (dead-lettered), or duplicate (HTTP
  * idempotency).
  */
-import { checkAggregationValue, type FoldEvent, foldTiles, tileExpiresAt, tileIndex } from "./aggregations.ts";
+import { checkAggregationValue, type FoldEvent, foldTiles, type TileDelta, tileExpiresAt, tileIndex } from "./aggregations.ts";
 import { type AggregatingStore, type CommitMeta, type DeadLetter, type DeadLetterReason, type DeadLetterSink, type FeatureRow, isAggregatingStore, type Logger, type OfflineStore, type OnlineStore, type Position, type RawRecord, type Row, type WriteResult } from "./contracts.ts";
 import type { FeatureView, StreamSourceDef } from "./definitions.ts";
 import { entityKeyOf } from "./entity-key.ts";
@@ -301,6 +301,15 @@ export function createProcessor(opts: ProcessorOptions): Processor {
     const prepared: PreparedView[] = [];
     const t = now();
     for (const view of views) prepared.push(await prepareView(view, records, decoded, issues, popts, t, watermarks, watermarksBefore));
+    // Refused before any effect: events without positions (a push) whose fold is more than the store takes in one atomic step.
+    const limit = (online as Partial<AggregatingStore> | undefined)?.maxFoldBytes;
+    if (limit !== undefined) {
+      for (const p of prepared) {
+        if (!p.fold?.length || p.fold.every((e) => e.mark)) continue;
+        const bytes = foldBytes(foldTiles(p.view.aggregations!, p.fold, p.view.watermarkDelayMs));
+        if (bytes > limit) throw tooLarge(p.view.name, `${p.fold.length} events of view "${p.view.name}" fold ${bytes} bytes of tiles`, online!.name, limit, "; send fewer rows per push");
+      }
+    }
     const badInput = issues.filter((i) => i.reason !== "late");
     const rejected = popts.onInvalid === "reject" && badInput.length > 0 ? badInput : undefined;
     return { source, records, views: prepared, issues, rejected, watermarks, watermarksBefore, progress: { deadLetters: false, offline: new Set(), online: new Map(), meta: false } };
@@ -636,30 +645,55 @@ export function createProcessor(opts: ProcessorOptions): Processor {
    */
   async function foldView(p: PreparedView, events: PreparedFoldEvent[], meta: CommitMeta | undefined): Promise<WriteResult> {
     const store = online as OnlineStore & AggregatingStore;
+    const aggs = p.view.aggregations!;
+    const limit = store.maxFoldBytes;
     for (const e of events) if (e.mark) await markOf(e.mark.key);
-    for (let attempt = 0; ; attempt++) {
+    let written = 0;
+    for (let attempt = 0; ;) {
       const fresh: PreparedFoldEvent[] = [];
-      const top = new Map<string, string>();
       for (const e of events) {
         if (e.mark) {
           const done = markCache.get(e.mark.key);
           if (done !== null && done !== undefined && comparePositions(e.mark.position, done) <= 0) continue;
-          const cur = top.get(e.mark.key);
-          if (cur === undefined || comparePositions(e.mark.position, cur) > 0) top.set(e.mark.key, e.mark.position);
         }
         fresh.push(e);
       }
+      let chunk = fresh;
+      let deltas = foldTiles(aggs, chunk, p.view.watermarkDelayMs);
+      if (limit !== undefined && foldBytes(deltas) > limit) {
+        // More than the store takes in one atomic step (Upstash's request size, D1's parameter size): fold in
+        // steps, each with the applied marks of what it holds, in position order, so that a crash between
+        // steps leaves every event either folded and marked or neither. A push has no marks: refused.
+        if (chunk.some((e) => !e.mark)) throw tooLarge(p.view.name, `${chunk.length} events of view "${p.view.name}" fold ${foldBytes(deltas)} bytes of tiles`, store.name, limit, "; send fewer rows per push");
+        chunk = [...chunk].sort((a, b) => (a.mark!.key < b.mark!.key ? -1 : a.mark!.key > b.mark!.key ? 1 : comparePositions(a.mark!.position, b.mark!.position)));
+        let n = chunk.length;
+        while (n > 1 && foldBytes(deltas) > limit) {
+          n = Math.ceil(n / 2);
+          deltas = foldTiles(aggs, chunk.slice(0, n), p.view.watermarkDelayMs);
+        }
+        if (foldBytes(deltas) > limit) throw tooLarge(p.view.name, `one event of view "${p.view.name}" folds ${foldBytes(deltas)} bytes of tiles`, store.name, limit, "");
+        chunk = chunk.slice(0, n);
+      }
+      const last = chunk.length === fresh.length;
+      const top = new Map<string, string>();
+      for (const e of chunk) {
+        if (!e.mark) continue;
+        const cur = top.get(e.mark.key);
+        if (cur === undefined || comparePositions(e.mark.position, cur) > 0) top.set(e.mark.key, e.mark.position);
+      }
       const marks = [...top].map(([key, position]) => ({ key, expected: markCache.get(key) ?? undefined, position }));
-      const deltas = foldTiles(p.view.aggregations!, fresh, p.view.watermarkDelayMs);
-      if (deltas.length === 0 && !meta) return { written: 0, stale: events.length, expired: 0 };
-      const r = await store.foldTiles(p.view, deltas, { ...meta, marks });
+      if (deltas.length === 0 && !meta && last && marks.length === 0) return { written, stale: events.length - written, expired: 0 };
+      // The watermarks and the idempotency key ride on the last step.
+      const r = await store.foldTiles(p.view, deltas, last ? { ...meta, marks } : { marks });
       if (r.ok) {
         for (const m of marks) markCache.set(m.key, m.position);
+        written += chunk.length;
         // Events already folded by an earlier delivery count as stale: not newer than what is stored.
-        return { written: fresh.length, stale: events.length - fresh.length, expired: 0 };
+        if (last) return { written, stale: events.length - written, expired: 0 };
+        continue;
       }
       for (const [k, v] of Object.entries(r.marks)) markCache.set(k, v ?? null);
-      if (attempt >= 16) throw new FreshetError("STORE_UNAVAILABLE", `the applied marks of view "${p.view.name}" keep moving under this consumer (another one is folding the same partitions); retry later`, { definition: p.view.name, retriable: true });
+      if (++attempt >= 16) throw new FreshetError("STORE_UNAVAILABLE", `the applied marks of view "${p.view.name}" keep moving under this consumer (another one is folding the same partitions); retry later`, { definition: p.view.name, retriable: true });
     }
   }
 
@@ -668,6 +702,17 @@ export function createProcessor(opts: ProcessorOptions): Processor {
   }
 
   return { registry, online, offline, deadLetters, metrics, prepare, commit, process, recentDeadLetters: () => [...recent] };
+}
+
+function tooLarge(view: string, what: string, store: string, limit: number, fix: string): FreshetError {
+  return new FreshetError("TOO_LARGE", `${what}, more than the ${store} store takes in one atomic step (${limit} bytes)${fix}`, { definition: view, retriable: false });
+}
+
+/** About how many bytes a fold sends: its tiles' keys and JSON states. */
+function foldBytes(deltas: readonly TileDelta[]): number {
+  let n = 0;
+  for (const d of deltas) n += d.entityKey.length + d.tile.length + JSON.stringify(d.state).length + 16;
+  return n;
 }
 
 /** Decodes every record once per source; failures become issues and `undefined`. */

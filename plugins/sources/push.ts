@@ -214,6 +214,7 @@ export function pushApp(opts: PushAppOptions): Hono {
   }
   app.onError((err, c) => {
     if (isRetriable(err)) return fail(c, 503, "store_unavailable", (err as Error).message, undefined, undefined, err);
+    if (err instanceof FreshetError && err.code === "TOO_LARGE") return fail(c, 413, "too_large", err.message, "df");
     return fail(c, 500, "internal", "internal error; the cause is in the server log under this request id", undefined, undefined, err);
   });
   app.notFound((c) => fail(c, 404, "not_found", `no route ${c.req.method} ${c.req.path}; try POST /push, POST /get-online-features, GET /health, /metrics, /registry, /status, /openapi.json or / (the status page)`));
