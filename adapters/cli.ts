@@ -251,6 +251,7 @@ async function serveCommand(config: HostConfig, port: number, settings: Settings
   const pushSource = [...host.registry.sources.values()].find((s) => s.kind === "push");
   const view = pushSource && host.registry.viewsForSource(pushSource.name)[0];
   log.info(`[freshet] serving project "${host.registry.project}" on http://localhost:${server.port} (${runtime}, store ${host.online.name}, listening on ${hostname}${access(settings)})`);
+  log.info(`[freshet] status page: http://localhost:${server.port}/${settings.readToken !== undefined ? " (it asks for the read token)" : ""}; metrics: /metrics; API: /openapi.json`);
   if (view && pushSource) {
     const inputs = Object.keys(view.schema.entries ?? {}).filter((f) => !view.joinKeys.includes(f) && f !== view.timestampField);
     const sample = sampleRow(view.joinKeys, inputs, view.timestampField!);

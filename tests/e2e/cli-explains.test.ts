@@ -95,6 +95,7 @@ describe("freshet explains itself", () => {
       }
       assert.ok(parsed.some((p) => p.level === "warn" && /store redis is unreachable at startup: .*redis:\/\/127\.0\.0\.1:1.*; starting anyway: pushes and reads answer 503/.test(p.msg)), server.output());
       assert.ok(parsed.some((p) => p.level === "info" && /^serving project "driver_stats"/.test(p.msg)), "no doubled [freshet] prefix");
+      assert.ok(parsed.some((p) => new RegExp(`^status page: http://localhost:${server.port}/; metrics: /metrics; API: /openapi\\.json$`).test(p.msg)), server.output());
       assert.ok(parsed.some((p) => /^\[http\] GET \/health 503 \d+\.\d ms [0-9a-f-]{36}$/.test(p.msg)), server.output());
       assert.ok(parsed.some((p) => p.level === "warn" && /\[http\]: store down: /.test(p.msg)));
     } finally {
