@@ -28,7 +28,7 @@ Options (or environment variables):
   --webhook-secret <s>  FRESHET_WEBHOOK_SECRET       require Standard Webhooks signatures on /push
   --open                FRESHET_OPEN=1               serve without credentials on any address (no Host check)
   --cors-origins <list> FRESHET_CORS_ORIGINS         origins allowed from browsers, comma-separated (default none)
-  --store <url>         FRESHET_STORE                sqlite:<data-dir>/freshet.db (default), sqlite:<path>, file:./data, memory:, redis://h:p, https://<upstash>
+  --store <url>         FRESHET_STORE                sqlite:<data-dir>/freshet.db (default), sqlite:<path>, file:./data, memory:, redis://h:p, redis+cluster://h:p,h:p, https://<upstash>
   --data-dir <dir>      FRESHET_DATA_DIR             default ./data (SQLite file, offline log, dead letters)
   --dead-letters <f>    FRESHET_DEAD_LETTERS         default <data-dir>/dead-letters.jsonl
   --dead-letter-max-bytes <size>  FRESHET_DEAD_LETTER_MAX_BYTES  rotate the dead-letter file at this size, default 64MiB

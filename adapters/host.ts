@@ -124,7 +124,7 @@ export async function openStores(url: string, dataDir: string, opts: { project?:
     const { memoryStore } = await import("../plugins/stores/memory.ts");
     return { online: memoryStore(), offline };
   }
-  if (url.startsWith("redis://") || url.startsWith("rediss://")) {
+  if (/^rediss?(\+cluster)?:\/\//.test(url)) {
     const { redisStore } = await import("../plugins/stores/redis/redis.ts");
     return { online: redisStore({ url, project: opts.project }), offline };
   }
@@ -152,7 +152,7 @@ export async function openStores(url: string, dataDir: string, opts: { project?:
     return { online: fileStore({ dir }), offline };
   }
   // Anything else is a mistake to report, never a directory to create (`redis:/host:6379` with one slash).
-  throw new FreshetError("INVALID_CONFIG", `unknown store URL "${url}": use sqlite:./data/freshet.db, file:./data, memory:, redis://host:port, rediss://host:port or an Upstash https:// URL`);
+  throw new FreshetError("INVALID_CONFIG", `unknown store URL "${url}": use sqlite:./data/freshet.db, file:./data, memory:, redis://host:port, rediss://host:port, redis+cluster://host:port,host:port or an Upstash https:// URL`);
 }
 
 /**
