@@ -219,8 +219,27 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
     return c;
   };
 
+  /**
+   * A redirection that reaches here (ioredis follows them, but not every one
+   * of a pipelined batch) means the slots moved (a failover, a resharding, a
+   * restarted node): refresh the map of slots and report it as retriable.
+   */
+  const redirected = (c: Redis | Cluster, e: unknown): unknown => {
+    const msg = (e as { name?: string; message?: string })?.name === "ReplyError" ? String((e as Error).message) : "";
+    if (!isCluster || !/^(MOVED|ASK) /.test(msg)) return e;
+    (c as unknown as { refreshSlotsCache?: () => void }).refreshSlotsCache?.();
+    return new FreshetError("STORE_UNAVAILABLE", `store unavailable: the cluster moved a slot (${msg}); retry`, { plugin: PLUGIN, retriable: true, cause: e });
+  };
+
   const transport: RedisTransport = {
-    send: async (command, args) => (await ready()).call(command, args),
+    send: async (command, args) => {
+      const c = await ready();
+      try {
+        return await c.call(command, args);
+      } catch (e) {
+        throw redirected(c, e);
+      }
+    },
     masters: async () => {
       const c = await ready();
       const nodes = "nodes" in c && typeof c.nodes === "function" ? (c as Cluster).nodes("master") : [c as Redis];
@@ -229,10 +248,12 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
   };
 
   const call = async <T>(definition: string | undefined, f: (c: Redis | Cluster) => Promise<T>): Promise<T> => {
+    let c: Redis | Cluster | undefined;
     try {
-      return await f(await ready());
+      c = await ready();
+      return await f(c);
     } catch (e) {
-      throw redisError(PLUGIN, e, definition);
+      throw redisError(PLUGIN, c ? redirected(c, e) : e, definition);
     }
   };
 
