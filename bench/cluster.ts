@@ -19,7 +19,7 @@
  *   environment: BENCH_P13_RECORDS (default 100000, small 4000)
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { Kafka, logLevel } from "kafkajs";
@@ -30,6 +30,9 @@ import { benchMain, type BenchOptions, type BenchRun, cpuSeconds, type Entry, fm
 import { benchEvent } from "./stream-repo.ts";
 
 const USERS = 10_000;
+const FORM_TIMEOUT_MS = 45_000;
+/** The group never split its partitions among its members: that run is done again, on a fresh topic and group. */
+class NotFormed extends Error {}
 
 export async function runCluster(opts: BenchOptions): Promise<BenchRun> {
   const records = Number(process.env.BENCH_P13_RECORDS ?? (opts.small ? 4000 : 100_000));
@@ -63,7 +66,7 @@ export default streamRepo(src).registry;
       clis.push(...await Promise.all(Array.from({ length: consumers }, () => startCli(args, { timeoutMs: 60_000 }))));
       const committed = async () => (await admin.fetchOffsets({ groupId, topics: [topic] }))[0].partitions.reduce((s, p) => s + Math.max(0, Number(p.offset)), 0);
       // Measured only once every member has its partitions and the first events are written and committed.
-      const formed = Date.now() + 120_000;
+      const formed = Date.now() + FORM_TIMEOUT_MS;
       let joinedMs = performance.now();
       // The mock broker has no DescribeGroups: each consumer logs the partitions of its last join.
       const assigned = () => clis.map((c) => {
@@ -74,7 +77,7 @@ export default streamRepo(src).registry;
         const parts = assigned();
         const all = parts.flat().sort();
         if (parts.every((p) => p.length > 0) && all.join() === "0,1,2,3" && await committed() >= 4) break;
-        if (Date.now() > formed) throw new Error(`P13: the group of ${consumers} consumer(s) did not form within 120 s (partitions ${JSON.stringify(parts)})`);
+        if (Date.now() > formed) throw new NotFormed(`the group of ${consumers} consumer(s) did not split the 4 partitions within ${FORM_TIMEOUT_MS / 1000} s (partitions per member ${JSON.stringify(parts)})`);
         await sleep(100);
       }
       joinedMs = performance.now() - joinedMs;
@@ -102,14 +105,28 @@ export default streamRepo(src).registry;
       await Promise.all(clis.map((c) => c.stop()));
     }
   };
+  const retried: string[] = [];
+  const measured = async (consumers: number) => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await oneRun(consumers);
+      } catch (e) {
+        if (!(e instanceof NotFormed) || attempt >= 3) throw e;
+        retried.push(e.message);
+        console.log(`  ${e.message}: run again on a fresh topic and group`);
+      }
+    }
+  };
   try {
     console.log(`P13: ${records} events per run on 4 partitions, 1 vs 2 freshet consume processes, Redis Cluster of 3 masters`);
-    const pairs = await paired(opts.runs, () => oneRun(1), () => oneRun(2), (m) => console.log(m));
+    const pairs = await paired(opts.runs, () => measured(1), () => measured(2), (m) => console.log(m));
     entries.push(pairedEntry("P13", "node", "events/s, Kafka -> Redis Cluster (3 masters), 2 freshet consume in one group vs 1", ">= 1.6", pairs));
     notes.push(
       `P13: ${records} events (${USERS} users, the bench view: schema, UDF, watermark, ttl) produced on a 4-partition topic of the mock cluster to \`freshet consume --store redis+cluster://...\` (1 or 2 processes, one group, formed before the load) into a 3-master cluster (16 buckets per view). Rate from the first send to the last commit; the producer runs in the bench process in both cases.`,
+      `P13: load average at the end ${loadavg().map((x) => x.toFixed(1)).join(" ")} on ${cpus().length} cores (other processes on the machine take CPU from every run alike, A B A B).`,
       `P13 ran on ${cpus().length} cores shared by the consumers, 3 redis-server, kcat and this process: with one consumer the consumer and Redis together already use most of them, so a second process has little CPU to add. The CPU shares per run are in the notes above.`,
       ...pairs.map((p, i) => `P13 run ${i + 1}: ${p.notes}`),
+      ...(retried.length ? [`P13: ${retried.length} run(s) done again because the mock broker's group did not split the partitions (kafkajs + librdkafka mock, see issue 13 item 9): ${retried.join("; ")}`] : []),
     );
   } catch (e) {
     failures.push(`P13: ${(e as Error).stack ?? e}`);

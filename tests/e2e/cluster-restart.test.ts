@@ -1,13 +1,19 @@
 // @runtimes node
 // Reliability scenario 18, Redis Cluster: Kafka -> a 3-master Redis Cluster
-// (started by the harness, append-only files with fsync always) with one
-// master SIGKILLed under load and restarted on its port. The consumer pauses
-// while the cluster is down (no acknowledgement, no commit), resumes by
-// itself when it is back, and at the end nothing is lost (every sequence
-// number is there), latest-wins holds (each of 40 keys holds its newest
-// event) and the applied marks held per bucket (the lifetime count and sum
-// of each key equal the events produced, exactly: nothing folded twice
-// across the redeliveries the outage caused).
+// started by the harness, with the master of the metadata slot SIGKILLed
+// under load, twice over:
+// - restarted on its port (3 masters, append-only files with fsync always):
+//   the consumer pauses while the cluster is down (no acknowledgement, no
+//   commit) and resumes by itself when it is back;
+// - failed over (6 nodes, one replica each, no persistence, the store with
+//   replicaAcks: 1): the replica takes the slots, the consumer follows the
+//   slots (MOVED) and waits for a replica again (WAIT) until the old master
+//   is back as the new one's replica.
+// Either way nothing is lost at the end (every sequence number is there),
+// latest-wins holds (each of 40 keys holds its newest event) and the
+// applied marks held per bucket (the lifetime count and sum of each key
+// equal the events produced, exactly: nothing folded twice across the
+// redeliveries the outage caused).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import type { Admin, Kafka, Producer } from "kafkajs";
@@ -23,13 +29,12 @@ import { type RedisClusterService, startRedisCluster } from "../services/redis-c
 import { caughtUp, connectProducer, missingSeqs, offsets, produce, recordingLogger, sleep, startConsume, testKafka, unique, until } from "../fixtures/kafka-harness.ts";
 
 let kafkaSvc: KafkaService;
-let cluster: RedisClusterService;
 let kafka: Kafka;
 let producer: Producer;
 let admin: Admin;
 
 before(async () => {
-  [kafkaSvc, cluster] = await Promise.all([startKafka({ brokers: 1 }), startRedisCluster({ masters: 3, appendonly: true, nodeTimeoutMs: 1500 })]);
+  kafkaSvc = await startKafka({ brokers: 1 });
   kafka = testKafka(kafkaSvc.brokers);
   producer = await connectProducer(kafka);
   admin = kafka.admin();
@@ -39,12 +44,30 @@ before(async () => {
 after(async () => {
   await producer?.disconnect();
   await admin?.disconnect();
-  await Promise.all([kafkaSvc?.stop(), cluster?.stop()]);
+  await kafkaSvc?.stop();
 });
 
 const KEYS = 40;
 
 test("scenario 18: a Redis Cluster master SIGKILLed and restarted under load: the consumer pauses and resumes, nothing is lost, latest-wins and applied marks hold per bucket", { timeout: 120_000 }, async () => {
+  const cluster = await startRedisCluster({ masters: 3, appendonly: true, nodeTimeoutMs: 1500 });
+  try {
+    await scenario18(cluster, "restart");
+  } finally {
+    await cluster.stop();
+  }
+});
+
+test("scenario 18 with replicas: a master SIGKILLed under load fails over to its replica and comes back as a replica: nothing acknowledged is lost (replicaAcks: 1), latest-wins and applied marks hold per bucket", { timeout: 150_000 }, async () => {
+  const cluster = await startRedisCluster({ masters: 3, replicas: 1, appendonly: false, nodeTimeoutMs: 1500 });
+  try {
+    await scenario18(cluster, "failover");
+  } finally {
+    await cluster.stop();
+  }
+});
+
+async function scenario18(cluster: RedisClusterService, mode: "restart" | "failover"): Promise<void> {
   const topic = unique("cluster");
   const groupId = unique("g");
   const project = unique("s18").replace(/-/g, "_");
@@ -59,7 +82,7 @@ test("scenario 18: a Redis Cluster master SIGKILLed and restarted under load: th
     aggregations: [{ column: "n", function: "count", timeWindow: "lifetime" }, { column: "n", function: "sum", timeWindow: "lifetime" }],
   });
   const registry = featureRepo({ project, definitions: [src, bySeq, latest, totals] });
-  const online = redisStore({ url: cluster.url, project, connectTimeoutMs: 500, commandTimeoutMs: 1000 });
+  const online = redisStore({ url: cluster.url, project, connectTimeoutMs: 500, commandTimeoutMs: 1000, replicaAcks: mode === "failover" ? 1 : 0 });
   const log = recordingLogger();
   const consumer = kafkaConsumer(src, { sessionTimeout: 6000, heartbeatInterval: 500, partitionsConsumedConcurrently: 4, logger: log });
   let handed = 0;
@@ -83,23 +106,38 @@ test("scenario 18: a Redis Cluster master SIGKILLed and restarted under load: th
     const meta = clusterLayout({ project }).idemKey("x");
     const slot = Number(cluster.cli(cluster.nodes[0].port, "cluster", "keyslot", meta).trim());
     const victim = cluster.nodes.find((n) => cluster.masters().find((m) => m.slots.some(([a, b]) => slot >= a && slot <= b))!.port === n.port)!;
+    const mastersBefore = cluster.masters().map((m) => m.port).sort();
     await victim.kill();
     const downAt = Date.now();
     await sleep(800); // batches past their last write may still be acknowledged
-    const before = await offsets(admin, groupId, topic);
     const ackedBefore = run.acked;
-    const handedBefore = handed;
-    while (Date.now() - downAt < 4000) {
-      await sleep(300);
-      assert.deepEqual((await offsets(admin, groupId, topic)).committed, before.committed, "no commit while the master is down");
+    if (mode === "restart") {
+      const before = await offsets(admin, groupId, topic);
+      const handedBefore = handed;
+      while (Date.now() - downAt < 4000) {
+        await sleep(300);
+        assert.deepEqual((await offsets(admin, groupId, topic)).committed, before.committed, "no commit while the master is down");
+      }
+      assert.equal(run.acked, ackedBefore, "nothing acknowledged while the master is down");
+      assert.ok(handed - handedBefore <= 4, `${handed - handedBefore} batches handed on during the outage`);
+    } else {
+      // The replica takes over the victim's slots; the new master has no replica until the victim is back.
+      await until("the replica took over", () => {
+        try {
+          const now = cluster.masters().map((m) => m.port).sort();
+          return now.length === 3 && !now.includes(victim.port) && now.join() !== mastersBefore.join();
+        } catch {
+          return false;
+        }
+      }, 30_000, 200);
+      await sleep(1500);
     }
-    assert.equal(run.acked, ackedBefore, "nothing acknowledged while the master is down");
-    assert.ok(handed - handedBefore <= 4, `${handed - handedBefore} batches handed on during the outage`);
     assert.ok(run.processor.metrics.sum("freshet_batches_total", { result: "retry" }) > 0, "batches were retried (STORE_UNAVAILABLE), not dead-lettered");
     assert.ok(log.lines.some((l) => l.level === "warn" && /source paused/.test(l.msg)));
 
     await victim.start();
     await cluster.waitOk();
+    if (mode === "failover") assert.ok(!cluster.masters().some((m) => m.port === victim.port), "the old master came back as a replica");
     await loading;
     await until("all offsets committed after the restart", () => caughtUp(admin, groupId, topic), 60_000, 200);
     assert.ok(run.acked > ackedBefore);
@@ -133,4 +171,4 @@ test("scenario 18: a Redis Cluster master SIGKILLed and restarted under load: th
     await run.stop();
     await online.close();
   }
-});
+}

@@ -71,6 +71,13 @@ export interface RedisStoreOptions {
    * (its queueing and retry settings stay yours) and is not closed by `close()`.
    */
   client?: Redis | Cluster;
+  /**
+   * On a Redis Cluster with replicas: how many replicas of each master must hold a batch's
+   * rows before its watermarks and done mark are written, and hold those before the write
+   * resolves (WAIT). Replication is asynchronous, so without it a failover can lose the last
+   * acknowledged writes. Default 0 (do not wait).
+   */
+  replicaAcks?: number;
   /** First segment of every key. Default "freshet". */
   prefix?: string;
   /** Second segment of every key, usually the feature repo's project. Default "default". */
@@ -231,7 +238,22 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
     return new FreshetError("STORE_UNAVAILABLE", `store unavailable: the cluster moved a slot (${msg}); retry`, { plugin: PLUGIN, retriable: true, cause: e });
   };
 
+  const replicaAcks = opts.replicaAcks ?? 0;
+  if (!Number.isInteger(replicaAcks) || replicaAcks < 0) throw new FreshetError("INVALID_CONFIG", `replicaAcks ${JSON.stringify(opts.replicaAcks)} must be a whole number of replicas (0: do not wait)`, { plugin: PLUGIN });
+  /** WAIT on every master's connection: the writes this client sent there are on `replicaAcks` replicas. */
+  const replicated = async () => {
+    const c = await ready();
+    const nodes = "nodes" in c && typeof c.nodes === "function" ? (c as Cluster).nodes("master") : [c as Redis];
+    await Promise.all(nodes.map(async (n) => {
+      const acks = Number(await n.call("WAIT", String(replicaAcks), String(Math.ceil(commandTimeoutMs / 2))));
+      if (acks < replicaAcks) {
+        throw new FreshetError("STORE_UNAVAILABLE", `store unavailable: ${acks} of ${replicaAcks} replicas of ${n.options.host}:${n.options.port} acknowledged the writes within ${Math.ceil(commandTimeoutMs / 2)} ms`, { plugin: PLUGIN, retriable: true });
+      }
+    }));
+  };
+
   const transport: RedisTransport = {
+    ...(replicaAcks > 0 ? { replicated } : {}),
     send: async (command, args) => {
       const c = await ready();
       try {
@@ -298,15 +320,17 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
         return counts;
       };
       return call(view.name, async () => {
-        if (calls.length === 1 && !metaCall) return await one(calls[0]);
+        if (calls.length === 1 && !metaCall && replicaAcks === 0) return await one(calls[0]);
         const sum = { written: 0, stale: 0, expired: 0 };
         for (const c of await Promise.all(calls.map(one))) {
           sum.written += c.written;
           sum.stale += c.stale;
           sum.expired += c.expired;
         }
-        // Only once every bucket holds its rows: the watermarks and the done mark.
+        // Only once every bucket holds its rows (on its replicas, with replicaAcks): the watermarks and the done mark.
+        if (replicaAcks > 0) await replicated();
         if (metaCall) await one(metaCall);
+        if (replicaAcks > 0 && metaCall) await replicated();
         return sum;
       });
     },

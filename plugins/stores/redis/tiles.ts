@@ -77,7 +77,11 @@ export function redisTiles(opts: RedisTilesOptions): RedisTiles {
     const encoded = encodeCommit(layout, meta, plugin, view.name);
     const marks = commit?.marks ?? [];
     const cluster = layout.cluster;
-    if (!cluster) return await foldGroup(view, aggs, deltas, marks, encoded);
+    if (!cluster) {
+      const r = await foldGroup(view, aggs, deltas, marks, encoded);
+      if (r.ok) await replicated(view.name);
+      return r;
+    }
     // One fold per bucket, each atomic with the marks of its bucket; the metadata last (see ./cluster.ts).
     const groups = new Map<number, { deltas: TileDelta[]; marks: AppliedMark[] }>();
     const group = (b: number) => {
@@ -106,7 +110,11 @@ export function redisTiles(opts: RedisTilesOptions): RedisTiles {
       for (const r of results) if (!r.ok) Object.assign(out, r.marks);
       return { ok: false, marks: out };
     }
-    if (encoded) await run(WRITE_ROWS, ...commitCall(encoded), view.name);
+    await replicated(view.name);
+    if (encoded) {
+      await run(WRITE_ROWS, ...commitCall(encoded), view.name);
+      await replicated(view.name);
+    }
     let tiles = 0, expired = 0;
     for (const r of results) {
       if (r.ok) {
@@ -116,6 +124,14 @@ export function redisTiles(opts: RedisTilesOptions): RedisTiles {
     }
     return { ok: true, tiles, expired };
   }
+
+  const replicated = async (definition: string) => {
+    try {
+      await transport.replicated?.();
+    } catch (e) {
+      throw redisError(plugin, e, definition);
+    }
+  };
 
   const commitCall = (encoded: EncodedCommit): [string[], string[]] => {
     const { keys, args } = writeScriptArgs([], 0, now(), encoded);

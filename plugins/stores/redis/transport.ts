@@ -18,6 +18,12 @@ export interface RedisTransport {
   send(command: string, args: string[], definition?: string): Promise<unknown>;
   /** One transport per master, for what must visit every node (SCAN on a Redis Cluster). Absent: this one only. */
   masters?(): Promise<RedisTransport[]>;
+  /**
+   * Resolves once what this client wrote so far is on the replicas it must
+   * reach (WAIT), or rejects with a retriable error. Absent: nothing to wait for.
+   * Called between the rows of a batch and its metadata, and after the metadata.
+   */
+  replicated?(): Promise<void>;
 }
 
 /**
