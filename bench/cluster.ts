@@ -124,7 +124,7 @@ export default streamRepo(src).registry;
     notes.push(
       `P13: ${records} events (${USERS} users, the bench view: schema, UDF, watermark, ttl) produced on a 4-partition topic of the mock cluster to \`freshet consume --store redis+cluster://...\` (1 or 2 processes, one group, formed before the load) into a 3-master cluster (16 buckets per view). Rate from the first send to the last commit; the producer runs in the bench process in both cases.`,
       `P13: load average at the end ${loadavg().map((x) => x.toFixed(1)).join(" ")} on ${cpus().length} cores (other processes on the machine take CPU from every run alike, A B A B).`,
-      `P13 ran on ${cpus().length} cores shared by the consumers, 3 redis-server, kcat and this process: with one consumer the consumer and Redis together already use most of them, so a second process has little CPU to add. The CPU shares per run are in the notes above.`,
+      `P13 shares ${cpus().length} cores among the consumers, 3 redis-server, kcat (the mock broker) and this process (the producer); each run's CPU shares are below (100% = one core). A consumer well under 100% is waiting (on the broker's fetch, the store's scripts, the commit) or starved by the rest of the machine, which the load average tells.`,
       ...pairs.map((p, i) => `P13 run ${i + 1}: ${p.notes}`),
       ...(retried.length ? [`P13: ${retried.length} run(s) done again because the mock broker's group did not split the partitions (kafkajs + librdkafka mock, see issue 13 item 9): ${retried.join("; ")}`] : []),
     );

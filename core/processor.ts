@@ -413,7 +413,7 @@ export function createProcessor(opts: ProcessorOptions): Processor {
         const pos = records[index]?.position;
         const at = pos && positionInPartition(pos);
         const key = at === undefined ? undefined : markKeyOf(view, row, pos!);
-        if (key !== undefined) {
+        if (at !== undefined && key !== undefined) {
           const done = await markOf(key);
           if (done !== undefined && comparePositions(at, done) <= 0) {
             counts.stale++;

@@ -123,7 +123,7 @@ const PLUGIN = "redis";
  */
 export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
   const url = opts.url ?? "redis://127.0.0.1:6379";
-  const seeds = opts.cluster ? { nodes: opts.cluster, tls: false } : clusterSeeds(url);
+  const seeds: { nodes: ClusterNode[]; username?: string; password?: string; tls: boolean } | undefined = opts.cluster ? { nodes: opts.cluster, tls: false } : clusterSeeds(url);
   const isCluster = !!seeds || (opts.client as Cluster | undefined)?.isCluster === true;
   const layout = isCluster
     ? clusterLayout({ prefix: opts.prefix, project: opts.project, plugin: PLUGIN, buckets: opts.buckets })
