@@ -28,6 +28,7 @@ import { startRedisCluster } from "../tests/services/redis-cluster.ts";
 import { type CliProcess, root, startCli } from "../tests/fixtures/cli-harness.ts";
 import { benchMain, type BenchOptions, type BenchRun, cpuSeconds, type Entry, fmt, isMain, paired, pairedEntry, sleep } from "./lib.ts";
 import { benchEvent } from "./stream-repo.ts";
+import { childPid } from "./worker.ts";
 
 const USERS = 10_000;
 const FORM_TIMEOUT_MS = 45_000;
@@ -45,6 +46,7 @@ export async function runCluster(opts: BenchOptions): Promise<BenchRun> {
   const producer = kafka.producer();
   const admin = kafka.admin();
   await Promise.all([producer.connect(), admin.connect()]);
+  const kcatPid = childPid((cmd) => cmd.some((c) => c.endsWith("kcat")));
   const redisPids = cluster.nodes.map((n) => Number(/process_id:(\d+)/.exec(cluster.cli(n.port, "info", "server"))?.[1]));
   const oneRun = async (consumers: number): Promise<{ value: number; notes: string }> => {
     const id = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
@@ -83,7 +85,7 @@ export default streamRepo(src).registry;
       joinedMs = performance.now() - joinedMs;
       const cpuNow = () => clis.map((c) => cpuSeconds(c.child.proc.pid) ?? 0);
       const redisNow = () => redisPids.map((p) => cpuSeconds(p) ?? 0);
-      const [cpu0, redis0, t0] = [cpuNow(), redisNow(), performance.now()];
+      const [cpu0, redis0, kcat0, t0] = [cpuNow(), redisNow(), cpuSeconds(kcatPid) ?? 0, performance.now()];
       for (let i = 1; i <= records; i += 5000) {
         const messages = [];
         for (let j = i; j < Math.min(records + 1, i + 5000); j++) messages.push({ key: String(j % USERS), value: benchEvent(j, j % USERS, ts + j) });
@@ -100,7 +102,8 @@ export default streamRepo(src).registry;
       const span = (performance.now() - t0) / 1000;
       const cpu = cpuNow().map((x, i) => (x - cpu0[i]) / span);
       const rcpu = redisNow().reduce((s, x, i) => s + x - redis0[i], 0) / span;
-      return { value: records / span, notes: `${consumers} consumer(s): ${records} events in ${fmt(span, 2)} s (group formed in ${fmt(joinedMs / 1000, 1)} s, not counted), consumer cpu ${cpu.map((x) => `${Math.round(x * 100)}%`).join(" + ")}, redis nodes cpu ${Math.round(rcpu * 100)}%` };
+      const kcpu = ((cpuSeconds(kcatPid) ?? 0) - kcat0) / span;
+      return { value: records / span, notes: `${consumers} consumer(s): ${records} events in ${fmt(span, 2)} s (group formed in ${fmt(joinedMs / 1000, 1)} s, not counted), consumer cpu ${cpu.map((x) => `${Math.round(x * 100)}%`).join(" + ")}, redis nodes cpu ${Math.round(rcpu * 100)}%, broker (kcat) cpu ${Math.round(kcpu * 100)}%` };
     } finally {
       await Promise.all(clis.map((c) => c.stop()));
     }
