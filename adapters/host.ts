@@ -4,6 +4,7 @@
  * URL, the dead-letter sink, the processor and the Hono app. Shared by the CLI
  * and the runtime adapters; only this layer reads files, env and URLs.
  */
+import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import process from "node:process";
 import { pathToFileURL } from "node:url";
@@ -20,7 +21,7 @@ export interface HostConfig {
    * file that `serve`, `consume` and `materialize` share), `sqlite:./x.db` or
    * `sqlite:/abs/x.db` (relative to the working directory), `file:./data`
    * (the JSON-lines file store, one process), `memory:`,
-   * `redis://host:6379/0`, `rediss://...`, or an Upstash REST URL
+   * `redis://host:6379/0`, `rediss://...`, `redis+cluster://h1:p1,h2:p2` (a Redis Cluster), or an Upstash REST URL
    * (`https://...upstash.io`, token in UPSTASH_REDIS_REST_TOKEN).
    */
   store?: string;
@@ -73,12 +74,37 @@ export interface Host {
  * ```
  */
 export async function loadRepo(path: string): Promise<Registry> {
-  const mod = await import(pathToFileURL(resolve(path)).href);
+  const abs = resolve(path);
+  if (!existsSync(abs)) {
+    throw new FreshetError("INVALID_CONFIG", `feature repo ${path} not found (looked for ${abs}): give the path of a module that exports featureRepo({...}), e.g. examples/driver_stats/feature_repo.ts`);
+  }
+  let mod: { default?: Registry; repo?: Registry };
+  try {
+    mod = await import(pathToFileURL(abs).href);
+  } catch (e) {
+    // A definition mistake is already a one-line FreshetError; anything else is the module failing to load.
+    if (e instanceof FreshetError) throw e;
+    throw new FreshetError("INVALID_CONFIG", `feature repo ${path} failed to load: ${loadFailure(e)}`, { cause: e });
+  }
   const registry = mod.default ?? mod.repo;
   if (!registry || typeof registry.viewsForSource !== "function") {
     throw new FreshetError("INVALID_CONFIG", `${path} must export a featureRepo({...}) as its default export (export default featureRepo({ project, definitions }))`);
   }
   return registry;
+}
+
+/** Why a module failed to import, in one line: esbuild's "file:line:col: ERROR: ..." or the error's first line. */
+function loadFailure(e: unknown): string {
+  const err = e as { message?: string; code?: string };
+  const message = String(err.message ?? e);
+  const located = /^(.+:\d+:\d+): ERROR: (.+)$/m.exec(message);
+  if (located) return `${located[2]} at ${located[1]}`;
+  const first = message.split("\n")[0];
+  if (err.code === "ERR_MODULE_NOT_FOUND" || err.code === "ERR_REQUIRE_CYCLE_MODULE") {
+    const hint = err.code === "ERR_MODULE_NOT_FOUND" ? "install the package it imports, or fix the import path" : 'a TypeScript repo outside an ES module package is loaded as CommonJS: add "type": "module" to the nearest package.json, or name the file .mts';
+    return `${first} (${hint})`;
+  }
+  return `${(e as Error).name ?? "Error"}: ${first}`;
 }
 
 /** The store of a host given none: one SQLite file in the data directory. */
@@ -189,6 +215,7 @@ export async function createHost(config: HostConfig): Promise<Host> {
     corsOrigins: config.corsOrigins,
     maxBodyBytes: config.maxBodyBytes,
     pendingTtlMs: config.pendingTtlMs,
+    logger: config.logger,
     // Paths in /registry relative to where the host runs, never the layout of its disk.
     describeOptions: { cwd: process.cwd() },
   });

@@ -10,8 +10,8 @@ import { Cluster, Redis as IORedis } from "ioredis";
 import { FreshetError, type FeatureRow } from "../../mod.ts";
 import { clusterLayout, clusterSeeds } from "../../plugins/stores/redis/cluster.ts";
 import { redisStore } from "../../plugins/stores/redis/redis.ts";
-import { conformanceRepo, testOnlineStore } from "../conformance/online-store.ts";
-import { testAggregatingStore } from "../conformance/aggregating-store.ts";
+import { conformanceRepo, testOnlineStore } from "../../testing/online-store.ts";
+import { testAggregatingStore } from "../../testing/aggregating-store.ts";
 import { type RedisClusterService, startRedisCluster } from "../services/redis-cluster.ts";
 
 let service: Promise<RedisClusterService> | undefined;

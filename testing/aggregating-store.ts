@@ -6,8 +6,8 @@
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as v from "valibot";
-import { type AggregatingStore, entity, featureRepo, foldTiles, type OnlineStore, pushSource, streamFeatureView } from "../../mod.ts";
-import { matchesReference, prng, reference, REFERENCE_AGGREGATIONS, type RefEvent } from "../fixtures/agg-reference.ts";
+import { type AggregatingStore, entity, featureRepo, foldTiles, type OnlineStore, pushSource, streamFeatureView } from "../mod.ts";
+import { matchesReference, prng, reference, REFERENCE_AGGREGATIONS, type RefEvent } from "./agg-reference.ts";
 
 /** What a factory gives the suite. */
 export interface AggregatingStoreUnderTest {

@@ -6,7 +6,7 @@
 import { describe, it, after } from "node:test";
 import assert from "node:assert/strict";
 import * as v from "valibot";
-import { entity, featureRepo, pushSource, streamFeatureView, type FeatureRow, type OnlineStore } from "../../mod.ts";
+import { entity, featureRepo, pushSource, streamFeatureView, type FeatureRow, type OnlineStore } from "../mod.ts";
 
 /** What a factory gives the suite. */
 export interface StoreUnderTest {
