@@ -16,7 +16,8 @@
  * says whether a run was CPU-bound (the machine has 2 cores).
  *
  *   npx tsx bench/cluster.ts [--runs 5] [--small] [--results dir]
- *   environment: BENCH_P13_RECORDS (default 100000, small 4000)
+ *   environment: BENCH_P13_RECORDS (default 100000, small 4000), BENCH_P13_LINGER
+ *   (the consumers' lingerMs, default 10: see LINGER_MS)
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
@@ -32,6 +33,14 @@ import { childPid } from "./worker.ts";
 
 const USERS = 10_000;
 const FORM_TIMEOUT_MS = 45_000;
+/**
+ * lingerMs (kafkajs maxWaitTime) of the consumers. The mock broker holds every
+ * fetch for the whole maxWaitTime and answers it with at most one producer send
+ * per partition, so with the default 500 ms the broker, not the consumers,
+ * bounds the rate: 4 partitions x 1250 events per send / 0.5 s = 10k events/s
+ * for one consumer or two alike (what runs at the default measured: 7.5k to 14k).
+ */
+const LINGER_MS = Number(process.env.BENCH_P13_LINGER ?? 10);
 /** The group never split its partitions among its members: that run is done again, on a fresh topic and group. */
 class NotFormed extends Error {}
 
@@ -57,7 +66,7 @@ export async function runCluster(opts: BenchOptions): Promise<BenchRun> {
     const repo = join(dir, `repo-${id}.ts`);
     writeFileSync(repo, `import { kafkaSource } from ${JSON.stringify(join(root, "mod.ts"))};
 import { streamRepo } from ${JSON.stringify(join(root, "bench/stream-repo.ts"))};
-const src = kafkaSource({ name: "p13_kafka", kafkaBootstrapServers: ${JSON.stringify(kafkaSvc.brokers)}, topic: ${JSON.stringify(topic)}, groupId: ${JSON.stringify(groupId)}, timestampField: "event_timestamp" });
+const src = kafkaSource({ name: "p13_kafka", kafkaBootstrapServers: ${JSON.stringify(kafkaSvc.brokers)}, topic: ${JSON.stringify(topic)}, groupId: ${JSON.stringify(groupId)}, timestampField: "event_timestamp", lingerMs: ${LINGER_MS} });
 export default streamRepo(src).registry;
 `);
     // The same users every run: an empty cluster, so that no run finds the rows of the last one (stale rows cost less).
@@ -71,8 +80,9 @@ export default streamRepo(src).registry;
       const formed = Date.now() + FORM_TIMEOUT_MS;
       let joinedMs = performance.now();
       // The mock broker has no DescribeGroups: each consumer logs the partitions of its last join.
+      const joinsOf = (c: CliProcess) => [...c.output().matchAll(/joined group "[^"]*", partitions \[([\d, ]*)\]/g)];
       const assigned = () => clis.map((c) => {
-        const joins = [...c.output().matchAll(/joined group "[^"]*", partitions \[([\d, ]*)\]/g)];
+        const joins = joinsOf(c);
         return joins.length ? joins[joins.length - 1][1].split(",").filter((x) => x.trim() !== "").map(Number) : [];
       });
       for (;;) {
@@ -83,6 +93,8 @@ export default streamRepo(src).registry;
         await sleep(100);
       }
       joinedMs = performance.now() - joinedMs;
+      // Rejoins during the measured span (a rebalance stops every member's fetches until the group is stable again).
+      const joined0 = clis.map((c) => joinsOf(c).map((m) => m.index));
       const cpuNow = () => clis.map((c) => cpuSeconds(c.child.proc.pid) ?? 0);
       const redisNow = () => redisPids.map((p) => cpuSeconds(p) ?? 0);
       const [cpu0, redis0, kcat0, t0] = [cpuNow(), redisNow(), cpuSeconds(kcatPid) ?? 0, performance.now()];
@@ -103,7 +115,9 @@ export default streamRepo(src).registry;
       const cpu = cpuNow().map((x, i) => (x - cpu0[i]) / span);
       const rcpu = redisNow().reduce((s, x, i) => s + x - redis0[i], 0) / span;
       const kcpu = ((cpuSeconds(kcatPid) ?? 0) - kcat0) / span;
-      return { value: records / span, notes: `${consumers} consumer(s): ${records} events in ${fmt(span, 2)} s (group formed in ${fmt(joinedMs / 1000, 1)} s, not counted), consumer cpu ${cpu.map((x) => `${Math.round(x * 100)}%`).join(" + ")}, redis nodes cpu ${Math.round(rcpu * 100)}%, broker (kcat) cpu ${Math.round(kcpu * 100)}%` };
+      // The log tail keeps the last 4 kB of each consumer: enough for the lines of one run.
+      const rejoins = clis.reduce((n, c, i) => n + Math.max(0, joinsOf(c).length - joined0[i].length), 0);
+      return { value: records / span, notes: `${consumers} consumer(s): ${records} events in ${fmt(span, 2)} s (group formed in ${fmt(joinedMs / 1000, 1)} s, not counted), consumer cpu ${cpu.map((x) => `${Math.round(x * 100)}%`).join(" + ")}, redis nodes cpu ${Math.round(rcpu * 100)}%, broker (kcat) cpu ${Math.round(kcpu * 100)}%, rejoins seen in the log tails ${rejoins}` };
     } finally {
       await Promise.all(clis.map((c) => c.stop()));
     }
@@ -125,7 +139,7 @@ export default streamRepo(src).registry;
     const pairs = await paired(opts.runs, () => measured(1), () => measured(2), (m) => console.log(m));
     entries.push(pairedEntry("P13", "node", "events/s, Kafka -> Redis Cluster (3 masters), 2 freshet consume in one group vs 1", ">= 1.6", pairs));
     notes.push(
-      `P13: ${records} events (${USERS} users, the bench view: schema, UDF, watermark, ttl) produced on a 4-partition topic of the mock cluster to \`freshet consume --store redis+cluster://...\` (1 or 2 processes, one group, formed before the load) into a 3-master cluster (16 buckets per view). Rate from the first send to the last commit; the producer runs in the bench process in both cases.`,
+      `P13: ${records} events (${USERS} users, the bench view: schema, UDF, watermark, ttl) produced on a 4-partition topic of the mock cluster to \`freshet consume --store redis+cluster://...\` (1 or 2 processes, one group, formed before the load, lingerMs ${LINGER_MS}: at the default 500 ms the mock broker's fetch pacing bounds one consumer and two alike to about 10k events/s) into a 3-master cluster (16 buckets per view). Rate from the first send to the last commit; the producer runs in the bench process in both cases.`,
       `P13: load average at the end ${loadavg().map((x) => x.toFixed(1)).join(" ")} on ${cpus().length} cores (other processes on the machine take CPU from every run alike, A B A B).`,
       `P13 shares ${cpus().length} cores among the consumers, 3 redis-server, kcat (the mock broker) and this process (the producer); each run's CPU shares are below (100% = one core). A consumer well under 100% is waiting (on the broker's fetch, the store's scripts, the commit) or starved by the rest of the machine, which the load average tells.`,
       ...pairs.map((p, i) => `P13 run ${i + 1}: ${p.notes}`),
