@@ -21,7 +21,7 @@ const FLAG_HELP: [flag: string, env: string, text: string, commands: string][] =
   ["--webhook-secret <s>", "FRESHET_WEBHOOK_SECRET", "require Standard Webhooks signatures on /push", "serve"],
   ["--open", "FRESHET_OPEN=1", "serve without credentials on any address (no Host check)", "serve consume"],
   ["--cors-origins <list>", "FRESHET_CORS_ORIGINS", "origins allowed from browsers, comma-separated (default none)", "serve"],
-  ["--store <url>", "FRESHET_STORE", "sqlite:<data-dir>/freshet.db (default), sqlite:<path>, file:./data, memory:, redis://h:p, https://<upstash>", "serve consume materialize replay"],
+  ["--store <url>", "FRESHET_STORE", "sqlite:<data-dir>/freshet.db (default), sqlite:<path>, file:./data, memory:, redis://h:p, redis+cluster://h:p,h:p, https://<upstash>", "serve consume materialize replay"],
   ["--data-dir <dir>", "FRESHET_DATA_DIR", "default ./data (SQLite file, offline log, dead letters)", "serve consume materialize replay"],
   ["--dead-letters <f>", "FRESHET_DEAD_LETTERS", "default <data-dir>/dead-letters.jsonl (replay: the file to replay)", "serve consume materialize replay"],
   ["--dead-letter-max-bytes <size>", "FRESHET_DEAD_LETTER_MAX_BYTES", "rotate the dead-letter file at this size, default 64MiB", "serve consume materialize"],

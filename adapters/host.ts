@@ -21,7 +21,7 @@ export interface HostConfig {
    * file that `serve`, `consume` and `materialize` share), `sqlite:./x.db` or
    * `sqlite:/abs/x.db` (relative to the working directory), `file:./data`
    * (the JSON-lines file store, one process), `memory:`,
-   * `redis://host:6379/0`, `rediss://...`, or an Upstash REST URL
+   * `redis://host:6379/0`, `rediss://...`, `redis+cluster://h1:p1,h2:p2` (a Redis Cluster), or an Upstash REST URL
    * (`https://...upstash.io`, token in UPSTASH_REDIS_REST_TOKEN).
    */
   store?: string;
@@ -150,7 +150,7 @@ export async function openStores(url: string, dataDir: string, opts: { project?:
     const { memoryStore } = await import("../plugins/stores/memory.ts");
     return { online: memoryStore(), offline };
   }
-  if (url.startsWith("redis://") || url.startsWith("rediss://")) {
+  if (/^rediss?(\+cluster)?:\/\//.test(url)) {
     const { redisStore } = await import("../plugins/stores/redis/redis.ts");
     return { online: redisStore({ url, project: opts.project }), offline };
   }
@@ -178,7 +178,7 @@ export async function openStores(url: string, dataDir: string, opts: { project?:
     return { online: fileStore({ dir }), offline };
   }
   // Anything else is a mistake to report, never a directory to create (`redis:/host:6379` with one slash).
-  throw new FreshetError("INVALID_CONFIG", `unknown store URL "${url}": use sqlite:./data/freshet.db, file:./data, memory:, redis://host:port, rediss://host:port or an Upstash https:// URL`);
+  throw new FreshetError("INVALID_CONFIG", `unknown store URL "${url}": use sqlite:./data/freshet.db, file:./data, memory:, redis://host:port, rediss://host:port, redis+cluster://host:port,host:port or an Upstash https:// URL`);
 }
 
 /**

@@ -163,6 +163,15 @@ export interface AggregatingStore {
    * the range is unbounded on both sides (-Infinity, Infinity).
    */
   clearTiles(view: FeatureView, range: { start: number; end: number }): Promise<void>;
+  /**
+   * For a store that cannot fold across all of itself in one atomic step
+   * (a Redis Cluster: one script reaches one hash slot): the applied mark
+   * key that guards an entity's tiles, derived from `key`
+   * (`view:partition`). Marks are then kept per part of the store, each
+   * checked with the tiles of its part, and a caller filters a redelivery
+   * per mark key. Absent: `key` itself, one mark for the whole partition.
+   */
+  markKey?(view: FeatureView, entityKey: string, key: string): string;
 }
 
 /** Whether an online store also serves aggregations. */

@@ -275,6 +275,24 @@ export function createProcessor(opts: ProcessorOptions): Processor {
     return before;
   }
 
+  /**
+   * The applied mark key of a record: `view:partition`, or the store's key for
+   * the part of it that holds the entity (AggregatingStore.markKey). Undefined
+   * when the store keys marks per entity and the row has no join key (it is
+   * dead-lettered, never folded).
+   */
+  const scoped = isAggregatingStore(online) ? online.markKey?.bind(online) : undefined;
+  function markKeyOf(view: FeatureView, row: Row, pos: Position, entityKey?: string): string | undefined {
+    const key = `${view.name}:${partitionOf(pos)}`;
+    if (!scoped) return key;
+    if (entityKey === undefined) {
+      const ek = entityKeyOf(view.joinKeys, row);
+      if ("missing" in ek) return undefined;
+      entityKey = ek.key;
+    }
+    return scoped(view, entityKey, key);
+  }
+
   /** The applied mark of a view and partition: from this process's cache, else read once from the store. */
   async function markOf(key: string): Promise<string | undefined> {
     if (!markCache.has(key)) {
@@ -410,8 +428,9 @@ export function createProcessor(opts: ProcessorOptions): Processor {
       if (aggs && wantOnline) {
         const pos = records[index]?.position;
         const at = pos && positionInPartition(pos);
-        if (at !== undefined) {
-          const done = await markOf(`${view.name}:${partitionOf(pos!)}`);
+        const key = at === undefined ? undefined : markKeyOf(view, row, pos!);
+        if (at !== undefined && key !== undefined) {
+          const done = await markOf(key);
           if (done !== undefined && comparePositions(at, done) <= 0) {
             counts.stale++;
             continue;
@@ -507,7 +526,7 @@ export function createProcessor(opts: ProcessorOptions): Processor {
         const at = pos && positionInPartition(pos);
         const foldRow: Row = {};
         for (const a of aggs) foldRow[a.column] = row[a.column];
-        fold.push({ entityKey: ek.key, eventTime, createdTime, row: foldRow, mark: at === undefined ? undefined : { key: `${view.name}:${partitionOf(pos!)}`, position: at } });
+        fold.push({ entityKey: ek.key, eventTime, createdTime, row: foldRow, mark: at === undefined ? undefined : { key: markKeyOf(view, row, pos!, ek.key)!, position: at } });
         continue;
       }
       if (wantOnline) {

@@ -148,6 +148,22 @@ describe("bench", () => {
     }
   });
 
+  it("runs P13 (two freshet consume vs one on a 3-master Redis Cluster) on a tiny input and writes well-formed results", { timeout: 120_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "freshet-bench-test-"));
+    try {
+      const { code, out } = await runBench(["p13", "--small", "--runs", "1", "--results", dir], 110_000);
+      assert.equal(code, 0, `bench/run.ts exited with ${code}:\n${out.slice(-4000)}`);
+      const entries = JSON.parse(readFileSync(join(dir, "cluster.json"), "utf8"));
+      for (const e of entries) checkEntry(e);
+      assert.deepEqual(entries.map((e: { id: string; runtime: string }) => `${e.id}/${e.runtime}`), ["P13/node"]);
+      assert.ok(entries[0].baseline > 0 && entries[0].value > 0 && entries[0].goal === ">= 1.6");
+      if (!entries[0].met) assert.match(out, /MISSED: P13 on node/);
+      assert.match(readFileSync(join(dir, "cluster.txt"), "utf8"), /2 consumer\(s\): \d+ events/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("runs P12 (historical retrieval) on a tiny input and finds the same answer as the hand-written DuckDB ASOF JOIN", { timeout: 170_000 }, async () => {
     const dir = mkdtempSync(join(tmpdir(), "freshet-bench-test-"));
     try {
