@@ -30,7 +30,11 @@
 // (bun and deno: the machine's Node), because the node22/node24 packages both
 // link node_modules/.bin/node, which `npm test` puts first on PATH.
 //
-// Environment: TEST_TIMEOUT_MIN (per runtime, default 20), TEST_CONCURRENCY
+// A run without file filters first runs `npm run typecheck` (scripts/typecheck.mjs)
+// and fails on type errors.
+//
+// Environment: TEST_TYPECHECK (0: skip the type check, 1: run it before a
+// filtered run too), TEST_TIMEOUT_MIN (per runtime, default 20), TEST_CONCURRENCY
 // (Node files in parallel, default 1), DENO_NO_CHECK=1 (skip Deno's type check),
 // TEST_ALL_NODES=1 (`// @runtimes node` files on node22 too).
 import { spawn, spawnSync } from "node:child_process";
@@ -334,6 +338,15 @@ for (const sig of ["SIGINT", "SIGTERM"]) {
 
 // ---- main ----------------------------------------------------------------------
 const results = [];
+// A whole run (no file filter) starts with the type check, and fails on its
+// errors; TEST_TYPECHECK=0 skips it, TEST_TYPECHECK=1 runs it before a filtered run too.
+const typecheck = process.env.TEST_TYPECHECK === "1" || (process.env.TEST_TYPECHECK !== "0" && !filters.length);
+if (typecheck) {
+  console.log("\n=== typecheck (npm run typecheck) ===");
+  const t0 = Date.now();
+  const r = spawnSync(process.execPath, [join(root, "scripts", "typecheck.mjs")], { cwd: root, stdio: "inherit" });
+  results.push({ rt: "typecheck", files: 0, secs: (Date.now() - t0) / 1000, ok: r.status === 0, passed: undefined, error: r.status === 0 ? undefined : "type errors" });
+}
 for (const rt of runtimes) {
   const list = files.filter((f) => runtimesOf(f).includes(rt));
   if (!list.length) {
@@ -358,8 +371,8 @@ for (const r of results) {
   passed += r.passed ?? 0;
   // A run that failed without a failed test (load error, type error, timeout) still counts one.
   failed += r.ok ? (r.failed ?? 0) : Math.max(r.failed ?? 0, 1);
-  const n = r.passed === undefined ? "counts unknown" : `${r.passed} passed, ${r.failed ?? 0} failed${r.note ?? ""}`;
-  console.log(`${label(r).padEnd(width)} ${r.ok ? "ok    " : "FAILED"} ${n}, ${r.files} file(s), ${r.secs.toFixed(1)} s${r.error ? ` (${r.error})` : ""}`);
+  const n = r.rt === "typecheck" ? "tsc and deno check" : r.passed === undefined ? "counts unknown" : `${r.passed} passed, ${r.failed ?? 0} failed${r.note ?? ""}`;
+  console.log(`${label(r).padEnd(width)} ${r.ok ? "ok    " : "FAILED"} ${n}${r.rt === "typecheck" ? "" : `, ${r.files} file(s)`}, ${r.secs.toFixed(1)} s${r.error ? ` (${r.error})` : ""}`);
 }
 // A plain closing line that CI tooling reads.
 console.log(`total: ${passed} passed, ${failed} failed`);
