@@ -73,7 +73,13 @@ export interface Host {
  * ```
  */
 export async function loadRepo(path: string): Promise<Registry> {
-  const mod = await import(pathToFileURL(resolve(path)).href);
+  const mod = await import(pathToFileURL(resolve(path)).href).catch((e) => {
+    // Node without type stripping (20, 22 before 22.18) and no tsx registered by bin/freshet.mjs.
+    if ((e as { code?: string })?.code === "ERR_UNKNOWN_FILE_EXTENSION" && /\.[cm]?ts$/.test(path)) {
+      throw new FreshetError("INVALID_CONFIG", `cannot load ${path}: this Node (${process.version}) does not strip TypeScript types; install tsx (npm install -D tsx), use Node 22.18 or later, or write the repo in JavaScript`, { cause: e });
+    }
+    throw e;
+  });
   const registry = mod.default ?? mod.repo;
   if (!registry || typeof registry.viewsForSource !== "function") {
     throw new FreshetError("INVALID_CONFIG", `${path} must export a featureRepo({...}) as its default export (export default featureRepo({ project, definitions }))`);

@@ -25,7 +25,7 @@
  * ```
  */
 import type { KinesisClient } from "@aws-sdk/client-kinesis";
-import { FreshetError, type KinesisSource, type Logger, type MetaStore, parseEventTime, sleep, type SourceBatch, type SourceLag, type StreamSource } from "../../core/index.ts";
+import { FreshetError, type KinesisSource, missingPackage, type Logger, type MetaStore, parseEventTime, sleep, type SourceBatch, type SourceLag, type StreamSource } from "../../core/index.ts";
 import { kinesisKeys, readCheckpoint } from "./kinesis/checkpoints.ts";
 import { fairShare, type HeldLease, leaseTable, leaseValid } from "./kinesis/leases.ts";
 import { isConfigError, listShards, readableShards, readShard, type Sdk, type ShardOutcome, type StartPosition } from "./kinesis/shards.ts";
@@ -108,7 +108,7 @@ export function kinesisConsumer(def: KinesisSource, opts: KinesisConsumerOptions
   async function run(onBatch: (batch: SourceBatch) => Promise<void>, signal: AbortSignal): Promise<void> {
     if (running) throw new FreshetError("INVALID_CONFIG", "this consumer is already running; create one consumer per run", { plugin: "kinesis", definition: def.name });
     running = true;
-    const sdk: Sdk = await import("@aws-sdk/client-kinesis");
+    const sdk: Sdk = await import("@aws-sdk/client-kinesis").catch(missingPackage("@aws-sdk/client-kinesis", "the Kinesis source", "kinesis"));
     const client = opts.client ?? (await createClient(sdk, def));
     const leases = leaseTable(meta, keys, workerId, ttlMs);
     const finished = new Set<string>();
@@ -293,7 +293,7 @@ function startPosition(def: KinesisSource): StartPosition {
 }
 
 async function createClient(sdk: Sdk, def: KinesisSource): Promise<KinesisClient> {
-  const { NodeHttpHandler } = await import("@smithy/node-http-handler");
+  const { NodeHttpHandler } = await import("@smithy/node-http-handler").catch(missingPackage("@smithy/node-http-handler", "the Kinesis source", "kinesis"));
   return new sdk.KinesisClient({
     // A custom endpoint (kinesis-local, LocalStack) still needs some region to sign with.
     region: def.region ?? (def.endpoint ? "us-east-1" : undefined),

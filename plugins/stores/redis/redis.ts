@@ -23,7 +23,7 @@
 import type { Redis, RedisOptions } from "ioredis";
 import type { AggregatingStore, CommitMeta, FeatureRow, FeatureValue, OnlineStore, WriteResult } from "../../../core/contracts.ts";
 import type { FeatureView } from "../../../core/definitions.ts";
-import { FreshetError } from "../../../core/errors.ts";
+import { FreshetError, missingPackage } from "../../../core/errors.ts";
 import { decodeRead, encodeCommit, encodeRows, readFields, redisLayout } from "./layout.ts";
 import { redisMeta } from "./meta.ts";
 import { redisTiles } from "./tiles.ts";
@@ -103,7 +103,7 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
   let closed = false;
 
   const create = async (): Promise<Redis> => {
-    const { Redis: IORedis } = await import("ioredis");
+    const { Redis: IORedis } = await import("ioredis").catch(missingPackage("ioredis", "the Redis store", PLUGIN));
     const c = new IORedis(url, {
       lazyConnect: true,
       // Fail fast: nothing queues while disconnected, and a command in
