@@ -17,11 +17,12 @@ export interface StandardSchema<Output = Row> {
     readonly vendor: string;
     readonly validate: (value: unknown) => MaybePromise<
       | { readonly value: Output; readonly issues?: undefined }
-      | { readonly issues: ReadonlyArray<{ readonly message: string; readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> }> }
+      // `| undefined` on the optional fields: with exactOptionalPropertyTypes a schema library's `path?: X | undefined` must still fit.
+      | { readonly issues: ReadonlyArray<{ readonly message: string; readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined }> }
     >;
   };
   /** valibot's object schemas expose their entries; Freshet reads the field names from them. */
-  readonly entries?: Record<string, unknown>;
+  readonly entries?: Record<string, unknown> | undefined;
 }
 
 /** Common descriptive fields. */
