@@ -10,6 +10,7 @@ import type { FetchApp, RunningServer } from "./node.ts";
  * against bun-types (tsconfig.bun.json).
  */
 export interface BunServeApi {
+  /** Starts a server; `stop(false)` stops listening and lets in-flight requests finish. */
   serve: (opts: { fetch: FetchApp["fetch"]; port: number; hostname: string; maxRequestBodySize?: number }) => { port?: number; stop: (closeActive?: boolean) => Promise<void> };
 }
 declare const Bun: BunServeApi;

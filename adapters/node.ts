@@ -8,6 +8,7 @@ import { missingPackage } from "../core/errors.ts";
 
 /** A running server. */
 export interface RunningServer {
+  /** The port it listens on (the one chosen when asked for port 0). */
   port: number;
   /** Stops accepting connections and resolves when in-flight requests have finished. */
   close(): Promise<void>;
@@ -15,6 +16,7 @@ export interface RunningServer {
 
 /** Anything with a fetch handler: a Hono app. */
 export interface FetchApp {
+  /** Answers one request. */
   fetch: (req: Request) => Response | Promise<Response>;
 }
 

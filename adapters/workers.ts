@@ -25,7 +25,9 @@ export interface WorkerEnv {
    * has one and no UPSTASH_REDIS_REST_URL is set.
    */
   FRESHET_D1_BINDING?: string;
+  /** Upstash REST URL (a `[vars]` entry): the store and dead letters when no D1 binding is used. */
   UPSTASH_REDIS_REST_URL?: string;
+  /** Upstash REST token (`wrangler secret put UPSTASH_REDIS_REST_TOKEN`). */
   UPSTASH_REDIS_REST_TOKEN?: string;
   /** Standard Webhooks secret; when set, pushes must be signed (or carry WRITE_TOKEN). */
   WEBHOOK_SECRET?: string;
@@ -33,9 +35,11 @@ export interface WorkerEnv {
   WRITE_TOKEN?: string;
   /** Bearer token for get-online-features, /registry and /metrics (`wrangler secret put READ_TOKEN`). */
   READ_TOKEN?: string;
+  /** Largest push body, with units (`5MiB`). Default 5 MiB. */
   MAX_BODY_BYTES?: string;
   /** Most dead letters kept in the Redis list (the oldest are trimmed, counted and logged). Default 100000. */
   DEAD_LETTERS_MAX?: string;
+  /** Any other binding (D1 databases, by their binding name). */
   [key: string]: unknown;
 }
 
@@ -53,6 +57,7 @@ export interface WorkerOptions {
 
 /** What a Worker module exports. */
 export interface WorkerHandler {
+  /** Answers one request with the Worker's env. */
   fetch(request: Request, env: WorkerEnv, ctx?: unknown): Promise<Response>;
 }
 

@@ -41,13 +41,20 @@ export interface FreshetErrorOptions {
  * ```
  */
 export class FreshetError extends Error {
+  /** Always "FreshetError". */
   override readonly name = "FreshetError";
+  /** The stable error code. */
   readonly code: ErrorCode;
+  /** Whether retrying the same operation later may succeed. */
   readonly retriable: boolean;
+  /** The plugin that raised it. */
   readonly plugin?: string;
+  /** The definition it concerns. */
   readonly definition?: string;
+  /** For input errors: the path of the offending field. */
   readonly field?: string;
 
+  /** Makes an error; the message gets the `[freshet] [plugin] "definition": ` prefix. */
   constructor(code: ErrorCode, message: string, opts: FreshetErrorOptions = {}) {
     const where = (opts.plugin ? `[${opts.plugin}] ` : "") +
       (opts.definition ? `"${opts.definition}": ` : "");

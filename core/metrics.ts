@@ -3,7 +3,8 @@
  * Counters and gauges, rendered as Prometheus text for `GET /metrics`.
  */
 
-type Labels = Record<string, string>;
+/** The labels of one series, by name. */
+export type Labels = Record<string, string>;
 
 interface Series {
   help: string;
@@ -13,11 +14,15 @@ interface Series {
 
 /** A small metrics registry. */
 export interface Metrics {
+  /** Adds `by` (default 1) to a counter. */
   inc(name: string, labels?: Labels, by?: number): void;
+  /** Sets a gauge. */
   set(name: string, labels: Labels, value: number): void;
+  /** The value of one series; 0 if it has none. */
   get(name: string, labels?: Labels): number;
   /** Sum of a counter over all label sets that include `labels`. */
   sum(name: string, labels?: Labels): number;
+  /** All series as Prometheus text. */
   render(): string;
 }
 

@@ -12,9 +12,13 @@ export type Definition = Entity | StreamSourceDef | FileSource | FeatureView;
 
 /** A checked set of definitions. */
 export interface Registry {
+  /** The project name: the prefix of its keys in shared stores. */
   readonly project: string;
+  /** The entities, by name. */
   readonly entities: ReadonlyMap<string, Entity>;
+  /** The stream sources, by name. */
   readonly sources: ReadonlyMap<string, StreamSourceDef>;
+  /** The views, by name, with their sources resolved. */
   readonly views: ReadonlyMap<string, FeatureView & { source: StreamSourceDef }>;
   /** The views fed by a source. */
   viewsForSource(sourceName: string): (FeatureView & { source: StreamSourceDef })[];
@@ -36,9 +40,13 @@ export interface DescribeOptions {
 
 /** The JSON shape of `GET /registry`. */
 export interface RegistryDescription {
+  /** The project name. */
   project: string;
+  /** The entities. */
   entities: { name: string; joinKeys: string[]; description?: string; tags?: Record<string, string>; owner?: string }[];
+  /** The sources, as defined. */
   sources: Record<string, unknown>[];
+  /** The feature views, as defined. */
   featureViews: Record<string, unknown>[];
 }
 

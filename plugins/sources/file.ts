@@ -25,6 +25,7 @@ const hyparquet = () => import("hyparquet").catch(missingPackage("hyparquet", "P
 export interface InvalidRow {
   /** 1-based line (JSON Lines) or record number (CSV). */
   line: number;
+  /** What was wrong with it. */
   message: string;
 }
 

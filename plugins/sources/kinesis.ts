@@ -47,6 +47,7 @@ export interface KinesisConsumerOptions {
   leaseTtlMs?: number;
   /** How often to list shards and rebalance, in ms. Default 10 000. */
   discoverEveryMs?: number;
+  /** Where shard events and retries are logged. Default `console`. */
   logger?: Logger;
   /** The most shards this worker reads at once. Default: no limit beyond its fair share. */
   maxShardsPerWorker?: number;
@@ -58,6 +59,7 @@ export interface KinesisConsumerOptions {
 
 /** A shard this worker reads. */
 export interface OwnedShard {
+  /** The shard's id. */
   shardId: string;
   /** The lease's fencing counter. */
   counter: number;
@@ -65,8 +67,11 @@ export interface OwnedShard {
 
 /** The Kinesis source, with a view of what this worker holds. */
 export interface KinesisConsumer extends StreamSource {
+  /** Always "kinesis". */
   readonly kind: "kinesis";
+  /** Lag is the age of the newest record read, in ms. */
   readonly lagUnit: "ms";
+  /** This worker's id in the lease table. */
   readonly workerId: string;
   /** The shards this worker reads now. */
   owned(): OwnedShard[];

@@ -220,6 +220,14 @@ console.log(JSON.stringify({
     }
   });
 
+  it("deno publish --dry-run passes (JSR: license, no slow types) and publishes only the sources", () => {
+    const r = run(binOf("deno"), ["publish", "--dry-run", "--allow-dirty"], root, { NO_COLOR: "1" });
+    assert.equal(r.code, 0, r.out.slice(-4000));
+    const files = [...r.out.matchAll(/^\s+file:\/\/(\S+) \(/gm)].map((m) => m[1].slice(root.length));
+    assert.ok(files.includes("mod.ts") && files.includes("core/index.ts") && files.includes("LICENSE"), `mod.ts, core/ and LICENSE are published: ${files.join(" ")}`);
+    for (const f of files) assert.doesNotMatch(f, /^(tests|bench|examples|scripts|bin|dist|node_modules)\/|\.test\.ts$|^\.git/, `${f} is not published`);
+  });
+
   describe("with TypeScript, Deno, Bun and a Workers bundle", () => {
     let full: string;
     const USE_TS = `${REPO_IMPORTS}import { createProcessor, type Registry, type OnlineStore } from "freshet";

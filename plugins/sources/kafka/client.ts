@@ -13,6 +13,7 @@ import { redactUrl } from "../../../core/registry.ts";
 export interface KafkaConnection {
   /** `["b1:9092", "b2:9092"]` or `"b1:9092,b2:9092"`. */
   brokers: string | string[];
+  /** The Kafka client id. Default `freshet`. */
   clientId?: string;
   /** `true` for TLS with the system's CAs, or the CA, client certificate and key (PEM). */
   ssl?: KafkaTls;

@@ -15,6 +15,7 @@ export interface DroppedDeadLetters {
   path: string;
   /** Dead letters (lines) it held. */
   letters: number;
+  /** Its size in bytes. */
   bytes: number;
 }
 

@@ -14,7 +14,8 @@ import { join } from "node:path";
 import { type AsOfEntity, type AsOfMatch, type FeatureView, missingPackage, parseEntityKey } from "../../../core/index.ts";
 import { logFiles } from "./offline.ts";
 
-type DuckModule = typeof import("@duckdb/node-api");
+/** The `@duckdb/node-api` module, as loaded. */
+export type DuckModule = typeof import("@duckdb/node-api");
 let loaded: Promise<DuckModule | undefined> | undefined;
 
 /** Loads DuckDB once; undefined when it is not installed or cannot load on this runtime. */

@@ -29,7 +29,9 @@ export type SqlRow = Record<string, unknown>;
 
 /** One statement of a {@link SqlDriver.batch}. */
 export interface SqlStatement {
+  /** The statement, with `?1`, `?2`, ... parameters. */
   sql: string;
+  /** The parameters, in order. */
   params?: readonly SqlValue[];
   /** Collect the rows it returns (a SELECT, or RETURNING). */
   rows?: boolean;
@@ -37,7 +39,9 @@ export interface SqlStatement {
 
 /** What one statement of a batch did: rows changed, and its rows when asked for. */
 export interface SqlResult {
+  /** Rows changed. */
   changes: number;
+  /** The rows it returned, when asked for. */
   rows: SqlRow[];
 }
 
@@ -76,6 +80,7 @@ export interface SqlDriver {
   all(sql: string, params?: readonly SqlValue[]): MaybePromise<SqlRow[]>;
   /** Runs the statements in order as one transaction: all of them or none. */
   batch(statements: readonly SqlStatement[]): MaybePromise<SqlResult[]>;
+  /** Closes the connection. */
   close(): MaybePromise<void>;
 }
 
