@@ -12,7 +12,9 @@ import process from "node:process";
 const here = fileURLToPath(import.meta.url);
 const built = new URL("../dist/adapters/cli.js", import.meta.url);
 const installed = here.split(sep).includes("node_modules") && existsSync(built);
-if (!installed || !process.features.typescript) {
+// Bun and Deno strip types themselves.
+const stripsTypes = process.features.typescript || "Bun" in globalThis || "Deno" in globalThis;
+if (!installed || !stripsTypes) {
   try {
     const { register } = await import("tsx/esm/api");
     register();
