@@ -18,6 +18,8 @@ if (!installed || !stripsTypes) {
   try {
     const { register } = await import("tsx/esm/api");
     register();
+    // And for require(): in a project without "type": "module" Node hands a .ts repo to the CommonJS loader (ERR_REQUIRE_CYCLE_MODULE without it).
+    (await import("tsx/cjs/api")).register();
   } catch (e) {
     // Without tsx an installed CLI still loads JavaScript feature repos.
     if (!installed) throw e;

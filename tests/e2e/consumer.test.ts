@@ -113,6 +113,8 @@ const read = await post("/get-online-features", { entities: { driver_id: [7] }, 
 console.log(JSON.stringify({ push: pushed.status, values: (await read.json()).results[1].values }));
 `;
 const SMOKE_OUT = JSON.stringify({ push: 200, values: [0.25] });
+// The same repo with a type in it, for the loaders that strip types.
+const repoTs = `${REPO_IMPORTS}type Ttl = \`\${number}d\`;\nconst ttl: Ttl = "1d";\n${REPO_BODY.replace('ttl: "1d"', "ttl")}`;
 
 describe("the npm package, from its tarball (issue 14)", () => {
   let base: string;
@@ -129,7 +131,7 @@ describe("the npm package, from its tarball (issue 14)", () => {
     pushOnly = project(base, "push-only", {
       "smoke.mjs": SMOKE,
       "repo.mjs": REPO_IMPORTS + REPO_BODY,
-      "repo.ts": `${REPO_IMPORTS}type Ttl = \`\${number}d\`;\nconst ttl: Ttl = "1d";\n${REPO_BODY.replace('ttl: "1d"', "ttl")}`,
+      "repo.ts": repoTs,
       "kafka-repo.mjs": `import { entity, featureRepo, kafkaSource } from "freshet";\nexport default featureRepo({ project: "k", definitions: [kafkaSource({ name: "k", kafkaBootstrapServers: "127.0.0.1:1", topic: "t", timestampField: "ts" })] });\n`,
       "sdks.mjs": `import * as v from "valibot";
 import { entity, fileSource, streamFeatureView, pushSource } from "freshet";
@@ -197,6 +199,13 @@ console.log(JSON.stringify({
     assert.equal(old.code, 2, old.out);
     assert.match(old.out, /does not strip TypeScript types; install tsx/);
     assert.doesNotMatch(old.out, /\n\s+at /, "no stack trace");
+  });
+
+  it("on Node 20 with tsx installed, the CLI loads a TypeScript repo in a project without \"type\": \"module\"", () => {
+    const dir = project(base, "node20-tsx", { "repo.ts": repoTs });
+    npmInstall(dir, [tgz, "tsx"]);
+    const described = JSON.parse(mustRun(NODES.node20, ["node_modules/.bin/freshet", "describe", "repo.ts"], dir));
+    assert.equal(described.project, "consumer");
   });
 
   it("npx freshet serve runs from the install and answers /health", async () => {
