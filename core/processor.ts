@@ -189,7 +189,8 @@ export interface Processor {
   process(sourceName: string, records: RawRecord[], opts?: ProcessOptions): Promise<BatchResult>;
 }
 
-const textDecoder = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: false is the default; @cloudflare/workers-types requires it to be given.
+const textDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
 const textEncoder = new TextEncoder();
 const OUTCOMES = ["written", "stale", "expired", "late", "invalid"] as const;
 /** Suffix of the watermark key that holds what the last committed batch was judged by. */

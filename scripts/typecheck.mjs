@@ -2,7 +2,9 @@
 // `npm run typecheck` (and the first step of `npm test`): tsc over the published
 // code (tsconfig.json: strict, verbatimModuleSyntax, isolatedDeclarations), over
 // examples, tests and bench (tsconfig.dev.json), the Bun adapter against
-// bun-types (tsconfig.bun.json), and the Deno adapter with `deno check`.
+// bun-types (tsconfig.bun.json), the Workers adapter against
+// @cloudflare/workers-types (tsconfig.workers.json), and the Deno adapter with
+// `deno check`.
 // Exits 1 when any of them reports an error.
 import { spawnSync } from "node:child_process";
 import { dirname, join, resolve } from "node:path";
@@ -15,6 +17,7 @@ const checks = [
   ["tsc (published code)", bin("tsc"), ["-p", "tsconfig.json"]],
   ["tsc (examples, tests, bench)", bin("tsc"), ["-p", "tsconfig.dev.json"]],
   ["tsc (Bun adapter, bun-types)", bin("tsc"), ["-p", "tsconfig.bun.json"]],
+  ["tsc (Workers adapter, @cloudflare/workers-types)", bin("tsc"), ["-p", "tsconfig.workers.json"]],
   ["deno check (Deno adapter)", bin("deno"), ["check", "adapters/deno.ts", "examples/edge_push/deno.ts", "tests/types/deno.ts"]],
 ];
 let failed = 0;
