@@ -4,6 +4,7 @@
  * URL, the dead-letter sink, the processor and the Hono app. Shared by the CLI
  * and the runtime adapters; only this layer reads files, env and URLs.
  */
+import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import process from "node:process";
 import { pathToFileURL } from "node:url";
@@ -83,18 +84,41 @@ export interface Host {
  * ```
  */
 export async function loadRepo(path: string): Promise<Registry> {
-  const mod = await import(pathToFileURL(resolve(path)).href).catch((e) => {
+  const abs = resolve(path);
+  if (!existsSync(abs)) {
+    throw new FreshetError("INVALID_CONFIG", `feature repo ${path} not found (looked for ${abs}): give the path of a module that exports featureRepo({...}), e.g. examples/driver_stats/feature_repo.ts`);
+  }
+  let mod: { default?: Registry; repo?: Registry };
+  try {
+    mod = await import(pathToFileURL(abs).href);
+  } catch (e) {
+    // A definition mistake is already a one-line FreshetError; anything else is the module failing to load.
+    if (e instanceof FreshetError) throw e;
     // Node without type stripping (20, 22 before 22.18) and no tsx registered by bin/freshet.mjs.
     if ((e as { code?: string })?.code === "ERR_UNKNOWN_FILE_EXTENSION" && /\.[cm]?ts$/.test(path)) {
       throw new FreshetError("INVALID_CONFIG", `cannot load ${path}: this Node (${process.version}) does not strip TypeScript types; install tsx (npm install -D tsx), use Node 22.18 or later, or write the repo in JavaScript`, { cause: e });
     }
-    throw e;
-  });
+    throw new FreshetError("INVALID_CONFIG", `feature repo ${path} failed to load: ${loadFailure(e)}`, { cause: e });
+  }
   const registry = mod.default ?? mod.repo;
   if (!registry || typeof registry.viewsForSource !== "function") {
     throw new FreshetError("INVALID_CONFIG", `${path} must export a featureRepo({...}) as its default export (export default featureRepo({ project, definitions }))`);
   }
   return registry;
+}
+
+/** Why a module failed to import, in one line: esbuild's "file:line:col: ERROR: ..." or the error's first line. */
+function loadFailure(e: unknown): string {
+  const err = e as { message?: string; code?: string };
+  const message = String(err.message ?? e);
+  const located = /^(.+:\d+:\d+): ERROR: (.+)$/m.exec(message);
+  if (located) return `${located[2]} at ${located[1]}`;
+  const first = message.split("\n")[0];
+  if (err.code === "ERR_MODULE_NOT_FOUND" || err.code === "ERR_REQUIRE_CYCLE_MODULE") {
+    const hint = err.code === "ERR_MODULE_NOT_FOUND" ? "install the package it imports, or fix the import path" : 'a TypeScript repo outside an ES module package is loaded as CommonJS: add "type": "module" to the nearest package.json, or name the file .mts';
+    return `${first} (${hint})`;
+  }
+  return `${(e as Error).name ?? "Error"}: ${first}`;
 }
 
 /** The store of a host given none: one SQLite file in the data directory. */
@@ -205,6 +229,7 @@ export async function createHost(config: HostConfig): Promise<Host> {
     corsOrigins: config.corsOrigins,
     maxBodyBytes: config.maxBodyBytes,
     pendingTtlMs: config.pendingTtlMs,
+    logger: config.logger,
     // Paths in /registry relative to where the host runs, never the layout of its disk.
     describeOptions: { cwd: process.cwd() },
   });

@@ -26,7 +26,7 @@
  */
 import type { FeatureValue, Row } from "./contracts.ts";
 import { definitionError } from "./errors.ts";
-import { parseDuration } from "./time.ts";
+import { readDuration } from "./time.ts";
 
 /** The functions an aggregation can compute. `count_distinct` is approximate (HyperLogLog). */
 export type AggregationFunction =
@@ -108,12 +108,14 @@ export function resolveAggregation(view: string, a: Aggregation): ResolvedAggreg
   if (a.timeWindow === "lifetime") {
     if (a.slideInterval !== undefined) throw definitionError(view, `${where}: a lifetime window has no slideInterval; remove it`);
   } else {
-    windowMs = parseDuration(a.timeWindow);
-    if (windowMs === undefined || windowMs <= 0) {
-      throw definitionError(view, `${where}: timeWindow ${JSON.stringify(a.timeWindow)} is not a positive duration: use seconds (3600), a string ("10m", "1h", "1d"), or "lifetime"`);
-    }
-    slideMs = a.slideInterval === undefined ? windowMs : parseDuration(a.slideInterval) ?? NaN;
-    if (!(slideMs > 0)) throw definitionError(view, `slideInterval ${JSON.stringify(a.slideInterval)} of ${where} is not a positive duration: use seconds (300) or a string ("5m")`);
+    const window = readDuration(a.timeWindow);
+    if ("error" in window) throw definitionError(view, `${where}: timeWindow ${window.error}, or "lifetime"`);
+    windowMs = window.ms;
+    if (windowMs <= 0) throw definitionError(view, `${where}: timeWindow ${JSON.stringify(a.timeWindow)} is not a positive duration: use seconds (3600), a string ("10m", "1h", "PT1H"), or "lifetime"`);
+    const slide = a.slideInterval === undefined ? window : readDuration(a.slideInterval);
+    if ("error" in slide) throw definitionError(view, `${where}: slideInterval ${slide.error}`);
+    slideMs = slide.ms;
+    if (!(slideMs > 0)) throw definitionError(view, `slideInterval ${JSON.stringify(a.slideInterval)} of ${where} is not a positive duration: use seconds (300) or a string ("5m", "PT5M")`);
     if (windowMs % 1000 !== 0 || slideMs % 1000 !== 0) {
       throw definitionError(view, `${where}: timeWindow and slideInterval must be whole seconds, e.g. "90s" or "5m"`);
     }

@@ -318,7 +318,8 @@ export interface OfflineStore {
 }
 
 /** Why a record did not make it. */
-export type DeadLetterReason = "decode" | "schema" | "udf" | "timestamp" | "join_key" | "late";
+/** Why a record was dead-lettered; `unknown_source` and `truncated` only come from a replay. */
+export type DeadLetterReason = "decode" | "schema" | "udf" | "timestamp" | "join_key" | "late" | "unknown_source" | "truncated";
 
 /** A record that was not written, with everything needed to find, fix and replay it. */
 export interface DeadLetter {

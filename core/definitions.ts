@@ -8,7 +8,7 @@
 import type { Format, MaybePromise, Row } from "./contracts.ts";
 import { type Aggregation, type ResolvedAggregation, resolveAggregations } from "./aggregations.ts";
 import { definitionError } from "./errors.ts";
-import { DEFAULT_MAX_FUTURE_SKEW_MS, parseDuration } from "./time.ts";
+import { DEFAULT_MAX_FUTURE_SKEW_MS, parseDuration, readDuration } from "./time.ts";
 
 /** A Standard Schema (valibot, zod and arktype implement it). Freshet validates through it, so the core needs no schema library. */
 export interface StandardSchema<Output = Row> {
@@ -352,11 +352,9 @@ export function streamFeatureView(opts: StreamFeatureViewOptions): FeatureView {
   if (!opts.schema || typeof opts.schema !== "object" || !("~standard" in opts.schema)) {
     throw definitionError(name, "schema must be a valibot schema, e.g. schema: v.object({ driver_id: v.number(), ... })");
   }
-  const ttlMs = parseDuration(opts.ttl);
-  if (ttlMs === undefined) throw definitionError(name, `ttl ${JSON.stringify(opts.ttl)} is not a duration: use seconds (7200) or a string ("2h", "30m", "1d"); 0 means no expiry`);
+  const ttlMs = duration(name, "ttl", opts.ttl, "; 0 means no expiry");
   const delay = opts.watermarkDelay ?? (typeof opts.source === "object" ? opts.source.watermarkDelay : undefined);
-  const watermarkDelayMs = delay === undefined ? undefined : parseDuration(delay);
-  if (delay !== undefined && watermarkDelayMs === undefined) throw definitionError(name, `watermarkDelay ${JSON.stringify(delay)} is not a duration: use seconds (30) or a string ("30s", "5m")`);
+  const watermarkDelayMs = delay === undefined ? undefined : duration(name, "watermarkDelay", delay);
   if (opts.dropLate !== undefined && typeof opts.dropLate !== "boolean") throw definitionError(name, "dropLate must be true or false");
   if (opts.dropLate && watermarkDelayMs === undefined && typeof opts.source === "object") throw definitionError(name, 'dropLate needs a watermarkDelay (on the view or its source), e.g. watermarkDelay: "5m"');
   const skew = typeof opts.source === "object" ? opts.source.maxFutureSkew : undefined;
@@ -389,19 +387,54 @@ export function streamFeatureView(opts: StreamFeatureViewOptions): FeatureView {
   });
 }
 
+/** A feature service: a named list of feature refs, read together (Feast's FeatureService). */
+export interface FeatureService extends Described {
+  readonly kind: "featureService";
+  readonly name: string;
+  /** `"view:feature"` refs, and views standing for all of their features; resolved to refs by the registry. */
+  readonly features: readonly (string | FeatureView)[];
+}
+
+/**
+ * Declares a feature service: `POST /get-online-features` with
+ * `"feature_service": "<name>"` reads its features. An item is a
+ * `"view:feature"` ref, or a view for all of its features.
+ *
+ * @example
+ * ```ts
+ * const model_v1 = featureService({ name: "model_v1", features: ["driver_hourly_stats:conv_rate", otherView] })
+ * ```
+ */
+export function featureService(opts: { name: string; features: (string | FeatureView)[] } & Described): FeatureService {
+  requireName("featureService", opts?.name);
+  checkKeys("featureService", opts, FEATURE_SERVICE_KEYS);
+  if (!Array.isArray(opts.features) || opts.features.length === 0) {
+    throw definitionError(opts.name, 'features must be a non-empty array of "view:feature" refs or views, e.g. features: ["driver_hourly_stats:conv_rate"]');
+  }
+  opts.features.forEach((f, i) => {
+    if (typeof f === "string" ? !/^[^:]+:.+$/.test(f) : f?.kind !== "streamFeatureView") {
+      throw definitionError(opts.name, `features[${i}] must be a "view:feature" ref or a streamFeatureView(...), got ${typeof f === "string" ? JSON.stringify(f) : typeof f}`);
+    }
+  });
+  return freeze({ kind: "featureService", name: opts.name, features: Object.freeze([...opts.features]), description: opts.description, tags: opts.tags, owner: opts.owner });
+}
+
 function source<K extends StreamSourceDef["kind"], O extends SourceCommon>(kind: K, opts: O): O & { kind: K } {
   requireName(`${kind}Source`, opts?.name);
   checkKeys(`${kind}Source`, opts, SOURCE_KEYS[kind]);
-  if (opts.watermarkDelay !== undefined && parseDuration(opts.watermarkDelay) === undefined) {
-    throw definitionError(opts.name, `watermarkDelay ${JSON.stringify(opts.watermarkDelay)} is not a duration: use seconds (30) or a string ("30s", "5m")`);
-  }
-  if (opts.maxFutureSkew !== undefined && parseDuration(opts.maxFutureSkew) === undefined) {
-    throw definitionError(opts.name, `maxFutureSkew ${JSON.stringify(opts.maxFutureSkew)} is not a duration: use seconds (300) or a string ("5m", "1h")`);
-  }
+  if (opts.watermarkDelay !== undefined) duration(opts.name, "watermarkDelay", opts.watermarkDelay);
+  if (opts.maxFutureSkew !== undefined) duration(opts.name, "maxFutureSkew", opts.maxFutureSkew);
   if (opts.batchSource !== undefined && opts.batchSource?.kind !== "file") {
     throw definitionError(opts.name, "batchSource must be a fileSource(...)");
   }
   return freeze({ ...opts, kind });
+}
+
+/** A duration option in ms, or a definition error naming the option and the bad value. */
+function duration(definition: string, option: string, value: unknown, hint = ""): number {
+  const d = readDuration(value);
+  if ("error" in d) throw definitionError(definition, `${option} ${d.error}${hint}`);
+  return d.ms;
 }
 
 // The option names each factory accepts. `kind` is accepted (and replaced) so that a definition can be spread into a new one.
@@ -414,6 +447,7 @@ const SOURCE_KEYS: Record<StreamSourceDef["kind"], string[]> = {
   kafka: [...COMMON_KEYS, "kafkaBootstrapServers", "topic", "messageFormat", "clientId", "groupId", "ssl", "sasl", "startFrom", "batchSize", "lingerMs", "deadLetterTopic"],
   kinesis: [...COMMON_KEYS, "streamName", "region", "recordFormat", "endpoint", "credentials", "startFrom", "pollIntervalMs", "limit"],
 };
+const FEATURE_SERVICE_KEYS = ["name", "features", ...DESCRIBED_KEYS];
 const VIEW_KEYS = ["name", "entities", "source", "schema", "timestampField", "createdTimestampField", "ttl", "udf", "features", "online", "offline", "watermarkDelay", "dropLate", "aggregations", ...DESCRIBED_KEYS];
 
 /**

@@ -187,7 +187,12 @@ export interface Processor {
   commit(batch: PreparedBatch, opts?: CommitOptions): Promise<BatchResult>;
   /** `prepare`, then `commit`. */
   process(sourceName: string, records: RawRecord[], opts?: ProcessOptions): Promise<BatchResult>;
+  /** The latest dead letters this processor wrote (at most 20, newest last; payloads cut to 500 characters), for the status page. */
+  recentDeadLetters(): DeadLetter[];
 }
+
+/** How many dead letters {@link Processor.recentDeadLetters} keeps. */
+const RECENT_DEAD_LETTERS = 20;
 
 // ignoreBOM: false is the default; @cloudflare/workers-types requires it to be given.
 const textDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
@@ -269,6 +274,8 @@ export function createProcessor(opts: ProcessorOptions): Processor {
   const markCache = new Map<string, string | null>();
   /** Watermark state already read or committed, by key: the greatest event time this process knows of. */
   const watermarkCache = new Map<string, number>();
+  const recent: DeadLetter[] = [];
+  const newestByView = new Map<string, number>();
 
   /**
    * The watermark a batch is judged by. Once a key is known in this process:
@@ -549,6 +556,8 @@ export function createProcessor(opts: ProcessorOptions): Processor {
       }
       progress.deadLetters = true;
       reportDeadLetters(source.name, sink.name, issues);
+      for (const l of letters.slice(-RECENT_DEAD_LETTERS)) recent.push(l.payload.length > 500 ? { ...l, payload: `${l.payload.slice(0, 500)}...` } : l);
+      if (recent.length > RECENT_DEAD_LETTERS) recent.splice(0, recent.length - RECENT_DEAD_LETTERS);
     }
     result.deadLettered = issues;
 
@@ -625,6 +634,13 @@ export function createProcessor(opts: ProcessorOptions): Processor {
         result[k] += c[k];
         if (c[k]) metrics.inc("freshet_records_total", { source: source.name, view: p.view.name, outcome: k }, c[k]);
       }
+      // Freshness: the newest event time a view has taken, as a gauge (age = time() - it).
+      let newest = -Infinity;
+      for (const rows of [p.online, p.offline, p.fold ?? []]) for (const r of rows) if (r.eventTime > newest) newest = r.eventTime;
+      if (newest > (newestByView.get(p.view.name) ?? -Infinity)) {
+        newestByView.set(p.view.name, newest);
+        metrics.set("freshet_view_newest_event_seconds", { view: p.view.name }, newest / 1000);
+      }
       result.skipped += c.skipped;
       result.lateArrivals += c.lateArrivals;
       if (c.lateArrivals) metrics.inc("freshet_late_arrivals_total", { source: source.name, view: p.view.name }, c.lateArrivals);
@@ -674,7 +690,7 @@ export function createProcessor(opts: ProcessorOptions): Processor {
     return await commit(await prepare(sourceName, records, popts), popts);
   }
 
-  return { registry, online, offline, deadLetters, metrics, prepare, commit, process };
+  return { registry, online, offline, deadLetters, metrics, prepare, commit, process, recentDeadLetters: () => [...recent] };
 }
 
 /** Decodes every record once per source; failures become issues and `undefined`. */

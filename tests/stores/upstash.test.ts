@@ -7,8 +7,8 @@ import assert from "node:assert/strict";
 import { Redis as UpstashRedis } from "@upstash/redis";
 import { FreshetError, type FeatureRow } from "../../mod.ts";
 import { upstashStore } from "../../plugins/stores/redis/upstash.ts";
-import { conformanceRepo, testOnlineStore } from "../conformance/online-store.ts";
-import { testAggregatingStore } from "../conformance/aggregating-store.ts";
+import { conformanceRepo, testOnlineStore } from "../../testing/online-store.ts";
+import { testAggregatingStore } from "../../testing/aggregating-store.ts";
 import { startRedis, type RedisService } from "../services/redis.ts";
 import { startUpstash, type UpstashService } from "../services/upstash-server.ts";
 

@@ -38,7 +38,7 @@ import {
   storeUnavailable,
   toIso,
 } from "../../../core/index.ts";
-import { type Appender, appender } from "./jsonl.ts";
+import { type Appender, appender, readLineBlocks } from "./jsonl.ts";
 
 // hyparquet and hyparquet-writer are optional peer dependencies, loaded when the offline log first writes or reads Parquet.
 const hyparquet = () => import("hyparquet").catch(missingPackage("hyparquet", "the Parquet offline log", "file"));
@@ -255,33 +255,6 @@ function toFeatureRow(view: FeatureView, obj: Row, legacySeq: string): FeatureRo
   if (createdTime !== undefined) row.createdTime = createdTime;
   if (position) row.position = position;
   return row;
-}
-
-/** Reads a file as blocks of whole lines (without their line breaks), without loading it all. */
-async function* readLineBlocks(path: string): AsyncGenerator<string[]> {
-  let fh;
-  try {
-    fh = await open(path, "r");
-  } catch (e) {
-    if ((e as { code?: string })?.code === "ENOENT") return;
-    throw e;
-  }
-  try {
-    const buf = new Uint8Array(1 << 16);
-    const decoder = new TextDecoder();
-    let rest = "";
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
-      if (bytesRead === 0) break;
-      const lines = (rest + decoder.decode(buf.subarray(0, bytesRead), { stream: true })).split("\n");
-      rest = lines.pop()!;
-      if (lines.length) yield lines;
-    }
-    rest += decoder.decode();
-    if (rest) yield [rest];
-  } finally {
-    await fh.close();
-  }
 }
 
 async function* readJsonLines(path: string): AsyncGenerator<Row[]> {
