@@ -389,7 +389,9 @@ export function streamFeatureView(opts: StreamFeatureViewOptions): FeatureView {
 
 /** A feature service: a named list of feature refs, read together (Feast's FeatureService). */
 export interface FeatureService extends Described {
+  /** Always "featureService". */
   readonly kind: "featureService";
+  /** The service's name, unique in the repo. */
   readonly name: string;
   /** `"view:feature"` refs, and views standing for all of their features; resolved to refs by the registry. */
   readonly features: readonly (string | FeatureView)[];

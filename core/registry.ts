@@ -36,10 +36,15 @@ export interface Registry {
 
 /** A feature service with its views expanded: distinct `"view:feature"` refs, in the order given. */
 export interface ResolvedFeatureService {
+  /** The service's name. */
   readonly name: string;
+  /** Its feature refs, `view:feature`. */
   readonly features: readonly string[];
+  /** What it is for, for people. */
   readonly description?: string;
+  /** Free-form labels. */
   readonly tags?: Record<string, string>;
+  /** Who to ask about it. */
   readonly owner?: string;
 }
 
@@ -59,6 +64,7 @@ export interface RegistryDescription {
   sources: Record<string, unknown>[];
   /** The feature views, as defined. */
   featureViews: Record<string, unknown>[];
+  /** The feature services. */
   featureServices: { name: string; features: string[]; description?: string; tags?: Record<string, string>; owner?: string }[];
 }
 

@@ -11,9 +11,11 @@ import { matchesReference, prng, reference, REFERENCE_AGGREGATIONS, type RefEven
 
 /** What a factory gives the suite. */
 export interface AggregatingStoreUnderTest {
+  /** The store under test. */
   store: OnlineStore & AggregatingStore;
   /** A second client on the same data, for racing folds. */
   reopen?: () => Promise<OnlineStore & AggregatingStore>;
+  /** Removes what the test made (files, keys). */
   cleanup?: () => Promise<void>;
 }
 

@@ -10,11 +10,13 @@ import { entity, featureRepo, pushSource, streamFeatureView, type FeatureRow, ty
 
 /** What a factory gives the suite. */
 export interface StoreUnderTest {
+  /** The store under test. */
   store: OnlineStore;
   /** Moves the store's clock forward, for ttl; stores on a real clock may sleep instead. */
   advance?: (ms: number) => Promise<void>;
   /** Makes a second client on the same data, for concurrent writers and restarts. */
   reopen?: () => Promise<OnlineStore>;
+  /** Removes what the test made (files, keys). */
   cleanup?: () => Promise<void>;
 }
 
