@@ -1,4 +1,4 @@
-// @runtimes node24
+// @runtimes node
 /**
  * The package as a user gets it: `npm pack` (which builds dist/ first, through
  * prepack), installed from the tarball into fresh projects that have nothing
@@ -9,8 +9,8 @@
  * only the tarball (a push-only user) has no SDK: each plugin that needs one
  * says which package to install.
  *
- * It runs on node24 only (not the `node` pair): it starts Node 20, 22 and 24
- * itself, so a second run under Node 20 would repeat the same checks.
+ * It runs once (`// @runtimes node`: Node 24) and starts Node 20, 22 and 24
+ * itself.
  *
  * The installs use npm's shared cache with --prefer-offline, so after the
  * repository's own `npm install` they read no registry. The tarball's size
