@@ -35,6 +35,7 @@ export interface HostConfig {
   deadLetterMaxBytes?: number;
   /** Dead-letter files kept, the current one included. Default 5. */
   deadLetterKeep?: number;
+  /** Standard Webhooks secret (`whsec_...`): when set, pushes must be signed. */
   webhookSecret?: string;
   /** Bearer token for POST /push. */
   writeToken?: string;
@@ -44,22 +45,31 @@ export interface HostConfig {
   loopbackOnly?: boolean;
   /** Origins allowed to call from a browser (CORS). Default none. */
   corsOrigins?: string[];
+  /** Largest push body, in bytes. Default 5 MiB. */
   maxBodyBytes?: number;
   /** How long a webhook-id stays pending while its delivery runs (and after a crash), in ms. Default 30 s. */
   pendingTtlMs?: number;
+  /** Token of an Upstash store (its URL is `store`). */
   upstashToken?: string;
   /** Dead-letter sinks for particular sources, by name (e.g. a Kafka source's dead-letter topic); the others use the JSON Lines file. */
   sourceDeadLetters?: Record<string, DeadLetterSink>;
+  /** Where the host logs. Default `console`. */
   logger?: Logger;
 }
 
 /** A built host. */
 export interface Host {
+  /** The checked feature repo. */
   registry: Registry;
+  /** The pipeline over the stores. */
   processor: Processor;
+  /** The HTTP app: push, get-online-features, /health, /metrics, /registry. */
   app: Hono;
+  /** The online store. */
   online: OnlineStore;
+  /** The offline log. */
   offline: OfflineStore;
+  /** Where invalid and late records go. */
   deadLetters: DeadLetterSink;
   /** Flushes and closes the stores. */
   close(): Promise<void>;
@@ -84,6 +94,10 @@ export async function loadRepo(path: string): Promise<Registry> {
   } catch (e) {
     // A definition mistake is already a one-line FreshetError; anything else is the module failing to load.
     if (e instanceof FreshetError) throw e;
+    // Node without type stripping (20, 22 before 22.18) and no tsx registered by bin/freshet.mjs.
+    if ((e as { code?: string })?.code === "ERR_UNKNOWN_FILE_EXTENSION" && /\.[cm]?ts$/.test(path)) {
+      throw new FreshetError("INVALID_CONFIG", `cannot load ${path}: this Node (${process.version}) does not strip TypeScript types; install tsx (npm install -D tsx), use Node 22.18 or later, or write the repo in JavaScript`, { cause: e });
+    }
     throw new FreshetError("INVALID_CONFIG", `feature repo ${path} failed to load: ${loadFailure(e)}`, { cause: e });
   }
   const registry = mod.default ?? mod.repo;

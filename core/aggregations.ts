@@ -54,6 +54,7 @@ export const MAX_LAST_N = 1000;
 export interface Aggregation {
   /** The column of the view's rows to aggregate. */
   column: string;
+  /** What to compute: sum, count, avg, min, max, stddev, lastN, lastDistinctN, ... */
   function: AggregationFunction;
   /** The window: seconds, a duration string ("10m", "1h", "1d"), or "lifetime". */
   timeWindow: number | string;
@@ -67,13 +68,17 @@ export interface Aggregation {
 
 /** An aggregation after checking: durations in ms and the output name. */
 export interface ResolvedAggregation {
+  /** The feature name it answers to. */
   readonly name: string;
+  /** The column it aggregates. */
   readonly column: string;
+  /** What it computes. */
   readonly function: AggregationFunction;
   /** The window in ms; undefined for a lifetime window. */
   readonly windowMs?: number;
   /** The tile size in ms; 0 for a lifetime window (one tile). */
   readonly slideMs: number;
+  /** How many values lastN and lastDistinctN keep. */
   readonly n?: number;
 }
 
@@ -168,16 +173,19 @@ export type PartialState =
 export interface Tile {
   /** The greatest event time folded into the tile. */
   t: number;
+  /** The partial state of each aggregation, by aggregation name. */
   s: Record<string, PartialState>;
 }
 
 /** The states of a batch for one tile of one entity, to merge into the stored tile. */
 export interface TileDelta {
+  /** The serialized entity key. */
   entityKey: string;
   /** The tile key, see {@link tileKey}. */
   tile: string;
   /** When the tile expires, epoch ms by event time (longest window of its tile size + watermark delay); undefined: never. */
   expiresAt?: number;
+  /** The states to merge. */
   state: Tile;
 }
 
@@ -438,9 +446,13 @@ export function readAggregates(aggs: readonly ResolvedAggregation[], tiles: Read
 
 /** One event to fold: its entity, times and row. */
 export interface FoldEvent {
+  /** The serialized entity key. */
   entityKey: string;
+  /** Event time, epoch ms. */
   eventTime: number;
+  /** Created time, epoch ms, when the source has one. */
   createdTime?: number;
+  /** The row after the UDF. */
   row: Row;
 }
 

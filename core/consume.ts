@@ -13,6 +13,7 @@ import type { BatchResult, PreparedBatch, Processor } from "./processor.ts";
 export interface ConsumeOptions {
   /** Stops the source; in-flight batches finish and are acknowledged first. */
   signal: AbortSignal;
+  /** Where retries and stops are logged. Default `console`. */
   logger?: Logger;
   /** Backoff while a store is down. Defaults: 200 ms doubling to 10 s. */
   retry?: { initialMs?: number; maxMs?: number };

@@ -6,8 +6,10 @@
  * on Workers; this one uses nothing but the language.
  */
 
-type Labels = Record<string, string>;
-type Kind = "counter" | "gauge" | "histogram";
+/** The labels of one series, by name. */
+export type Labels = Record<string, string>;
+/** The kinds of metric. */
+export type MetricKind = "counter" | "gauge" | "histogram";
 
 interface Sample {
   labels: Labels;
@@ -19,7 +21,7 @@ interface Sample {
 
 interface Family {
   help: string;
-  type: Kind;
+  type: MetricKind;
   /** The label names in the order they are rendered. */
   labels?: readonly string[];
   buckets?: readonly number[];
@@ -28,7 +30,9 @@ interface Family {
 
 /** A small metrics registry. */
 export interface Metrics {
+  /** Adds `by` (default 1) to a counter. */
   inc(name: string, labels?: Labels, by?: number): void;
+  /** Sets a gauge. */
   set(name: string, labels: Labels, value: number): void;
   /** Records one observation in a histogram (a duration in seconds, say). */
   observe(name: string, labels: Labels, value: number): void;
@@ -38,6 +42,7 @@ export interface Metrics {
   sum(name: string, labels?: Labels): number;
   /** Every series of a counter or gauge: its labels and value. */
   series(name: string): { labels: Labels; value: number }[];
+  /** All series as Prometheus text. */
   render(): string;
 }
 
@@ -46,8 +51,11 @@ const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 /** A metric Freshet exports: its help text, type and label names (every sample of it carries exactly these). */
 export interface MetricDefinition {
+  /** The HELP line. */
   readonly help: string;
-  readonly type: Kind;
+  /** Counter, gauge or histogram. */
+  readonly type: MetricKind;
+  /** Its label names, in the order they are rendered. */
   readonly labels: readonly string[];
 }
 
@@ -99,7 +107,7 @@ export function createMetrics(): Metrics {
     for (const n of Object.keys(labels).sort()) key += n + "\u0000" + labels[n] + "\u0001";
     return key;
   };
-  const family = (name: string, type: Kind) => {
+  const family = (name: string, type: MetricKind) => {
     let f = families.get(name);
     if (!f) {
       f = { help: name, type, buckets: type === "histogram" ? LATENCY_BUCKETS : undefined, values: new Map() };

@@ -31,13 +31,17 @@ export type WriteTarget = "online" | "offline" | "online_and_offline";
 
 /** Options of {@link createProcessor}. */
 export interface ProcessorOptions {
+  /** The feature repo. */
   registry: Registry;
+  /** Where online rows go. */
   online?: OnlineStore;
+  /** Where offline rows go. */
   offline?: OfflineStore;
   /** Where invalid and late records go. Required: nothing is dropped silently. */
   deadLetters: DeadLetterSink;
   /** Sinks for particular sources (e.g. a Kafka source's dead-letter topic), by source name; others use `deadLetters`. */
   sourceDeadLetters?: Record<string, DeadLetterSink>;
+  /** Counters and gauges. Default a new registry. */
   metrics?: Metrics;
   /** Where dead letters are reported (a warning at most every `deadLetterLogIntervalMs`, with the counts held back). */
   logger?: Logger;
@@ -79,21 +83,27 @@ export interface ProcessOptions extends PrepareOptions, CommitOptions {}
 export interface RecordIssue {
   /** Index of the record in the batch. */
   index: number;
+  /** The view it failed for. */
   view?: string;
+  /** Why it failed. */
   reason: DeadLetterReason;
   /** The offending field. */
   path?: string;
+  /** What went wrong. */
   message: string;
 }
 
 /** Outcome counts of one view in a batch. */
 export interface ViewCounts {
+  /** Rows written. */
   written: number;
+  /** Rows not newer than what the store held. */
   stale: number;
   /** Already outside the view's ttl when it arrived: not written online (still logged offline). */
   expired: number;
   /** Behind the watermark on a `dropLate` view: dead-lettered. */
   late: number;
+  /** Records dead-lettered as bad. */
   invalid: number;
   /** Filtered out by the UDF (it returned no row for the record), or outside the requested range of a backfill. */
   skipped: number;
@@ -103,7 +113,9 @@ export interface ViewCounts {
 
 /** What one batch did. */
 export interface BatchResult extends ViewCounts {
+  /** Records in the batch. */
   records: number;
+  /** Counts per view. */
   views: Record<string, ViewCounts>;
   /** Set in "reject" mode when the batch was refused; nothing was written. */
   rejected?: RecordIssue[];
@@ -113,6 +125,7 @@ export interface BatchResult extends ViewCounts {
 
 /** One view's share of a prepared batch. */
 export interface PreparedView {
+  /** The view. */
   readonly view: FeatureView & { source: StreamSourceDef };
   /** Rows for the online store, one per entity (deduped). */
   readonly online: FeatureRow[];
@@ -122,6 +135,7 @@ export interface PreparedView {
   readonly toOnline: boolean;
   /** On a view with aggregations: the events to fold into its tiles, in arrival order (late ones left out). */
   readonly fold?: PreparedFoldEvent[];
+  /** Its counts so far. */
   readonly counts: ViewCounts;
 }
 
@@ -133,8 +147,11 @@ export interface PreparedFoldEvent extends FoldEvent {
 
 /** A batch after `prepare`: what to write, and how far `commit` got. */
 export interface PreparedBatch {
+  /** The source of the batch. */
   readonly source: StreamSourceDef;
+  /** The batch's records. */
   readonly records: RawRecord[];
+  /** Each view's share. */
   readonly views: PreparedView[];
   /** Records that go to the dead-letter sink (invalid, and late on dropLate views). */
   readonly issues: RecordIssue[];
@@ -154,10 +171,15 @@ export interface PreparedBatch {
 
 /** The pipeline for the views of a registry. */
 export interface Processor {
+  /** The feature repo. */
   readonly registry: Registry;
+  /** Where online rows go. */
   readonly online?: OnlineStore;
+  /** Where offline rows go. */
   readonly offline?: OfflineStore;
+  /** Where invalid and late records go. */
   readonly deadLetters: DeadLetterSink;
+  /** Counters and gauges. */
   readonly metrics: Metrics;
   /** Decodes, validates, transforms, time-checks and dedupes a batch of one source. Writes nothing. */
   prepare(sourceName: string, records: RawRecord[], opts?: PrepareOptions): Promise<PreparedBatch>;
@@ -172,7 +194,8 @@ export interface Processor {
 /** How many dead letters {@link Processor.recentDeadLetters} keeps. */
 const RECENT_DEAD_LETTERS = 20;
 
-const textDecoder = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: false is the default; @cloudflare/workers-types requires it to be given.
+const textDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
 const textEncoder = new TextEncoder();
 const OUTCOMES = ["written", "stale", "expired", "late", "invalid"] as const;
 /** Suffix of the watermark key that holds what the last committed batch was judged by. */

@@ -12,9 +12,13 @@ export type Definition = Entity | StreamSourceDef | FileSource | FeatureView | F
 
 /** A checked set of definitions. */
 export interface Registry {
+  /** The project name: the prefix of its keys in shared stores. */
   readonly project: string;
+  /** The entities, by name. */
   readonly entities: ReadonlyMap<string, Entity>;
+  /** The stream sources, by name. */
   readonly sources: ReadonlyMap<string, StreamSourceDef>;
+  /** The views, by name, with their sources resolved. */
   readonly views: ReadonlyMap<string, FeatureView & { source: StreamSourceDef }>;
   /** Feature services by name, each resolved to its distinct `"view:feature"` refs in order. */
   readonly featureServices: ReadonlyMap<string, ResolvedFeatureService>;
@@ -32,10 +36,15 @@ export interface Registry {
 
 /** A feature service with its views expanded: distinct `"view:feature"` refs, in the order given. */
 export interface ResolvedFeatureService {
+  /** The service's name. */
   readonly name: string;
+  /** Its feature refs, `view:feature`. */
   readonly features: readonly string[];
+  /** What it is for, for people. */
   readonly description?: string;
+  /** Free-form labels. */
   readonly tags?: Record<string, string>;
+  /** Who to ask about it. */
   readonly owner?: string;
 }
 
@@ -47,10 +56,15 @@ export interface DescribeOptions {
 
 /** The JSON shape of `GET /registry`. */
 export interface RegistryDescription {
+  /** The project name. */
   project: string;
+  /** The entities. */
   entities: { name: string; joinKeys: string[]; description?: string; tags?: Record<string, string>; owner?: string }[];
+  /** The sources, as defined. */
   sources: Record<string, unknown>[];
+  /** The feature views, as defined. */
   featureViews: Record<string, unknown>[];
+  /** The feature services. */
   featureServices: { name: string; features: string[]; description?: string; tags?: Record<string, string>; owner?: string }[];
 }
 

@@ -21,21 +21,29 @@ export interface ReplayProgress {
   read: number;
   /** Letters that now pass: written, stale (an equal or newer value was there), expired (outside the ttl), or skipped (the UDF filters them). */
   passed: number;
+  /** Letters written. */
   written: number;
+  /** Letters not newer than what the store held. */
   stale: number;
+  /** Letters already outside the view's ttl. */
   expired: number;
+  /** Letters the UDF filtered out. */
   skipped: number;
   /** Letters that still fail, by reason (`schema`, `udf`, `timestamp`, `decode`, `join_key`, `unknown_source`, `truncated`). */
   failed: Record<string, number>;
   /** Letters in a chunk that an earlier replay already applied (same letters, same chunk). */
   alreadyReplayed: number;
+  /** Letters in all, when known up front. */
   total?: number;
+  /** Whether the replay is finished. */
   done: boolean;
 }
 
 /** Options of {@link replayDeadLetters}. */
 export interface ReplayOptions {
+  /** Called after each chunk. */
   onProgress?: (p: ReplayProgress) => void;
+  /** Letters in all, for the percentage, when the caller counted them. */
   total?: number;
   /** How long a replayed chunk is remembered as done, in ms. Default 30 days. */
   idempotencyTtlMs?: number;

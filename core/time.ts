@@ -6,7 +6,7 @@
  */
 
 /** The earliest event time Freshet stores: 0001-01-01T00:00:00.000Z, in epoch milliseconds. */
-export const MIN_EVENT_TIME = -62_135_596_800_000;
+export const MIN_EVENT_TIME: number = -62_135_596_800_000;
 
 /** The latest event time Freshet stores: 9999-12-31T23:59:59.999Z, in epoch milliseconds. */
 export const MAX_EVENT_TIME = 253_402_300_799_999;

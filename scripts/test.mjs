@@ -33,7 +33,11 @@
 // (bun and deno: the machine's Node), because the node22/node24 packages both
 // link node_modules/.bin/node, which `npm test` puts first on PATH.
 //
-// Environment: TEST_LANES (2: node24 beside the other runtimes; 1: one runtime
+// A run without file filters first runs `npm run typecheck` (scripts/typecheck.mjs)
+// and fails on type errors.
+//
+// Environment: TEST_TYPECHECK (0: skip the type check, 1: run it before a
+// filtered run too), TEST_LANES (2: node24 beside the other runtimes; 1: one runtime
 // at a time), TEST_TIMEOUT_MIN (per runtime, default 20), TEST_CONCURRENCY
 // (Node files in parallel, default 1), DENO_NO_CHECK=1 (skip Deno's type check),
 // TEST_ALL_NODES=1 (`// @runtimes node` files on every Node).
@@ -348,6 +352,15 @@ for (const sig of ["SIGINT", "SIGTERM"]) {
 // after another in the second, their output printed as each run or file ends.
 const lanes = Math.max(1, Math.min(2, Number(process.env.TEST_LANES ?? 2) || 1));
 const results = new Map();
+// A whole run (no file filter) starts with the type check, and fails on its
+// errors; TEST_TYPECHECK=0 skips it, TEST_TYPECHECK=1 runs it before a filtered run too.
+const typecheck = process.env.TEST_TYPECHECK === "1" || (process.env.TEST_TYPECHECK !== "0" && !filters.length);
+if (typecheck) {
+  console.log("\n=== typecheck (npm run typecheck) ===");
+  const t0 = Date.now();
+  const r = spawnSync(process.execPath, [join(root, "scripts", "typecheck.mjs")], { cwd: root, stdio: "inherit" });
+  results.set("typecheck", { rt: "typecheck", files: 0, secs: (Date.now() - t0) / 1000, ok: r.status === 0, passed: undefined, error: r.status === 0 ? undefined : "type errors" });
+}
 async function lane(rts, live) {
   for (const rt of rts) {
     const list = files.filter((f) => runtimesOf(f).includes(rt));
@@ -366,7 +379,7 @@ if (lanes === 2 && runtimes.includes("node24") && runtimes.length > 1) {
 } else {
   await lane(runtimes, true);
 }
-const ordered = runtimes.map((rt) => results.get(rt));
+const ordered = [...(typecheck ? ["typecheck"] : []), ...runtimes].map((rt) => results.get(rt));
 
 console.log("\n=== summary ===");
 let passed = 0;
@@ -381,8 +394,8 @@ for (const r of ordered) {
   passed += r.passed ?? 0;
   // A run that failed without a failed test (load error, type error, timeout) still counts one.
   failed += r.ok ? (r.failed ?? 0) : Math.max(r.failed ?? 0, 1);
-  const n = r.passed === undefined ? "counts unknown" : `${r.passed} passed, ${r.failed ?? 0} failed${r.note ?? ""}`;
-  console.log(`${label(r).padEnd(width)} ${r.ok ? "ok    " : "FAILED"} ${n}, ${r.files} file(s), ${r.secs.toFixed(1)} s${r.error ? ` (${r.error})` : ""}`);
+  const n = r.rt === "typecheck" ? "tsc and deno check" : r.passed === undefined ? "counts unknown" : `${r.passed} passed, ${r.failed ?? 0} failed${r.note ?? ""}`;
+  console.log(`${label(r).padEnd(width)} ${r.ok ? "ok    " : "FAILED"} ${n}${r.rt === "typecheck" ? "" : `, ${r.files} file(s)`}, ${r.secs.toFixed(1)} s${r.error ? ` (${r.error})` : ""}`);
 }
 console.log(`wall clock: ${((Date.now() - wall) / 1000).toFixed(1)} s in ${lanes === 2 && runtimes.includes("node24") && runtimes.length > 1 ? "two lanes" : "one lane"}`);
 // A plain closing line that CI tooling reads.

@@ -6,14 +6,16 @@
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as v from "valibot";
-import { type AggregatingStore, entity, featureRepo, foldTiles, type OnlineStore, pushSource, streamFeatureView } from "../mod.ts";
+import { type AggregatingStore, entity, featureRepo, foldTiles, type OnlineStore, pushSource, type Registry, streamFeatureView } from "../mod.ts";
 import { matchesReference, prng, reference, REFERENCE_AGGREGATIONS, type RefEvent } from "./agg-reference.ts";
 
 /** What a factory gives the suite. */
 export interface AggregatingStoreUnderTest {
+  /** The store under test. */
   store: OnlineStore & AggregatingStore;
   /** A second client on the same data, for racing folds. */
   reopen?: () => Promise<OnlineStore & AggregatingStore>;
+  /** Removes what the test made (files, keys). */
   cleanup?: () => Promise<void>;
 }
 
@@ -21,7 +23,7 @@ const user = entity({ name: "user", joinKeys: ["user_id"] });
 const src = pushSource({ name: "agg_conf_push", timestampField: "ts" });
 const schema = v.object({ user_id: v.number(), amount: v.nullable(v.number()), category: v.string(), user: v.string(), ts: v.string() });
 /** The aggregation views the suite folds into. */
-export const aggregationRepo = featureRepo({
+export const aggregationRepo: Registry = featureRepo({
   project: "aggconf",
   definitions: [
     streamFeatureView({ name: "agg_conf", entities: [user], source: src, schema, ttl: 0, watermarkDelay: 15, aggregations: REFERENCE_AGGREGATIONS as never }),

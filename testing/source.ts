@@ -16,6 +16,7 @@ export interface SourceUnderTest {
   produce(values: string[]): Promise<void>;
   /** A new source instance on the same stream and the same consumer state: a restart. */
   open(): StreamSource | Promise<StreamSource>;
+  /** Removes what the test made (topics, streams). */
   cleanup?(): Promise<void>;
   /** How long to wait for records, in ms. Default 60 s. */
   timeoutMs?: number;

@@ -53,7 +53,7 @@ describe("bench", () => {
         for (const e of entries) {
           assert.equal(e.runs, e.id === "P7" ? 4 : 1);
           if (e.id === "P7") assert.equal(e.ratio, null);
-          else assert.ok(e.baseline > 0 && e.value > 0 && e.ratio > 0, `${e.id} ${e.runtime} measured something`);
+          else assert.ok((e.baseline ?? 0) > 0 && e.value > 0 && (e.ratio ?? 0) > 0, `${e.id} ${e.runtime} measured something`);
           if (!e.met) assert.match(out, new RegExp(`MISSED: ${e.id} on ${e.runtime}`), "a missed goal is said out loud");
         }
         const txt = readFileSync(join(dir, `${name}.txt`), "utf8");
@@ -74,7 +74,7 @@ describe("bench", () => {
       for (const e of entries) {
         checkEntry(e);
         assert.equal(e.id, "P10");
-        assert.ok(e.baseline > 0 && e.value > 0 && e.ratio > 0, `${e.metric} measured something`);
+        assert.ok((e.baseline ?? 0) > 0 && e.value > 0 && (e.ratio ?? 0) > 0, `${e.metric} measured something`);
         if (!e.met) assert.match(out, /MISSED: P10 on node/, "a missed goal is said out loud");
       }
     } finally {
@@ -96,7 +96,7 @@ describe("bench", () => {
         for (const e of entries) {
           assert.equal(e.runs, 1);
           if (e.id === "P5" || e.id === "P8") assert.ok(e.ratio === null && e.value > 0, `${e.id} measured something`);
-          else assert.ok(e.baseline > 0 && e.value > 0 && e.ratio > 0, `${e.id} measured something`);
+          else assert.ok((e.baseline ?? 0) > 0 && e.value > 0 && (e.ratio ?? 0) > 0, `${e.id} measured something`);
           if (!e.met) assert.match(out, new RegExp(`MISSED: ${e.id} on ${e.runtime}`), "a missed goal is said out loud");
         }
         assert.match(readFileSync(join(dir, `${name}.txt`), "utf8"), /Notes:/);
@@ -124,7 +124,7 @@ describe("bench", () => {
       assert.match(p11.find((e: { runtime: string }) => e.runtime === "deno").metric, /node:sqlite on Deno/);
       for (const e of p11) {
         assert.ok(e.id === "P11" && e.goal === ">= 0.8" && e.runs === 1, JSON.stringify(e));
-        assert.ok(e.baseline > 0 && e.value > 0 && e.ratio > 0, `P11 ${e.metric} measured something`);
+        assert.ok((e.baseline ?? 0) > 0 && e.value > 0 && (e.ratio ?? 0) > 0, `P11 ${e.metric} measured something`);
         assert.ok(e.versions.sqlite, "names the SQLite version");
         if (!e.met) assert.match(out, new RegExp(`MISSED: P11 on ${e.runtime}`), "a missed goal is said out loud");
       }

@@ -14,16 +14,18 @@
  * ```
  */
 import { open } from "node:fs/promises";
-import { parse as csvParse } from "csv-parse/stream";
-import { type AsyncBuffer, asyncBufferFromFile, type FileMetaData, parquetMetadataAsync, parquetReadObjects } from "hyparquet";
-import { type FileSource, FreshetError, type MaterializeProgress, type Row } from "../../core/index.ts";
+import type { AsyncBuffer, FileMetaData } from "hyparquet";
+import { type FileSource, FreshetError, type MaterializeProgress, missingPackage, type Row } from "../../core/index.ts";
 
 const PLUGIN = "file";
+// csv-parse and hyparquet are optional peer dependencies, loaded by the first CSV or Parquet file read.
+const hyparquet = () => import("hyparquet").catch(missingPackage("hyparquet", "Parquet files", PLUGIN));
 
 /** A row that could not be read: a bad JSON line, a malformed CSV record. */
 export interface InvalidRow {
   /** 1-based line (JSON Lines) or record number (CSV). */
   line: number;
+  /** What was wrong with it. */
   message: string;
 }
 
@@ -168,6 +170,7 @@ function castRecord(record: Record<string, string>): Row {
 
 async function* readCsv(path: string, chunkSize: number, onInvalid?: (r: InvalidRow) => void): AsyncGenerator<Row[]> {
   let skipped = 0;
+  const { parse: csvParse } = await import("csv-parse/stream").catch(missingPackage("csv-parse", "CSV files", PLUGIN));
   const parser = csvParse({
     columns: true,
     bom: true,
@@ -213,6 +216,7 @@ const PARQUET_WINDOW = 65_536;
 
 /** A Parquet file's bytes (hyparquet's file reader, which reads each range it is asked for) and its footer. */
 async function openParquet(path: string): Promise<{ file: AsyncBuffer; metadata: FileMetaData }> {
+  const { asyncBufferFromFile, parquetMetadataAsync } = await hyparquet();
   const file = await asyncBufferFromFile(path);
   return { file, metadata: await parquetMetadataAsync(file) };
 }
@@ -229,6 +233,7 @@ function jsonish(row: Row): Row {
 
 async function* readParquet(path: string, chunkSize: number, _onInvalid?: unknown): AsyncGenerator<Row[]> {
   const { file, metadata } = await openParquet(path);
+  const { parquetReadObjects } = await hyparquet();
   let groupStart = 0;
   for (const group of metadata.row_groups) {
     const groupEnd = groupStart + Number(group.num_rows);

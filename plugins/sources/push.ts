@@ -19,6 +19,7 @@ import { type BatchResult, type DescribeOptions, entityKeyOf, FreshetError, isRe
 
 /** Options of {@link pushApp}. */
 export interface PushAppOptions {
+  /** The pipeline pushes go through. */
   processor: Processor;
   /**
    * Standard Webhooks secret (`whsec_...`). When set, every push must be
@@ -74,6 +75,7 @@ export interface PushAppOptions {
 
 /** The JSON body of every error answer. */
 export interface ErrorBody {
+  /** What went wrong: a stable code, a message, and the field when one is at fault. */
   error: {
     code: string;
     message: string;

@@ -23,6 +23,7 @@ export interface KafkaDeadLettersOptions extends Partial<KafkaConnection> {
   topic: string;
   /** A kafkajs client of your own, instead of `brokers`, `ssl` and `sasl`. */
   kafka?: Kafka;
+  /** Where producer warnings go. Default `console`. */
   logger?: Logger;
   /**
    * Largest message value, in bytes. A dead letter above it keeps its

@@ -15,6 +15,7 @@ export interface DroppedDeadLetters {
   path: string;
   /** Dead letters (lines) it held. */
   letters: number;
+  /** Its size in bytes. */
   bytes: number;
 }
 
@@ -31,7 +32,7 @@ export interface FileDeadLettersOptions {
 }
 
 /** Default rotation size: 64 MiB. */
-export const DEFAULT_DEAD_LETTER_MAX_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_DEAD_LETTER_MAX_BYTES: number = 64 * 1024 * 1024;
 /** Default number of dead-letter files kept. */
 export const DEFAULT_DEAD_LETTER_KEEP = 5;
 

@@ -31,7 +31,7 @@
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from "ioredis";
 import type { AggregatingStore, CommitMeta, FeatureRow, FeatureValue, OnlineStore, WriteResult } from "../../../core/contracts.ts";
 import type { FeatureView } from "../../../core/definitions.ts";
-import { FreshetError } from "../../../core/errors.ts";
+import { FreshetError, missingPackage } from "../../../core/errors.ts";
 import { clusterLayout, clusterSeeds } from "./cluster.ts";
 import { decodeRead, type EncodedRow, encodeCommit, encodeRows, readFields, redisLayout } from "./layout.ts";
 import { redisMeta } from "./meta.ts";
@@ -153,7 +153,7 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
   };
 
   const create = async (): Promise<Redis | Cluster> => {
-    const { Redis: IORedis, Cluster: IOCluster } = await import("ioredis");
+    const { Redis: IORedis, Cluster: IOCluster } = await import("ioredis").catch(missingPackage("ioredis", "the Redis store", PLUGIN));
     const c = seeds
       ? new IOCluster(seeds.nodes, {
         lazyConnect: true,
