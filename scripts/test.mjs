@@ -355,14 +355,18 @@ const results = new Map();
 // A whole run (no file filter) starts with the type check, and fails on its
 // errors; TEST_TYPECHECK=0 skips it, TEST_TYPECHECK=1 runs it before a filtered run too.
 const typecheck = process.env.TEST_TYPECHECK === "1" || (process.env.TEST_TYPECHECK !== "0" && !filters.length);
-if (typecheck) {
-  console.log("\n=== typecheck (npm run typecheck) ===");
+async function runTypecheck(live) {
   const t0 = Date.now();
-  const r = spawnSync(process.execPath, [join(root, "scripts", "typecheck.mjs")], { cwd: root, stdio: "inherit" });
-  results.set("typecheck", { rt: "typecheck", files: 0, secs: (Date.now() - t0) / 1000, ok: r.status === 0, passed: undefined, error: r.status === 0 ? undefined : "type errors" });
+  console.log(`\n=== typecheck (npm run typecheck)${live ? "" : " (in the second lane: output when it ends)"} ===`);
+  const r = await spawnOne(process.execPath, [join(root, "scripts", "typecheck.mjs")], process.env, { live, deadline: Date.now() + timeoutMin * 60_000 });
+  results.set("typecheck", { rt: "typecheck", files: 0, secs: (Date.now() - t0) / 1000, ok: r.code === 0 && !r.error, passed: undefined, error: r.code === 0 && !r.error ? undefined : r.error ?? "type errors" });
 }
 async function lane(rts, live) {
   for (const rt of rts) {
+    if (rt === "typecheck") {
+      await runTypecheck(live);
+      continue;
+    }
     const list = files.filter((f) => runtimesOf(f).includes(rt));
     if (!list.length) {
       results.set(rt, { rt, skipped: true });
@@ -374,10 +378,12 @@ async function lane(rts, live) {
   }
 }
 const wall = Date.now();
-if (lanes === 2 && runtimes.includes("node24") && runtimes.length > 1) {
-  await Promise.all([lane(["node24"], true), lane(runtimes.filter((r) => r !== "node24"), false)]);
+const tc = typecheck ? ["typecheck"] : [];
+if (lanes === 2 && runtimes.includes("node24") && runtimes.length + tc.length > 1) {
+  // The type check runs first in the second lane, beside node24's heavy files.
+  await Promise.all([lane(["node24"], true), lane([...tc, ...runtimes.filter((r) => r !== "node24")], false)]);
 } else {
-  await lane(runtimes, true);
+  await lane([...tc, ...runtimes], true);
 }
 const ordered = [...(typecheck ? ["typecheck"] : []), ...runtimes].map((rt) => results.get(rt));
 
@@ -397,7 +403,7 @@ for (const r of ordered) {
   const n = r.rt === "typecheck" ? "tsc and deno check" : r.passed === undefined ? "counts unknown" : `${r.passed} passed, ${r.failed ?? 0} failed${r.note ?? ""}`;
   console.log(`${label(r).padEnd(width)} ${r.ok ? "ok    " : "FAILED"} ${n}${r.rt === "typecheck" ? "" : `, ${r.files} file(s)`}, ${r.secs.toFixed(1)} s${r.error ? ` (${r.error})` : ""}`);
 }
-console.log(`wall clock: ${((Date.now() - wall) / 1000).toFixed(1)} s in ${lanes === 2 && runtimes.includes("node24") && runtimes.length > 1 ? "two lanes" : "one lane"}`);
+console.log(`wall clock: ${((Date.now() - wall) / 1000).toFixed(1)} s in ${lanes === 2 && runtimes.includes("node24") && runtimes.length + tc.length > 1 ? "two lanes" : "one lane"}`);
 // A plain closing line that CI tooling reads.
 console.log(`total: ${passed} passed, ${failed} failed`);
 process.exit(ordered.every((r) => r.skipped || r.ok) ? 0 : 1);
