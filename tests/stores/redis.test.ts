@@ -56,7 +56,59 @@ async function scriptCalls(admin: IORedis): Promise<number> {
   return calls;
 }
 
+/** How many times Redis ran `command` (INFO commandstats), scripts' inner calls included. */
+async function commandCalls(admin: IORedis, command: string): Promise<number> {
+  const m = new RegExp(`^cmdstat_${command}:calls=(\\d+)`, "m").exec(await admin.info("commandstats"));
+  return m ? Number(m[1]) : 0;
+}
+
 describe("redis store", () => {
+  it("overwrites a row with the same fields without a DEL; a row that lacks some of the old fields rebuilds the hash", async () => {
+    const { url } = await redis();
+    const store = redisStore({ url, project: "lean" });
+    const admin = new IORedis(url);
+    try {
+      const t = Date.now();
+      await store.write(view, rows(500, t - 10));
+      const dels = await commandCalls(admin, "del");
+      assert.deepEqual(await store.write(view, rows(500, t)), { written: 500, stale: 0, expired: 0 });
+      assert.equal(await commandCalls(admin, "del") - dels, 0, "no DEL when the new rows have the old rows' fields");
+      // A newer row without a created time, over one that had one, and without a feature: rebuilt.
+      await store.write(view, [{ entityKey: "driver_id=0", values: { trips: 7 }, eventTime: t + 1 }]);
+      assert.equal(await commandCalls(admin, "del") - dels, 1);
+      const key = (await admin.keys("*lean*driver_id=0"))[0];
+      const hash = await admin.hgetall(key);
+      assert.equal(Object.keys(hash).length, 2, `only _ts and trips are left: ${JSON.stringify(hash)}`);
+      assert.equal(hash._ct, undefined);
+      const [r] = await store.read(view, ["driver_id=0"], ["trips", "label"]);
+      assert.equal(r.trips.value, 7);
+      assert.equal(r.label.status, "NOT_FOUND", "the old row's other feature is gone");
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
+  });
+
+  it("writes a batch bigger than maxRowsPerCall in several calls, in order, its commit on the last one", async () => {
+    const { url } = await redis();
+    const store = redisStore({ url, project: "capped", maxRowsPerCall: 300 });
+    const admin = new IORedis(url);
+    try {
+      const t = Date.now();
+      await store.write(view, rows(1, t - 1));
+      const before = await scriptCalls(admin);
+      const done = { key: `idem-capped-${t}`, fingerprint: "fp", ttlMs: 60_000 };
+      assert.deepEqual(await store.write(view, rows(1000, t), { done, watermarks: { "wm-capped": t } }), { written: 1000, stale: 0, expired: 0 });
+      assert.equal(await scriptCalls(admin) - before, 4, "1000 rows in calls of at most 300");
+      assert.deepEqual(await store.meta.begin(done.key, "fp", 1000), { state: "done", fingerprint: "fp" });
+      assert.equal(await store.meta.getWatermark("wm-capped"), t);
+      assert.throws(() => redisStore({ url, maxRowsPerCall: 0 }), /maxRowsPerCall 0 must be a whole number/);
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
+  });
+
   it("writes a batch of 1000 rows with exactly one script call (P7), and reads them in one pipeline", async () => {
     const { url } = await redis();
     const store = redisStore({ url, project: "p7" });

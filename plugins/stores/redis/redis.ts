@@ -48,6 +48,8 @@ import { evalScript, redisError, type RedisTransport } from "./transport.ts";
  * ```
  */
 export interface RedisStoreOptions {
+  /** Rows per write script call at most, so that one call never blocks Redis for long (a bigger batch is written in order, its commit on the last call). Default 1000. */
+  maxRowsPerCall?: number;
   /**
    * `redis://[:password@]host:port[/db]` or `rediss://` for TLS. Default `redis://127.0.0.1:6379`.
    * A Redis Cluster: `redis+cluster://[user:password@]host:port,host:port,...` (any reachable
@@ -130,6 +132,8 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
     : redisLayout({ prefix: opts.prefix, project: opts.project, plugin: PLUGIN });
   const now = opts.now ?? Date.now;
   const connectTimeoutMs = opts.connectTimeoutMs ?? 1000;
+  const maxRowsPerCall = opts.maxRowsPerCall ?? 1000;
+  if (!(Number.isInteger(maxRowsPerCall) && maxRowsPerCall >= 1)) throw new FreshetError("INVALID_CONFIG", `maxRowsPerCall ${String(opts.maxRowsPerCall)} must be a whole number of at least 1`, { plugin: PLUGIN, retriable: false });
   const commandTimeoutMs = opts.commandTimeoutMs ?? 5000;
   const owned = !opts.client;
   let client: Redis | Cluster | undefined = opts.client;
@@ -291,13 +295,23 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
     write(view: FeatureView, rows: FeatureRow[], commit?: CommitMeta): Promise<WriteResult> {
       type Call = { keys: string[]; args: string[] };
       let calls: Call[];
+      let sequential = false;
       let metaCall: Call | undefined;
       try {
         const encoded = encodeCommit(layout, commit, PLUGIN, view.name);
         if (rows.length === 0 && !encoded) return Promise.resolve({ written: 0, stale: 0, expired: 0 });
         const t = now();
         const encodedRows = encodeRows(layout, view, rows, PLUGIN);
-        if (!layout.cluster) calls = [writeScriptArgs(encodedRows, view.ttlMs, t, encoded)];
+        if (!layout.cluster) {
+          // At most maxRowsPerCall rows per script, so that one call never holds Redis for long; in order, the
+          // commit riding on the last one: until it lands, the batch is pending (a retry re-applies latest-wins).
+          calls = [];
+          for (let i = 0; i < encodedRows.length || calls.length === 0; i += maxRowsPerCall) {
+            const last = i + maxRowsPerCall >= encodedRows.length;
+            calls.push(writeScriptArgs(encodedRows.slice(i, i + maxRowsPerCall), view.ttlMs, t, last ? encoded : undefined));
+          }
+          if (calls.length > 1) sequential = true;
+        }
         else {
           // One script per bucket (one slot each), then the metadata in its own slot: see ./cluster.ts.
           const groups = new Map<number, EncodedRow[]>();
@@ -322,7 +336,10 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
       return call(view.name, async () => {
         if (calls.length === 1 && !metaCall && replicaAcks === 0) return await one(calls[0]);
         const sum = { written: 0, stale: 0, expired: 0 };
-        for (const c of await Promise.all(calls.map(one))) {
+        const results = [];
+        if (sequential) for (const c of calls) results.push(await one(c));
+        else results.push(...await Promise.all(calls.map(one)));
+        for (const c of results) {
           sum.written += c.written;
           sum.stale += c.stale;
           sum.expired += c.expired;

@@ -125,7 +125,8 @@ export function writeScriptArgs(rows: readonly EncodedRow[], ttlMs: number, now:
  * when strictly newer, event time first, then created time, a missing
  * created time being less than any (core `isNewer`): the first of equals
  * wins, inside a batch and across batches. A written row replaces the
- * whole hash and expires at event time + ttl (PEXPIREAT; ttl 0: never).
+ * whole hash (HSET over it; the hash is rebuilt only when HLEN shows fields
+ * the new row lacks) and expires at event time + ttl (PEXPIREAT; ttl 0: never).
  * Then each watermark is raised to at least its value, and the done key is
  * set to `d|{fingerprint}` for its ttl. Returns `{written, stale, expired}`.
  *
@@ -163,7 +164,6 @@ while k <= nrows do
         end
       end
       if newer then
-        if cur[1] then redis.call('DEL', key) end
         local h = {'_ts', ts}
         if ct ~= '' then h[3] = '_ct'; h[4] = ct end
         local j = #h
@@ -172,10 +172,19 @@ while k <= nrows do
           h[j + 2] = ARGV[a + 2 + i]
           j = j + 2
         end
-        if j <= 7000 then
-          redis.call('HSET', key, unpack(h))
-        else -- unpack is bounded by Lua's C stack (~8000 values): in slices of whole pairs
-          for s = 1, j, 7000 do redis.call('HSET', key, unpack(h, s, math.min(s + 6999, j))) end
+        local function put()
+          if j <= 7000 then
+            redis.call('HSET', key, unpack(h))
+          else -- unpack is bounded by Lua's C stack (~8000 values): in slices of whole pairs
+            for s = 1, j, 7000 do redis.call('HSET', key, unpack(h, s, math.min(s + 6999, j))) end
+          end
+        end
+        put()
+        -- HSET overwrote the fields the new row has; only when the old row had others (a feature now
+        -- absent, a created time now missing) is the hash rebuilt. HLEN is O(1): no DEL in the common case.
+        if cur[1] and redis.call('HLEN', key) > j / 2 then
+          redis.call('DEL', key)
+          put()
         end
         if ttl > 0 then redis.call('PEXPIREAT', key, string.format('%.0f', its + ttl)) end
         written = written + 1
