@@ -77,11 +77,10 @@ async function worker(argv: string[]): Promise<void> {
   await stats.flushall();
   const statsId = String(await stats.client("ID"));
   const statsAddr = /addr=(\S+)/.exec(String(await stats.client("INFO")))![1];
-  const monitor = await new Redis(url).monitor();
   const seen: { source: string; name: string }[] = [];
   let sentinelSeen: (() => void) | undefined;
   let sentinel = "";
-  monitor.on("monitor", (_time: string, args: string[], source: string) => {
+  const monitor = await monitorRedis(url, (args, source) => {
     if (args[0]?.toLowerCase() === "echo" && args[1] === sentinel) return sentinelSeen?.();
     if (source === "lua" || source === statsAddr) return;
     seen.push({ source, name: String(args[0]).toLowerCase() });
@@ -136,12 +135,47 @@ async function worker(argv: string[]): Promise<void> {
   }
   const runtime = "Bun" in globalThis ? "bun" : "Deno" in globalThis ? "deno" : "node";
   console.log("P7_RESULT " + JSON.stringify({ runtime, results }));
-  monitor.disconnect();
+  monitor.close();
   stats.disconnect();
   await online.close?.();
   await offline.close?.();
   await deadLetters.close?.();
   rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * MONITOR over a plain socket: each line `+<time> [<db> <source>] "<cmd>" "<arg>"...`.
+ * By hand rather than ioredis's monitor mode, which on Bun under load can
+ * take the first monitor line for the reply of another command ("Command
+ * queue state error").
+ */
+async function monitorRedis(url: string, onCommand: (args: string[], source: string) => void): Promise<{ close(): void }> {
+  const { connect } = await import("node:net");
+  const u = new URL(url);
+  const socket = connect(Number(u.port || 6379), u.hostname);
+  let buf = "";
+  let ready!: () => void;
+  const started = new Promise<void>((r) => (ready = r));
+  socket.setEncoding("utf8");
+  socket.on("data", (chunk: string) => {
+    buf += chunk;
+    let i;
+    while ((i = buf.indexOf("\r\n")) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      if (line === "+OK") {
+        ready();
+        continue;
+      }
+      const m = /^\+\S+ \[\d+ (\S+)\] (.*)$/.exec(line);
+      if (!m) continue;
+      const args = [...m[2].matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((a) => a[1].replace(/\\(.)/g, "$1"));
+      onCommand(args, m[1]);
+    }
+  });
+  socket.write("MONITOR\r\n");
+  await started;
+  return { close: () => socket.destroy() };
 }
 
 /** Runs the worker on every runtime of `opts` against one redis-server; returns the entries and notes. */
