@@ -5,7 +5,7 @@
  * `describe` a feature repo, on Node, Bun or Deno.
  */
 import process from "node:process";
-import { consume, type DeadLetterSink, FreshetError, type StreamSource } from "../mod.ts";
+import { consume, type DeadLetterSink, FreshetError, type StreamSource, type StreamSourceDef } from "../mod.ts";
 import { createHost, loadRepo, type HostConfig } from "./host.ts";
 import { listenPolicy, parseFlags, readSettings, type Settings } from "./settings.ts";
 
@@ -35,6 +35,8 @@ Options (or environment variables):
   --dead-letter-keep <n>          FRESHET_DEAD_LETTER_KEEP       dead-letter files kept, default 5
   --max-body <size>     FRESHET_MAX_BODY_BYTES       largest push body, default 5MiB (sizes: 5242880, 5MB, 5MiB, 512kB)
   --source <name>       consume only this source (default: every Kafka and Kinesis source)
+  --application <name>  FRESHET_KINESIS_APPLICATION  consume: the Kinesis application whose checkpoints and
+                                leases to use (default: the source's application, else its name)
   --view <name>         materialize only this view
   --start <time> --end <time>   materialize range (ISO 8601 or epoch ms)
   FRESHET_PENDING_TTL_MS        how long a webhook-id stays pending (ms), default 30000
@@ -76,6 +78,7 @@ export async function main(argv: string[]): Promise<void> {
   if (positionals.length > 2) throw new FreshetError("INVALID_CONFIG", `freshet ${command} takes one feature repo path, got also ${JSON.stringify(positionals[2])} (flags start with --; freshet --help)`);
   // Every flag and env value is checked before anything starts.
   const settings = readSettings(values, process.env);
+  if (command !== "consume" && values.application !== undefined) throw new FreshetError("INVALID_CONFIG", `--application applies to freshet consume only, not ${command}`);
   const config: HostConfig = {
     repo: repoPath,
     store: settings.store,
@@ -153,6 +156,7 @@ async function consumeCommand(config: HostConfig, port: number | undefined, sett
   const registry = await loadRepo(config.repo as string);
   const defs = [...registry.sources.values()].filter((s) => s.kind !== "push" && (!only || s.name === only));
   if (defs.length === 0) throw new FreshetError("INVALID_CONFIG", only ? `no Kafka or Kinesis source named "${only}"` : "the repo has no Kafka or Kinesis source to consume; `freshet serve` runs push sources");
+  const applications = kinesisApplications(defs, settings.application);
   const sourceDeadLetters: Record<string, DeadLetterSink> = {};
   for (const def of defs) {
     if (def.kind === "kafka" && def.deadLetterTopic) {
@@ -177,7 +181,7 @@ async function consumeCommand(config: HostConfig, port: number | undefined, sett
       sources.push(kafkaConsumer(def, { logger: console, sessionTimeout, heartbeatInterval: sessionTimeout === undefined ? undefined : Math.max(300, Math.floor(sessionTimeout / 5)) }));
     } else if (def.kind === "kinesis") {
       const { kinesisConsumer } = await import("../plugins/sources/kinesis.ts");
-      sources.push(kinesisConsumer(def, { meta: host.online.meta, logger: console }));
+      sources.push(kinesisConsumer(def, { meta: host.online.meta, logger: console, application: applications.get(def.name) }));
     }
   }
   const done = Promise.all(sources.map((s) => {
@@ -197,6 +201,27 @@ async function consumeCommand(config: HostConfig, port: number | undefined, sett
     await host.close().catch(() => {});
     throw e;
   }
+}
+
+/**
+ * The application of each Kinesis source to consume (the flag's, else the
+ * definition's, else the source's name), refusing a flag with no Kinesis
+ * source to apply to and two sources that would share one stream's
+ * checkpoints.
+ */
+function kinesisApplications(defs: StreamSourceDef[], flag: string | undefined): Map<string, string> {
+  const out = new Map<string, string>();
+  const byStream = new Map<string, string>();
+  for (const def of defs) {
+    if (def.kind !== "kinesis") continue;
+    const app = flag ?? def.application ?? def.name;
+    const other = byStream.get(`${app}\u0000${def.streamName}`);
+    if (other) throw new FreshetError("INVALID_CONFIG", `Kinesis sources "${other}" and "${def.name}" both read stream "${def.streamName}" as application "${app}", so they would share checkpoints: give them different applications, or consume one with --source`);
+    byStream.set(`${app}\u0000${def.streamName}`, def.name);
+    out.set(def.name, app);
+  }
+  if (flag !== undefined && out.size === 0) throw new FreshetError("INVALID_CONFIG", `--application names a Kinesis application, and no Kinesis source is consumed here (Kafka sources take groupId in their definition)`);
+  return out;
 }
 
 async function materializeCommand(config: HostConfig, viewName: string | undefined, start: string | undefined, end: string | undefined) {

@@ -198,6 +198,12 @@ export interface KinesisSource extends SourceCommon {
   pollIntervalMs?: number;
   /** GetRecords Limit, 1 to 10000. */
   limit?: number;
+  /**
+   * The name checkpoints and leases are kept under (the KCL's application
+   * name). Two applications on one stream each read every record; workers of
+   * one application share its shards. Default: the source's name.
+   */
+  application?: string;
 }
 
 /**
@@ -213,6 +219,9 @@ export function kinesisSource(opts: Omit<KinesisSource, "kind">): KinesisSource 
   if (typeof opts.streamName !== "string" || !opts.streamName) throw definitionError(opts.name, 'streamName is required, e.g. streamName: "driver_stats"');
   if (opts.limit !== undefined && !(Number.isInteger(opts.limit) && opts.limit >= 1 && opts.limit <= 10_000)) {
     throw definitionError(opts.name, "limit must be an integer from 1 to 10000 (GetRecords' bounds)");
+  }
+  if (opts.application !== undefined && !isApplicationName(opts.application)) {
+    throw definitionError(opts.name, `application ${JSON.stringify(opts.application)} must be letters, digits, "_", "-" or ".", e.g. application: "clicks-to-redis"`);
   }
   return def;
 }
@@ -370,7 +379,7 @@ const COMMON_KEYS = ["name", "timestampField", "createdTimestampColumn", "fieldM
 const SOURCE_KEYS: Record<StreamSourceDef["kind"], string[]> = {
   push: COMMON_KEYS,
   kafka: [...COMMON_KEYS, "kafkaBootstrapServers", "topic", "messageFormat", "clientId", "groupId", "ssl", "sasl", "startFrom", "batchSize", "lingerMs", "deadLetterTopic"],
-  kinesis: [...COMMON_KEYS, "streamName", "region", "recordFormat", "endpoint", "credentials", "startFrom", "pollIntervalMs", "limit"],
+  kinesis: [...COMMON_KEYS, "streamName", "region", "recordFormat", "endpoint", "credentials", "startFrom", "pollIntervalMs", "limit", "application"],
 };
 const VIEW_KEYS = ["name", "entities", "source", "schema", "timestampField", "createdTimestampField", "ttl", "udf", "features", "online", "offline", "watermarkDelay", "dropLate", "aggregations", ...DESCRIBED_KEYS];
 
@@ -419,6 +428,19 @@ function editDistance(a: string, b: string): number {
     prev = cur;
   }
   return prev[b.length];
+}
+
+/**
+ * Whether `name` can name a Kinesis application: letters, digits, "_", "-"
+ * or ".", at most 128 characters (it becomes part of metadata keys).
+ *
+ * @example
+ * ```ts
+ * isApplicationName("clicks-to-redis") // true
+ * ```
+ */
+export function isApplicationName(name: unknown): name is string {
+  return typeof name === "string" && /^[A-Za-z0-9_\-.]{1,128}$/.test(name);
 }
 
 function requireName(factory: string, name: unknown): asserts name is string {

@@ -25,7 +25,7 @@
  * ```
  */
 import type { KinesisClient } from "@aws-sdk/client-kinesis";
-import { FreshetError, type KinesisSource, type Logger, type MetaStore, parseEventTime, sleep, type SourceBatch, type SourceLag, type StreamSource } from "../../core/index.ts";
+import { FreshetError, isApplicationName, type KinesisSource, type Logger, type MetaStore, parseEventTime, sleep, type SourceBatch, type SourceLag, type StreamSource } from "../../core/index.ts";
 import { kinesisKeys, readCheckpoint } from "./kinesis/checkpoints.ts";
 import { fairShare, type HeldLease, leaseTable, leaseValid } from "./kinesis/leases.ts";
 import { isConfigError, listShards, readableShards, readShard, type Sdk, type ShardOutcome, type StartPosition } from "./kinesis/shards.ts";
@@ -50,7 +50,7 @@ export interface KinesisConsumerOptions {
   logger?: Logger;
   /** The most shards this worker reads at once. Default: no limit beyond its fair share. */
   maxShardsPerWorker?: number;
-  /** The name checkpoints and leases are kept under (KCL's application name). Default: the source's name. */
+  /** The name checkpoints and leases are kept under (KCL's application name); wins over the definition's `application`. Default: the definition's, else the source's name. */
   application?: string;
   /** Backoff on ProvisionedThroughputExceeded: doubles from `initialMs` (default 500) to `maxMs` (default 10 000), with jitter. */
   throttle?: { initialMs?: number; maxMs?: number };
@@ -68,6 +68,8 @@ export interface KinesisConsumer extends StreamSource {
   readonly kind: "kinesis";
   readonly lagUnit: "ms";
   readonly workerId: string;
+  /** The application whose checkpoints and leases this worker uses. */
+  readonly application: string;
   /** The shards this worker reads now. */
   owned(): OwnedShard[];
 }
@@ -97,10 +99,12 @@ export function kinesisConsumer(def: KinesisSource, opts: KinesisConsumerOptions
   const discoverEveryMs = opts.discoverEveryMs ?? 10_000;
   const workerId = opts.workerId ?? `worker-${globalThis.crypto.randomUUID().slice(0, 8)}`;
   const start = startPosition(def);
-  const keys = kinesisKeys(opts.application ?? def.name, def.streamName);
+  const application = opts.application ?? def.application ?? def.name;
+  if (!isApplicationName(application)) throw new FreshetError("INVALID_CONFIG", `application ${JSON.stringify(application)} must be letters, digits, "_", "-" or "."`, { plugin: "kinesis", definition: def.name });
+  const keys = kinesisKeys(application, def.streamName);
   const meta = opts.meta;
   const logger = opts.logger;
-  const where = `[freshet] [kinesis] "${def.name}" (${workerId})`;
+  const where = `[freshet] [kinesis] "${def.name}" (${workerId}${application === def.name ? "" : `, application ${application}`})`;
   const workers = new Map<string, ShardWorker>();
   const lag = new Map<string, number>();
   let running = false;
@@ -272,6 +276,7 @@ export function kinesisConsumer(def: KinesisSource, opts: KinesisConsumerOptions
     name: def.name,
     lagUnit: "ms",
     workerId,
+    application,
     run,
     lag(): SourceLag {
       return Object.fromEntries(lag);
