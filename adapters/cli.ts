@@ -41,8 +41,8 @@ Options (or environment variables):
   --start <time> --end <time>   materialize range (ISO 8601 or epoch ms)
   FRESHET_PENDING_TTL_MS        how long a webhook-id stays pending (ms), default 30000
   UPSTASH_REDIS_REST_TOKEN      token for an Upstash store
-  FRESHET_KAFKA_SESSION_TIMEOUT_MS  Kafka group session timeout (default kafkajs' 30000): how soon a
-                                dead consumer's partitions move to another member
+  FRESHET_KAFKA_SESSION_TIMEOUT_MS  Kafka group session timeout in ms, over the source's sessionTimeout
+                                (default kafkajs' 30000): how soon a killed consumer's partitions move
 `;
 
 type Runtime = "bun" | "deno" | "node";
@@ -173,12 +173,8 @@ async function consumeCommand(config: HostConfig, port: number | undefined, sett
   for (const def of defs) {
     if (def.kind === "kafka") {
       const { kafkaConsumer } = await import("../plugins/sources/kafka.ts");
-      const session = process.env.FRESHET_KAFKA_SESSION_TIMEOUT_MS;
-      const sessionTimeout = session === undefined ? undefined : Number(session);
-      if (sessionTimeout !== undefined && !(Number.isInteger(sessionTimeout) && sessionTimeout >= 1000)) {
-        throw new FreshetError("INVALID_CONFIG", `FRESHET_KAFKA_SESSION_TIMEOUT_MS ${JSON.stringify(session)} must be an integer of at least 1000 (ms)`);
-      }
-      sources.push(kafkaConsumer(def, { logger: console, sessionTimeout, heartbeatInterval: sessionTimeout === undefined ? undefined : Math.max(300, Math.floor(sessionTimeout / 5)) }));
+      // The environment wins over the definition; the heartbeat follows it unless the definition sets one.
+      sources.push(kafkaConsumer(def, { logger: console, sessionTimeout: settings.kafkaSessionTimeoutMs }));
     } else if (def.kind === "kinesis") {
       const { kinesisConsumer } = await import("../plugins/sources/kinesis.ts");
       sources.push(kinesisConsumer(def, { meta: host.online.meta, logger: console, application: applications.get(def.name) }));

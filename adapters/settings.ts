@@ -139,6 +139,8 @@ export interface Settings {
   maxBodyBytes?: number;
   pendingTtlMs?: number;
   upstashToken?: string;
+  /** `consume`: the Kafka group session timeout, ms, over the definitions' `sessionTimeout`. */
+  kafkaSessionTimeoutMs?: number;
   /** `consume`: the Kinesis application name (checkpoints and leases), for every Kinesis source consumed. */
   application?: string;
 }
@@ -189,6 +191,7 @@ export function readSettings(values: Values, env: Env): Settings {
     pendingTtlMs: count(fromEnv(env, "FRESHET_PENDING_TTL_MS"), 1),
     upstashToken: secret(fromEnv(env, "UPSTASH_REDIS_REST_TOKEN")),
     application: appS?.value,
+    kafkaSessionTimeoutMs: count(fromEnv(env, "FRESHET_KAFKA_SESSION_TIMEOUT_MS"), 1000),
   };
 }
 

@@ -161,6 +161,16 @@ export interface KafkaSource extends SourceCommon {
   lingerMs?: number;
   /** Send dead letters to this topic instead of the default sink. */
   deadLetterTopic?: string;
+  /**
+   * Group session timeout: a member silent this long is removed from the
+   * group, so it bounds how long a killed consumer's partitions stay with it.
+   * A number is seconds, or "10s", "500ms". Default kafkajs' 30 s.
+   */
+  sessionTimeout?: number | string;
+  /** How often the member heartbeats; below `sessionTimeout`. Default a fifth of `sessionTimeout` (at most 3 s). */
+  heartbeatInterval?: number | string;
+  /** How long a rebalance waits for the members to rejoin. Default kafkajs' 60 s. */
+  rebalanceTimeout?: number | string;
 }
 
 /**
@@ -178,6 +188,22 @@ export function kafkaSource(opts: Omit<KafkaSource, "kind">): KafkaSource {
     throw definitionError(opts.name, 'kafkaBootstrapServers is required, e.g. kafkaBootstrapServers: "localhost:9092"');
   }
   if (typeof opts.topic !== "string" || !opts.topic) throw definitionError(opts.name, 'topic is required, e.g. topic: "driver_stats"');
+  const timing = (key: "sessionTimeout" | "heartbeatInterval" | "rebalanceTimeout", min: number): number | undefined => {
+    const v = opts[key];
+    if (v === undefined) return undefined;
+    const ms = parseDuration(v);
+    if (ms === undefined || ms < min || ms > 3_600_000) {
+      const hint = typeof v === "number" && v > 3600 ? ` (a number is seconds: for ${v} ms write "${v}ms")` : "";
+      throw definitionError(opts.name, `${key} ${JSON.stringify(v)} must be a duration from ${min} ms to 1 hour: seconds (10) or a string ("10s", "500ms")${hint}`);
+    }
+    return ms;
+  };
+  const session = timing("sessionTimeout", 1000);
+  const heartbeat = timing("heartbeatInterval", 100);
+  timing("rebalanceTimeout", 1000);
+  if (heartbeat !== undefined && heartbeat >= (session ?? 30_000)) {
+    throw definitionError(opts.name, `heartbeatInterval (${heartbeat} ms) must be below sessionTimeout (${session ?? 30_000} ms${session === undefined ? ", kafkajs' default" : ""}), at most a third of it is usual`);
+  }
   return def;
 }
 
@@ -378,7 +404,7 @@ const FILE_SOURCE_KEYS = ["name", "path", "fileFormat", "timestampField", "creat
 const COMMON_KEYS = ["name", "timestampField", "createdTimestampColumn", "fieldMapping", "batchSource", "watermarkDelay", "maxFutureSkew", ...DESCRIBED_KEYS];
 const SOURCE_KEYS: Record<StreamSourceDef["kind"], string[]> = {
   push: COMMON_KEYS,
-  kafka: [...COMMON_KEYS, "kafkaBootstrapServers", "topic", "messageFormat", "clientId", "groupId", "ssl", "sasl", "startFrom", "batchSize", "lingerMs", "deadLetterTopic"],
+  kafka: [...COMMON_KEYS, "kafkaBootstrapServers", "topic", "messageFormat", "clientId", "groupId", "ssl", "sasl", "startFrom", "batchSize", "lingerMs", "deadLetterTopic", "sessionTimeout", "heartbeatInterval", "rebalanceTimeout"],
   kinesis: [...COMMON_KEYS, "streamName", "region", "recordFormat", "endpoint", "credentials", "startFrom", "pollIntervalMs", "limit", "application"],
 };
 const VIEW_KEYS = ["name", "entities", "source", "schema", "timestampField", "createdTimestampField", "ttl", "udf", "features", "online", "offline", "watermarkDelay", "dropLate", "aggregations", ...DESCRIBED_KEYS];

@@ -15,6 +15,8 @@ interface Series {
 export interface Metrics {
   inc(name: string, labels?: Labels, by?: number): void;
   set(name: string, labels: Labels, value: number): void;
+  /** Removes one series of a gauge (a partition no longer held). */
+  remove(name: string, labels: Labels): void;
   get(name: string, labels?: Labels): number;
   /** Sum of a counter over all label sets that include `labels`. */
   sum(name: string, labels?: Labels): number;
@@ -28,6 +30,7 @@ const HELP: Record<string, [string, "counter" | "gauge"]> = {
   freshet_store_errors_total: ["Store failures by store.", "counter"],
   freshet_http_requests_total: ["HTTP requests by route and status.", "counter"],
   freshet_source_lag: ["Source lag per partition or shard (records for Kafka, ms for Kinesis).", "gauge"],
+  freshet_source_partitions: ["Partitions or shards this process holds; while 0, its lag is unknown (not 0).", "gauge"],
   freshet_source_events_per_second: ["Source throughput over the last interval.", "gauge"],
   freshet_materialized_rows_total: ["Rows written by materialize.", "counter"],
   freshet_dead_letters_dropped_total: ["Dead letters deleted by the dead-letter sink's retention (rotated files beyond the number kept).", "counter"],
@@ -69,6 +72,9 @@ export function createMetrics(): Metrics {
     },
     set(name, labels, value) {
       get(name, "gauge").values.set(keyOf(labels), { labels, value });
+    },
+    remove(name, labels) {
+      series.get(name)?.values.delete(keyOf(labels));
     },
     get(name, labels = {}) {
       return series.get(name)?.values.get(keyOf(labels))?.value ?? 0;

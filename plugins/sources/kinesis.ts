@@ -165,7 +165,12 @@ export function kinesisConsumer(def: KinesisSource, opts: KinesisConsumerOptions
       })();
     }
 
-    async function discover(): Promise<void> {
+    /** The shards this worker waits for, with their owners (to log a wait once), and since when. */
+    let waitingFor = "";
+    let waitingSince = 0;
+
+    /** Lists shards and takes a fair share; returns when to look again if a lease this worker waits for expires sooner than the next round. */
+    async function discover(): Promise<number | undefined> {
       const shards = await listShards(sdk, client, def.streamName, halt.signal);
       for (const s of shards) {
         if (s.closed && !finished.has(s.shardId) && !workers.has(s.shardId)) {
@@ -183,14 +188,18 @@ export function kinesisConsumer(def: KinesisSource, opts: KinesisConsumerOptions
         w.handingOver = true;
         w.stop.abort();
         logger?.info(`${where}: handing ${shardId} over (${mine.length} held, fair share ${share} over ${live.size} workers)`);
-        return;
+        return undefined;
       }
       let held = mine.length;
+      const leasedElsewhere: { shardId: string; owner: string; expiresAt: number }[] = [];
       for (const s of readable) {
         if (held >= share || halt.signal.aborted) break;
         if (workers.has(s.shardId)) continue;
         const other = shardOwners.get(s.shardId);
-        if (other && other.owner !== workerId) continue;
+        if (other && other.owner !== workerId) {
+          leasedElsewhere.push({ shardId: s.shardId, owner: other.owner, expiresAt: other.expiresAt });
+          continue;
+        }
         const lease = await leases.acquire(s.shardId);
         if (!lease) continue;
         const checkpoint = await readCheckpoint(meta, keys.checkpoint(s.shardId)).catch(async (e) => {
@@ -205,6 +214,30 @@ export function kinesisConsumer(def: KinesisSource, opts: KinesisConsumerOptions
         startWorker(s.shardId, lease, checkpoint, s.parents.some((p) => finished.has(p)));
         held++;
       }
+      return waitForLeases(held < share ? leasedElsewhere : []);
+    }
+
+    /**
+     * Below its fair share with shards leased by other workers: says what it
+     * waits for (a killed worker's leases run out only at their expiry), once
+     * per set of shards and owners, and wakes discovery when the first expires.
+     */
+    function waitForLeases(leased: { shardId: string; owner: string; expiresAt: number }[]): number | undefined {
+      const key = leased.map((l) => `${l.shardId}@${l.owner}`).join(",");
+      if (leased.length === 0) {
+        if (waitingFor) logger?.info(`${where}: no longer waiting for other workers' leases (waited ${Math.round((Date.now() - waitingSince) / 100) / 10} s)`);
+        waitingFor = "";
+        return undefined;
+      }
+      const first = Math.min(...leased.map((l) => l.expiresAt));
+      if (key !== waitingFor) {
+        if (!waitingFor) waitingSince = Date.now();
+        waitingFor = key;
+        const owners = [...new Set(leased.map((l) => l.owner))].join(", ");
+        const last = Math.max(...leased.map((l) => l.expiresAt));
+        logger?.info(`${where}: waiting for the leases of ${leased.map((l) => l.shardId).join(", ")} held by ${owners}: they expire within ${Math.max(0, Math.ceil((last - Date.now()) / 1000))} s unless renewed (a stopped or killed worker's are not), then this worker takes them over (leaseTtlMs ${ttlMs})`);
+      }
+      return first + 50;
     }
 
     const renewer = (async () => {
@@ -234,8 +267,9 @@ export function kinesisConsumer(def: KinesisSource, opts: KinesisConsumerOptions
       await leases.heartbeat().catch((e) => logger?.warn(`${where}: cannot write the worker lease: ${(e as Error).message}`));
       let failures = 0;
       while (!halt.signal.aborted) {
+        let wakeAt: number | undefined;
         try {
-          await discover();
+          wakeAt = await discover();
           failures = 0;
         } catch (e) {
           if (halt.signal.aborted) break;
@@ -247,7 +281,7 @@ export function kinesisConsumer(def: KinesisSource, opts: KinesisConsumerOptions
           logger?.warn(`${where}: shard discovery failed (${(e as Error).name}: ${(e as Error).message}); retry ${failures}`);
         }
         await new Promise<void>((resolve) => {
-          const ms = failures ? Math.min(discoverEveryMs, 250 * 2 ** failures) : discoverEveryMs;
+          const ms = failures ? Math.min(discoverEveryMs, 250 * 2 ** failures) : Math.max(100, Math.min(discoverEveryMs, (wakeAt ?? Infinity) - Date.now()));
           const t = setTimeout(done, ms);
           function done() {
             clearTimeout(t);
