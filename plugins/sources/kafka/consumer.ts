@@ -4,8 +4,15 @@
  * offsets committed only when Freshet acknowledges a batch.
  *
  * - At-least-once: every kafkajs batch (one partition) is handed on in chunks
- *   of `batchSize`; a chunk's `ack()` commits the offset after its last
- *   record. Nothing else commits (autoCommit and auto-resolve are off).
+ *   of `batchSize`; a chunk's `ack()` (after the stores took it) sends the
+ *   commit of the offset after its last record, and returns without waiting
+ *   for the broker's answer, so that the next chunk's write overlaps that
+ *   commit. A partition has at most one commit in flight: the next `ack()`
+ *   waits for it, and if it failed commits its own offset (which covers both)
+ *   before returning, and throws if that fails too. So a crash redelivers at
+ *   most the chunk being written and the one whose commit was in flight, and
+ *   a commit never covers a record the stores have not accepted. Nothing
+ *   else commits (autoCommit and auto-resolve are off).
  * - Rebalance-safe: a chunk is stale once this member may have lost its
  *   partition (a heartbeat or commit answered "rebalancing", "illegal
  *   generation" or "unknown member", the member rejoined, or a seek is
@@ -15,8 +22,9 @@
  *   fetch was handled, so a slow or down store holds the fetch loop (bounded
  *   memory) while this module keeps heartbeating so the member stays in the
  *   group.
- * - A clean stop: on abort no new chunk starts, in-flight chunks finish and
- *   are committed, then the member leaves the group and disconnects.
+ * - A clean stop: on abort no new chunk starts, in-flight chunks finish, every
+ *   commit in flight is answered, then the member leaves the group and
+ *   disconnects.
  */
 import type { Admin, Consumer, EachBatchPayload, Kafka, KafkaMessage, RetryOptions } from "kafkajs";
 import type { KafkaSource, Logger, RawRecord, SourceBatch, SourceLag, StreamSource } from "../../../core/index.ts";
@@ -132,6 +140,12 @@ export function kafkaConsumer(def: KafkaSource, opts: KafkaConsumerOptions = {})
     };
     const onAbort = () => stop();
     signal.addEventListener("abort", onAbort, { once: true });
+    /** Per partition: the commit in flight (at most one), and whether the last one failed. */
+    const commits = new Map<number, { inflight?: Promise<void>; failed?: { offset: string; error: unknown } }>();
+    /** The generation a commit answered "the group changed" in: its chunks are stale from then on. */
+    let lostGeneration: { generation: number; error: Error } | undefined;
+    /** eachBatch calls in progress. */
+    let active = 0;
     /** Partitions whose start position (startFrom timestamp) was settled in this generation. */
     const settled = new Set<number>();
     let timestampOffsets: Promise<Map<number, string>> | undefined;
@@ -199,7 +213,56 @@ export function kafkaConsumer(def: KafkaSource, opts: KafkaConsumerOptions = {})
       return true;
     }
 
+    /** Sends a chunk's commit; at most one per partition is in flight (the caller waited for the previous one). */
+    function sendCommit(p: EachBatchPayload, partition: number, mine: number, firstOffset: string, lastOffset: string, next: string): Promise<void> {
+      const state = commits.get(partition) ?? {};
+      commits.set(partition, state);
+      const sent: Promise<void> = p.commitOffsetsIfNecessary({ topics: [{ topic, partitions: [{ partition, offset: next }] }] }).then(
+        () => {
+          if (state.inflight === sent) state.inflight = undefined;
+          state.failed = undefined;
+          opts.onEvent?.({ type: "committed", generation: mine, partition, offset: next });
+        },
+        (e: unknown) => {
+          if (state.inflight === sent) state.inflight = undefined;
+          if (groupChanged(e)) {
+            if (!lostGeneration || lostGeneration.generation < mine) lostGeneration = { generation: mine, error: e };
+            opts.onEvent?.({ type: "stale", generation: mine, partition, firstOffset, lastOffset, reason: `its commit answered ${(e as { type?: string }).type ?? e.message}` });
+          } else {
+            state.failed = { offset: next, error: e };
+            logger.warn(`[freshet] [kafka] "${label}": commit of partition ${partition} offset ${next} failed: ${(e as Error).message}; the next commit of the partition covers it`);
+          }
+        },
+      );
+      state.inflight = sent;
+      return sent;
+    }
+
+    /** Waits until no eachBatch runs, then for every commit in flight; one that failed is sent again, once. */
+    async function settleCommits(): Promise<void> {
+      while (active > 0) await new Promise((r) => setTimeout(r, 5));
+      await Promise.all([...commits.values()].map((c) => c.inflight));
+      for (const [partition, c] of commits) {
+        if (!c.failed) continue;
+        try {
+          await consumer.commitOffsets([{ topic, partition, offset: c.failed.offset }]);
+          opts.onEvent?.({ type: "committed", generation, partition, offset: c.failed.offset });
+        } catch (e) {
+          logger.warn(`[freshet] [kafka] "${label}": commit of partition ${partition} offset ${c.failed.offset} failed again at stop: ${(e as Error).message}; its records will be redelivered`);
+        }
+      }
+    }
+
     async function eachBatch(p: EachBatchPayload): Promise<void> {
+      active++;
+      try {
+        await eachBatchOnce(p);
+      } finally {
+        active--;
+      }
+    }
+
+    async function eachBatchOnce(p: EachBatchPayload): Promise<void> {
       const { batch } = p;
       const { partition } = batch;
       if (stopping || !p.isRunning()) return;
@@ -210,8 +273,10 @@ export function kafkaConsumer(def: KafkaSource, opts: KafkaConsumerOptions = {})
       if (await needsSeek(p)) return;
 
       let revoked: Error | undefined;
-      const staleReason = (): string | undefined =>
-        revoked ? `the group changed (${(revoked as { type?: string }).type ?? revoked.message})` : mine !== generation ? "the member rejoined the group" : p.isStale() ? "a seek is pending" : undefined;
+      const staleReason = (): string | undefined => {
+        const lost = revoked ?? (lostGeneration?.generation === mine ? lostGeneration.error : undefined);
+        return lost ? `the group changed (${(lost as { type?: string }).type ?? lost.message})` : mine !== generation ? "the member rejoined the group" : p.isStale() ? "a seek is pending" : undefined;
+      };
 
       for (let i = 0; i < batch.messages.length; i += batchSize) {
         if (stopping || staleReason()) break;
@@ -223,20 +288,26 @@ export function kafkaConsumer(def: KafkaSource, opts: KafkaConsumerOptions = {})
           records: chunk.map((m) => toRecord(topic, partition, m)),
           isStale: () => staleReason() !== undefined,
           async ack() {
+            if (acked) return;
+            // At most one commit in flight per partition: the previous chunk's is answered first.
+            await commits.get(partition)?.inflight;
             const why = staleReason();
             if (why) throw new FreshetError("SOURCE_UNAVAILABLE", `partition ${partition} offsets ${firstOffset}-${lastOffset} not committed: ${why}; another member will redeliver them`, { plugin: "kafka", definition: label });
             const next = (BigInt(lastOffset) + 1n).toString();
-            try {
-              await p.commitOffsetsIfNecessary({ topics: [{ topic, partitions: [{ partition, offset: next }] }] });
-            } catch (e) {
-              if (groupChanged(e)) revoked ??= e;
-              throw new FreshetError("SOURCE_UNAVAILABLE", `commit of partition ${partition} offset ${next} failed: ${(e as Error).message}`, { plugin: "kafka", definition: label, cause: e });
+            const sent = sendCommit(p, partition, mine, firstOffset, lastOffset, next);
+            // The previous commit failed: this one (covering both) is waited for, so that a broker
+            // that takes no commit pauses the source instead of letting the uncommitted window grow.
+            if (commits.get(partition)?.failed) {
+              await sent;
+              const failed = commits.get(partition)?.failed;
+              if (failed?.offset === next || staleReason()) {
+                throw new FreshetError("SOURCE_UNAVAILABLE", `commit of partition ${partition} offset ${next} failed: ${staleReason() ?? (failed?.error as Error)?.message}`, { plugin: "kafka", definition: label, cause: failed?.error });
+              }
             }
             p.resolveOffset(lastOffset);
             acked = true;
             const pos = positions.get(partition);
             if (pos) pos.next = Number(next);
-            opts.onEvent?.({ type: "committed", generation: mine, partition, offset: next });
           },
         };
         // A slow store (consume() retrying) must not get the member kicked out of the group.
@@ -278,7 +349,8 @@ export function kafkaConsumer(def: KafkaSource, opts: KafkaConsumerOptions = {})
       waiting.stop();
       signal.removeEventListener("abort", onAbort);
       stopping = true;
-      // Waits for in-flight batches (they finish and commit), leaves the group, closes the connections.
+      // In-flight batches finish and their commits are answered; then it leaves the group and closes the connections.
+      await settleCommits();
       await consumer.disconnect().catch((e) => logger.warn(`[freshet] [kafka] "${label}": disconnect: ${(e as Error).message}`));
       await admin?.disconnect().catch(() => {});
       running = false;
