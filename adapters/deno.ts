@@ -5,12 +5,20 @@
 import type { FetchApp, RunningServer } from "./node.ts";
 import { shutdownHandler } from "./shutdown.ts";
 
-// A structural shim instead of Deno's lib types, so that the same sources type-check everywhere.
-declare const Deno: {
+/**
+ * The part of Deno's global `Deno` this adapter uses: a structural shim
+ * instead of Deno's lib types, so that the same sources type-check everywhere.
+ * tests/types/deno.ts checks it against Deno's own types (`deno check`).
+ */
+export interface DenoServeApi {
+  /** Starts a server that stops when `signal` aborts; `finished` resolves once it has. */
   serve(opts: { port: number; hostname: string; signal: AbortSignal; onListen?: (a: { port: number }) => void }, handler: FetchApp["fetch"]): { finished: Promise<void>; addr: { port: number } };
+  /** Calls `handler` on the signal. */
   addSignalListener(signal: "SIGTERM" | "SIGINT", handler: () => void): void;
+  /** Exits the process. */
   exit(code: number): never;
-};
+}
+declare const Deno: DenoServeApi;
 
 /**
  * Serves `app` on Deno.

@@ -9,8 +9,7 @@ import { open, rename, rm } from "node:fs/promises";
 import { dirname, join, basename } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { parquetWriteBuffer } from "hyparquet-writer";
-import { fileSource, FreshetError, getHistoricalFeatures, type HistoricalProgress, type Row } from "../mod.ts";
+import { fileSource, FreshetError, missingPackage, getHistoricalFeatures, type HistoricalProgress, type Row } from "../mod.ts";
 import { loadRepo } from "./host.ts";
 
 export const HISTORICAL_USAGE = `freshet historical <feature_repo.ts> --entities <file> --features <view:feature,...> --out <file>
@@ -110,6 +109,7 @@ async function writeRows(path: string, format: "parquet" | "csv" | "jsonl", rows
   const fh = await open(tmp, "w");
   try {
     if (format === "parquet") {
+      const { parquetWriteBuffer } = await import("hyparquet-writer").catch(missingPackage("hyparquet-writer", "--out <file>.parquet", "historical"));
       const columnData = columns.map((name) => {
         const data = rows.map((r) => r[name] ?? null);
         let kind: string | undefined;

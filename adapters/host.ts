@@ -4,6 +4,7 @@
  * URL, the dead-letter sink, the processor and the Hono app. Shared by the CLI
  * and the runtime adapters; only this layer reads files, env and URLs.
  */
+import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import process from "node:process";
 import { pathToFileURL } from "node:url";
@@ -20,7 +21,7 @@ export interface HostConfig {
    * file that `serve`, `consume` and `materialize` share), `sqlite:./x.db` or
    * `sqlite:/abs/x.db` (relative to the working directory), `file:./data`
    * (the JSON-lines file store, one process), `memory:`,
-   * `redis://host:6379/0`, `rediss://...`, or an Upstash REST URL
+   * `redis://host:6379/0`, `rediss://...`, `redis+cluster://h1:p1,h2:p2` (a Redis Cluster), or an Upstash REST URL
    * (`https://...upstash.io`, token in UPSTASH_REDIS_REST_TOKEN).
    */
   store?: string;
@@ -34,6 +35,7 @@ export interface HostConfig {
   deadLetterMaxBytes?: number;
   /** Dead-letter files kept, the current one included. Default 5. */
   deadLetterKeep?: number;
+  /** Standard Webhooks secret (`whsec_...`): when set, pushes must be signed. */
   webhookSecret?: string;
   /** Bearer token for POST /push. */
   writeToken?: string;
@@ -43,22 +45,31 @@ export interface HostConfig {
   loopbackOnly?: boolean;
   /** Origins allowed to call from a browser (CORS). Default none. */
   corsOrigins?: string[];
+  /** Largest push body, in bytes. Default 5 MiB. */
   maxBodyBytes?: number;
   /** How long a webhook-id stays pending while its delivery runs (and after a crash), in ms. Default 30 s. */
   pendingTtlMs?: number;
+  /** Token of an Upstash store (its URL is `store`). */
   upstashToken?: string;
   /** Dead-letter sinks for particular sources, by name (e.g. a Kafka source's dead-letter topic); the others use the JSON Lines file. */
   sourceDeadLetters?: Record<string, DeadLetterSink>;
+  /** Where the host logs. Default `console`. */
   logger?: Logger;
 }
 
 /** A built host. */
 export interface Host {
+  /** The checked feature repo. */
   registry: Registry;
+  /** The pipeline over the stores. */
   processor: Processor;
+  /** The HTTP app: push, get-online-features, /health, /metrics, /registry. */
   app: Hono;
+  /** The online store. */
   online: OnlineStore;
+  /** The offline log. */
   offline: OfflineStore;
+  /** Where invalid and late records go. */
   deadLetters: DeadLetterSink;
   /** Flushes and closes the stores. */
   close(): Promise<void>;
@@ -73,12 +84,41 @@ export interface Host {
  * ```
  */
 export async function loadRepo(path: string): Promise<Registry> {
-  const mod = await import(pathToFileURL(resolve(path)).href);
+  const abs = resolve(path);
+  if (!existsSync(abs)) {
+    throw new FreshetError("INVALID_CONFIG", `feature repo ${path} not found (looked for ${abs}): give the path of a module that exports featureRepo({...}), e.g. examples/driver_stats/feature_repo.ts`);
+  }
+  let mod: { default?: Registry; repo?: Registry };
+  try {
+    mod = await import(pathToFileURL(abs).href);
+  } catch (e) {
+    // A definition mistake is already a one-line FreshetError; anything else is the module failing to load.
+    if (e instanceof FreshetError) throw e;
+    // Node without type stripping (20, 22 before 22.18) and no tsx registered by bin/freshet.mjs.
+    if ((e as { code?: string })?.code === "ERR_UNKNOWN_FILE_EXTENSION" && /\.[cm]?ts$/.test(path)) {
+      throw new FreshetError("INVALID_CONFIG", `cannot load ${path}: this Node (${process.version}) does not strip TypeScript types; install tsx (npm install -D tsx), use Node 22.18 or later, or write the repo in JavaScript`, { cause: e });
+    }
+    throw new FreshetError("INVALID_CONFIG", `feature repo ${path} failed to load: ${loadFailure(e)}`, { cause: e });
+  }
   const registry = mod.default ?? mod.repo;
   if (!registry || typeof registry.viewsForSource !== "function") {
     throw new FreshetError("INVALID_CONFIG", `${path} must export a featureRepo({...}) as its default export (export default featureRepo({ project, definitions }))`);
   }
   return registry;
+}
+
+/** Why a module failed to import, in one line: esbuild's "file:line:col: ERROR: ..." or the error's first line. */
+function loadFailure(e: unknown): string {
+  const err = e as { message?: string; code?: string };
+  const message = String(err.message ?? e);
+  const located = /^(.+:\d+:\d+): ERROR: (.+)$/m.exec(message);
+  if (located) return `${located[2]} at ${located[1]}`;
+  const first = message.split("\n")[0];
+  if (err.code === "ERR_MODULE_NOT_FOUND" || err.code === "ERR_REQUIRE_CYCLE_MODULE") {
+    const hint = err.code === "ERR_MODULE_NOT_FOUND" ? "install the package it imports, or fix the import path" : 'a TypeScript repo outside an ES module package is loaded as CommonJS: add "type": "module" to the nearest package.json, or name the file .mts';
+    return `${first} (${hint})`;
+  }
+  return `${(e as Error).name ?? "Error"}: ${first}`;
 }
 
 /** The store of a host given none: one SQLite file in the data directory. */
@@ -124,7 +164,7 @@ export async function openStores(url: string, dataDir: string, opts: { project?:
     const { memoryStore } = await import("../plugins/stores/memory.ts");
     return { online: memoryStore(), offline };
   }
-  if (url.startsWith("redis://") || url.startsWith("rediss://")) {
+  if (/^rediss?(\+cluster)?:\/\//.test(url)) {
     const { redisStore } = await import("../plugins/stores/redis/redis.ts");
     return { online: redisStore({ url, project: opts.project }), offline };
   }
@@ -152,7 +192,7 @@ export async function openStores(url: string, dataDir: string, opts: { project?:
     return { online: fileStore({ dir }), offline };
   }
   // Anything else is a mistake to report, never a directory to create (`redis:/host:6379` with one slash).
-  throw new FreshetError("INVALID_CONFIG", `unknown store URL "${url}": use sqlite:./data/freshet.db, file:./data, memory:, redis://host:port, rediss://host:port or an Upstash https:// URL`);
+  throw new FreshetError("INVALID_CONFIG", `unknown store URL "${url}": use sqlite:./data/freshet.db, file:./data, memory:, redis://host:port, rediss://host:port, redis+cluster://host:port,host:port or an Upstash https:// URL`);
 }
 
 /**
@@ -189,6 +229,7 @@ export async function createHost(config: HostConfig): Promise<Host> {
     corsOrigins: config.corsOrigins,
     maxBodyBytes: config.maxBodyBytes,
     pendingTtlMs: config.pendingTtlMs,
+    logger: config.logger,
     // Paths in /registry relative to where the host runs, never the layout of its disk.
     describeOptions: { cwd: process.cwd() },
   });

@@ -1,12 +1,14 @@
 /**
  * @module
- * Serves a Freshet app on Node with @hono/node-server, and stops it cleanly.
+ * Serves a Freshet app on Node with @hono/node-server (an optional
+ * dependency, loaded on first serve), and stops it cleanly.
  */
-import { serve as honoServe } from "@hono/node-server";
 import type { AddressInfo } from "node:net";
+import { missingPackage } from "../core/errors.ts";
 
 /** A running server. */
 export interface RunningServer {
+  /** The port it listens on (the one chosen when asked for port 0). */
   port: number;
   /** Stops accepting connections and resolves when in-flight requests have finished. */
   close(): Promise<void>;
@@ -14,6 +16,7 @@ export interface RunningServer {
 
 /** Anything with a fetch handler: a Hono app. */
 export interface FetchApp {
+  /** Answers one request. */
   fetch: (req: Request) => Response | Promise<Response>;
 }
 
@@ -26,7 +29,8 @@ export interface FetchApp {
  * onShutdown(() => server.close())
  * ```
  */
-export function serve(app: FetchApp, opts: { port?: number; hostname?: string } = {}): Promise<RunningServer> {
+export async function serve(app: FetchApp, opts: { port?: number; hostname?: string } = {}): Promise<RunningServer> {
+  const { serve: honoServe } = await import("@hono/node-server").catch(missingPackage("@hono/node-server", "the Node server", "node"));
   return new Promise((resolve, reject) => {
     const server = honoServe({ fetch: app.fetch, port: opts.port ?? 8080, hostname: opts.hostname ?? "127.0.0.1" }, (info: AddressInfo) => {
       resolve({

@@ -31,7 +31,13 @@ export const FLAGS = {
   view: { type: "string" },
   start: { type: "string" },
   end: { type: "string" },
+  out: { type: "string" },
+  "dead-letter-topic": { type: "string" },
+  "log-format": { type: "string" },
+  "log-level": { type: "string" },
+  "log-requests": { type: "boolean" },
   help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "v" },
 } as const;
 
 type FlagName = keyof typeof FLAGS;
@@ -143,6 +149,19 @@ export interface Settings {
   kafkaSessionTimeoutMs?: number;
   /** `consume`: the Kinesis application name (checkpoints and leases), for every Kinesis source consumed. */
   application?: string;
+  /** `text` (default) or `json` lines. */
+  logFormat: "text" | "json";
+  logLevel: "debug" | "info" | "warn" | "error";
+  /** One log line per HTTP request. */
+  logRequests: boolean;
+}
+
+function choice<T extends string>(s: Setting | undefined, options: readonly T[], fallback: T): T {
+  if (s === undefined) return fallback;
+  const v = s.value.trim().toLowerCase() as T;
+  if (options.includes(v)) return v;
+  const near = closest(v, [...options], 2);
+  return fail(`${s.from} ${JSON.stringify(s.value)} is not one of ${options.join(", ")}${near ? `; did you mean ${near}?` : ""}`);
 }
 
 /**
@@ -192,6 +211,9 @@ export function readSettings(values: Values, env: Env): Settings {
     upstashToken: secret(fromEnv(env, "UPSTASH_REDIS_REST_TOKEN")),
     application: appS?.value,
     kafkaSessionTimeoutMs: count(fromEnv(env, "FRESHET_KAFKA_SESSION_TIMEOUT_MS"), 1000),
+    logFormat: choice(setting(values, "log-format", env, "FRESHET_LOG_FORMAT"), ["text", "json"] as const, "text"),
+    logLevel: choice(setting(values, "log-level", env, "FRESHET_LOG_LEVEL"), ["debug", "info", "warn", "error"] as const, "info"),
+    logRequests: values["log-requests"] === true || bool(fromEnv(env, "FRESHET_LOG_REQUESTS")),
   };
 }
 

@@ -10,8 +10,8 @@
  *   UPSTASH_REDIS_REST_TOKEN; dead letters go to a Redis list in the same database;
  * - whatever `WorkerOptions.store` builds.
  */
-import { Redis } from "@upstash/redis";
-import { createProcessor, type DeadLetterSink, FreshetError, type OnlineStore, type Registry, storeUnavailable } from "../mod.ts";
+import type { Redis } from "@upstash/redis";
+import { createProcessor, type DeadLetterSink, FreshetError, missingPackage, type OnlineStore, type Registry, storeUnavailable } from "../mod.ts";
 import { pushApp } from "../plugins/sources/push.ts";
 import { upstashStore } from "../plugins/stores/redis/upstash.ts";
 import { parseSize, SIZE_HINT } from "./size.ts";
@@ -25,7 +25,9 @@ export interface WorkerEnv {
    * has one and no UPSTASH_REDIS_REST_URL is set.
    */
   FRESHET_D1_BINDING?: string;
+  /** Upstash REST URL (a `[vars]` entry): the store and dead letters when no D1 binding is used. */
   UPSTASH_REDIS_REST_URL?: string;
+  /** Upstash REST token (`wrangler secret put UPSTASH_REDIS_REST_TOKEN`). */
   UPSTASH_REDIS_REST_TOKEN?: string;
   /** Standard Webhooks secret; when set, pushes must be signed (or carry WRITE_TOKEN). */
   WEBHOOK_SECRET?: string;
@@ -33,9 +35,11 @@ export interface WorkerEnv {
   WRITE_TOKEN?: string;
   /** Bearer token for get-online-features, /registry and /metrics (`wrangler secret put READ_TOKEN`). */
   READ_TOKEN?: string;
+  /** Largest push body, with units (`5MiB`). Default 5 MiB. */
   MAX_BODY_BYTES?: string;
   /** Most dead letters kept in the Redis list (the oldest are trimmed, counted and logged). Default 100000. */
   DEAD_LETTERS_MAX?: string;
+  /** Any other binding (D1 databases, by their binding name). */
   [key: string]: unknown;
 }
 
@@ -53,6 +57,7 @@ export interface WorkerOptions {
 
 /** What a Worker module exports. */
 export interface WorkerHandler {
+  /** Answers one request with the Worker's env. */
   fetch(request: Request, env: WorkerEnv, ctx?: unknown): Promise<Response>;
 }
 
@@ -135,7 +140,7 @@ function stores(registry: Registry, env: WorkerEnv, opts: WorkerOptions, process
   }
   return {
     online: online ?? upstashStore({ url, token, project: registry.project }),
-    deadLetters: opts.deadLetters ? opts.deadLetters(env) : upstashListDeadLetters(new Redis({ url, token }), `freshet:${registry.project}:dead-letters`, {
+    deadLetters: opts.deadLetters ? opts.deadLetters(env) : upstashListDeadLetters(() => import("@upstash/redis").then((m) => new m.Redis({ url, token }), missingPackage("@upstash/redis", "dead letters in Upstash", "workers")), `freshet:${registry.project}:dead-letters`, {
       maxLetters: countOf("DEAD_LETTERS_MAX", env.DEAD_LETTERS_MAX),
       onDrop: (n) => processor().metrics.inc("freshet_dead_letters_dropped_total", { sink: "upstash-list" }, n),
     }),
@@ -177,18 +182,23 @@ export interface UpstashListDeadLettersOptions {
  * ```ts
  * const sink = upstashListDeadLetters(new Redis({ url, token }), "freshet:driver_stats:dead-letters", { maxLetters: 10_000 })
  * ```
+ *
+ * `redis` may be a function that makes the client on the first write
+ * (how the Worker loads the optional `@upstash/redis` only when it is used).
  */
-export function upstashListDeadLetters(redis: Redis, key: string, opts: UpstashListDeadLettersOptions = {}): DeadLetterSink {
+export function upstashListDeadLetters(redis: Redis | (() => Promise<Redis>), key: string, opts: UpstashListDeadLettersOptions = {}): DeadLetterSink {
   const max = opts.maxLetters ?? 100_000;
   if (!(Number.isSafeInteger(max) && max >= 1)) throw new FreshetError("INVALID_CONFIG", `maxLetters must be a whole number of at least 1, got ${max}`, { plugin: "workers" });
   const logger = opts.logger ?? console;
+  let client: Promise<Redis> | undefined;
   return {
     name: "upstash-list",
     async write(letters) {
       if (letters.length === 0) return;
       let length: number;
       try {
-        const [pushed] = await redis.multi().rpush(key, ...letters.map((l) => JSON.stringify(l))).ltrim(key, -max, -1).exec<[number, string]>();
+        client ??= typeof redis === "function" ? redis() : Promise.resolve(redis);
+        const [pushed] = await (await client).multi().rpush(key, ...letters.map((l) => JSON.stringify(l))).ltrim(key, -max, -1).exec<[number, string]>();
         length = Number(pushed);
       } catch (e) {
         throw storeUnavailable("workers", e);

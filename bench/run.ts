@@ -6,7 +6,8 @@
  * Benchmarks: http (P3, P4, P6 on Node, Bun and Deno), redis-roundtrips
  * (P7), kafka (P1, P2, P5, P8; Node unless --runtime says otherwise; `p1`,
  * `p5` or `p8` alone run only that part), kinesis (P9, same runtimes) and
- * historical (P12, Node), aggregations (P10, Node).
+ * historical (P12, Node), aggregations (P10, Node), cluster (P13, Node:
+ * two `freshet consume` against one on a 3-master Redis Cluster).
  * Options: see bench/lib.ts. Results go to `<results>/<name>.json`
  * (and a `<name>.txt` with the table and notes). A missed goal is printed
  * as MISSED; it is a result, not an error: the exit code is non-zero only
@@ -22,6 +23,7 @@ import { runSqliteWrites } from "./sqlite-writes.ts";
 import { runFlatCost } from "./flat-cost.ts";
 import { runHistorical } from "./historical.ts";
 import { runAggregations } from "./aggregations.ts";
+import { runCluster } from "./cluster.ts";
 
 const BENCHES: Record<string, (o: ReturnType<typeof parseOptions>) => Promise<{ entries: Entry[]; notes: string[]; failures: string[] }>> = {
   http: (o) => runHttp(o),
@@ -32,11 +34,12 @@ const BENCHES: Record<string, (o: ReturnType<typeof parseOptions>) => Promise<{ 
   "flat-cost": (o) => runFlatCost(o),
   historical: (o) => runHistorical(o),
   aggregations: (o) => runAggregations(o),
+  cluster: (o) => runCluster(o),
 };
 const ALIASES: Record<string, string> = {
   p3: "http", p4: "http", p6: "http", p7: "redis-roundtrips", roundtrips: "redis-roundtrips",
   p1: "kafka", p2: "kafka", p5: "kafka", p8: "kafka", p9: "kinesis",
-  p12: "historical", p10: "aggregations",
+  p12: "historical", p10: "aggregations", p13: "cluster",
   p11: "sqlite-writes", sqlite: "sqlite-writes", flat: "flat-cost",
 };
 

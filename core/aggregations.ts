@@ -26,7 +26,7 @@
  */
 import type { FeatureValue, Row } from "./contracts.ts";
 import { definitionError } from "./errors.ts";
-import { parseDuration } from "./time.ts";
+import { readDuration } from "./time.ts";
 
 /** The functions an aggregation can compute. `count_distinct` is approximate (HyperLogLog). */
 export type AggregationFunction =
@@ -54,6 +54,7 @@ export const MAX_LAST_N = 1000;
 export interface Aggregation {
   /** The column of the view's rows to aggregate. */
   column: string;
+  /** What to compute: sum, count, avg, min, max, stddev, lastN, lastDistinctN, ... */
   function: AggregationFunction;
   /** The window: seconds, a duration string ("10m", "1h", "1d"), or "lifetime". */
   timeWindow: number | string;
@@ -67,13 +68,17 @@ export interface Aggregation {
 
 /** An aggregation after checking: durations in ms and the output name. */
 export interface ResolvedAggregation {
+  /** The feature name it answers to. */
   readonly name: string;
+  /** The column it aggregates. */
   readonly column: string;
+  /** What it computes. */
   readonly function: AggregationFunction;
   /** The window in ms; undefined for a lifetime window. */
   readonly windowMs?: number;
   /** The tile size in ms; 0 for a lifetime window (one tile). */
   readonly slideMs: number;
+  /** How many values lastN and lastDistinctN keep. */
   readonly n?: number;
 }
 
@@ -103,12 +108,14 @@ export function resolveAggregation(view: string, a: Aggregation): ResolvedAggreg
   if (a.timeWindow === "lifetime") {
     if (a.slideInterval !== undefined) throw definitionError(view, `${where}: a lifetime window has no slideInterval; remove it`);
   } else {
-    windowMs = parseDuration(a.timeWindow);
-    if (windowMs === undefined || windowMs <= 0) {
-      throw definitionError(view, `${where}: timeWindow ${JSON.stringify(a.timeWindow)} is not a positive duration: use seconds (3600), a string ("10m", "1h", "1d"), or "lifetime"`);
-    }
-    slideMs = a.slideInterval === undefined ? windowMs : parseDuration(a.slideInterval) ?? NaN;
-    if (!(slideMs > 0)) throw definitionError(view, `slideInterval ${JSON.stringify(a.slideInterval)} of ${where} is not a positive duration: use seconds (300) or a string ("5m")`);
+    const window = readDuration(a.timeWindow);
+    if ("error" in window) throw definitionError(view, `${where}: timeWindow ${window.error}, or "lifetime"`);
+    windowMs = window.ms;
+    if (windowMs <= 0) throw definitionError(view, `${where}: timeWindow ${JSON.stringify(a.timeWindow)} is not a positive duration: use seconds (3600), a string ("10m", "1h", "PT1H"), or "lifetime"`);
+    const slide = a.slideInterval === undefined ? window : readDuration(a.slideInterval);
+    if ("error" in slide) throw definitionError(view, `${where}: slideInterval ${slide.error}`);
+    slideMs = slide.ms;
+    if (!(slideMs > 0)) throw definitionError(view, `slideInterval ${JSON.stringify(a.slideInterval)} of ${where} is not a positive duration: use seconds (300) or a string ("5m", "PT5M")`);
     if (windowMs % 1000 !== 0 || slideMs % 1000 !== 0) {
       throw definitionError(view, `${where}: timeWindow and slideInterval must be whole seconds, e.g. "90s" or "5m"`);
     }
@@ -166,16 +173,19 @@ export type PartialState =
 export interface Tile {
   /** The greatest event time folded into the tile. */
   t: number;
+  /** The partial state of each aggregation, by aggregation name. */
   s: Record<string, PartialState>;
 }
 
 /** The states of a batch for one tile of one entity, to merge into the stored tile. */
 export interface TileDelta {
+  /** The serialized entity key. */
   entityKey: string;
   /** The tile key, see {@link tileKey}. */
   tile: string;
   /** When the tile expires, epoch ms by event time (longest window of its tile size + watermark delay); undefined: never. */
   expiresAt?: number;
+  /** The states to merge. */
   state: Tile;
 }
 
@@ -436,9 +446,13 @@ export function readAggregates(aggs: readonly ResolvedAggregation[], tiles: Read
 
 /** One event to fold: its entity, times and row. */
 export interface FoldEvent {
+  /** The serialized entity key. */
   entityKey: string;
+  /** Event time, epoch ms. */
   eventTime: number;
+  /** Created time, epoch ms, when the source has one. */
   createdTime?: number;
+  /** The row after the UDF. */
   row: Row;
 }
 

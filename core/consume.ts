@@ -6,12 +6,14 @@
  */
 import type { Logger, SourceBatch, StreamSource } from "./contracts.ts";
 import { FreshetError, isRetriable } from "./errors.ts";
+import { outageLog } from "./outage.ts";
 import type { BatchResult, PreparedBatch, Processor } from "./processor.ts";
 
 /** Options of {@link consume}. */
 export interface ConsumeOptions {
   /** Stops the source; in-flight batches finish and are acknowledged first. */
   signal: AbortSignal;
+  /** Where retries and stops are logged. Default `console`. */
   logger?: Logger;
   /** Backoff while a store is down. Defaults: 200 ms doubling to 10 s. */
   retry?: { initialMs?: number; maxMs?: number };
@@ -64,13 +66,15 @@ export async function consume(source: StreamSource, processor: Processor, opts: 
     records = 0;
     lastReport = now;
   };
+  // One line when the store goes down and one when it is back, however many partitions retry meanwhile.
+  const outage = outageLog(logger, `[${source.kind}] "${source.name}"`, `source paused, retrying (backoff ${initial} ms doubling to ${max} ms)`);
   const timer = opts.logEveryMs === 0 ? undefined : setInterval(report, opts.logEveryMs ?? 10_000);
 
   async function onBatch(batch: SourceBatch): Promise<void> {
     let delay = initial;
     // Prepared once: a retry after a store failure only retries the writes, so dead letters are written once.
     let prepared: PreparedBatch | undefined;
-    for (let attempt = 1; ; attempt++) {
+    for (;;) {
       if (batch.isStale?.()) {
         metrics.inc("freshet_batches_total", { source: source.name, result: "stale" });
         return; // revoked or lease lost: another worker owns these records now
@@ -83,6 +87,7 @@ export async function consume(source: StreamSource, processor: Processor, opts: 
           return;
         }
         await batch.ack();
+        outage.ok();
         records += batch.records.length;
         opts.onBatch?.(result, batch);
         return;
@@ -90,7 +95,7 @@ export async function consume(source: StreamSource, processor: Processor, opts: 
         if (!isRetriable(e)) throw e;
         if (signal.aborted) throw new FreshetError("ABORTED", `stopped while the store was down; ${batch.records.length} records left unacknowledged for redelivery`, { plugin: source.kind, cause: e });
         metrics.inc("freshet_batches_total", { source: source.name, result: "retry" });
-        logger?.warn(`[freshet] [${source.kind}] "${source.name}": ${(e as Error).message}; retry ${attempt} in ${delay} ms (source paused)`);
+        outage.failed(e, `${batch.records.length} records waiting`);
         // Sleep in short steps, so that a batch revoked meanwhile is given up at once.
         const until = Date.now() + delay * (0.5 + Math.random() / 2);
         while (Date.now() < until && !signal.aborted && !batch.isStale?.()) await sleep(Math.min(250, until - Date.now()), signal);

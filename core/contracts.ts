@@ -24,6 +24,7 @@ export type Position =
 export interface RawRecord {
   /** The payload. Bytes and strings are decoded by the source's format; objects are taken as they are. */
   value: Uint8Array | string | Row;
+  /** Where the record sits in its source, for acks, dedupe and dead letters. */
   position: Position;
   /** The broker's append time in epoch ms, when the source has one (Kafka, Kinesis). */
   brokerTime?: number;
@@ -31,6 +32,7 @@ export interface RawRecord {
 
 /** A batch of records from one source. `ack()` is called only after the stores accepted it. */
 export interface SourceBatch {
+  /** The records, in source order. */
   records: RawRecord[];
   /** Acknowledges every record of the batch: commit the offset, write the checkpoint. */
   ack(): Promise<void>;
@@ -51,8 +53,11 @@ export interface SourceLag {
  * batches have finished.
  */
 export interface StreamSource {
+  /** The source kind: "kafka", "kinesis", ... */
   readonly kind: string;
+  /** The source definition's name. */
   readonly name: string;
+  /** Reads until `signal` aborts, handing each batch to `onBatch` and acknowledging it only after `onBatch` resolved. */
   run(onBatch: (batch: SourceBatch) => Promise<void>, signal: AbortSignal): Promise<void>;
   /** Current lag, when the source knows it. */
   lag?(): SourceLag;
@@ -62,7 +67,9 @@ export interface StreamSource {
 
 /** Turns bytes into an object. Throwing marks the record as a decode failure. */
 export interface Format {
+  /** The format's name, for messages: "json", "avro". */
   readonly name: string;
+  /** Decodes one payload into a row (or throws: the record is dead-lettered with reason "decode"). */
   decode(bytes: Uint8Array): MaybePromise<unknown>;
 }
 
@@ -88,6 +95,7 @@ export interface FeatureRow {
 
 /** What a write did. Every row is written, stale or expired. */
 export interface WriteResult {
+  /** Rows written. */
   written: number;
   /** Rows not newer than what the store held (see `isNewer`): skipped. */
   stale: number;
@@ -115,6 +123,7 @@ export interface CommitMeta {
  * same records can never both be folded.
  */
 export interface AppliedMark {
+  /** The mark's key, `view:kafka:topic:partition`. */
   key: string;
   /** The mark the caller read before it filtered the batch; undefined when there was none. */
   expected?: string;
@@ -124,6 +133,7 @@ export interface AppliedMark {
 
 /** What {@link AggregatingStore.foldTiles} applies in its one atomic step besides the tiles. */
 export interface TileCommit extends CommitMeta {
+  /** The applied marks to move, each only if it still holds what was read. */
   marks?: AppliedMark[];
 }
 
@@ -147,6 +157,14 @@ export type FoldResult =
  * tiles of the window ending at the store's clock, in one round trip.
  */
 export interface AggregatingStore {
+  /**
+   * The largest fold the store takes in one atomic step, in bytes of tile
+   * keys and JSON states (a request or parameter size limit). A bigger batch
+   * from a source with positions is folded in steps, each with its applied
+   * marks; a bigger push is refused. Unset: no limit.
+   */
+  readonly maxFoldBytes?: number;
+  /** Merges `deltas` into the stored tiles and applies `commit`, in one atomic step. */
   foldTiles(view: FeatureView, deltas: TileDelta[], commit?: TileCommit): Promise<FoldResult>;
   /** The applied mark under `key`. */
   getAppliedMark(key: string): Promise<string | undefined>;
@@ -156,6 +174,15 @@ export interface AggregatingStore {
    * the range is unbounded on both sides (-Infinity, Infinity).
    */
   clearTiles(view: FeatureView, range: { start: number; end: number }): Promise<void>;
+  /**
+   * For a store that cannot fold across all of itself in one atomic step
+   * (a Redis Cluster: one script reaches one hash slot): the applied mark
+   * key that guards an entity's tiles, derived from `key`
+   * (`view:partition`). Marks are then kept per part of the store, each
+   * checked with the tiles of its part, and a caller filters a redelivery
+   * per mark key. Absent: `key` itself, one mark for the whole partition.
+   */
+  markKey?(view: FeatureView, entityKey: string, key: string): string;
 }
 
 /** Whether an online store also serves aggregations. */
@@ -177,7 +204,9 @@ export type FeatureStatus = "PRESENT" | "NOT_FOUND" | "NULL_VALUE" | "OUTSIDE_MA
 
 /** One feature value read back. */
 export interface FeatureValue {
+  /** The value; null unless PRESENT. */
   value: unknown;
+  /** Whether the value is there, null, missing or too old. */
   status: FeatureStatus;
   /** Event time of the stored row, epoch ms; undefined when NOT_FOUND. */
   eventTime?: number;
@@ -185,7 +214,9 @@ export interface FeatureValue {
 
 /** A lease on a shard or partition, for sharing work between workers. */
 export interface Lease {
+  /** What the lease is on: a shard or partition key. */
   key: string;
+  /** The worker holding it. */
   owner: string;
   /** Increases every time the lease changes hands: the fencing token. */
   counter: number;
@@ -246,17 +277,23 @@ export interface MetaStore {
  * (OUTSIDE_MAX_AGE).
  */
 export interface OnlineStore {
+  /** The store's name, for messages and metrics: "redis", "sqlite", ... */
   readonly name: string;
+  /** Writes the rows that are newer than what the store holds, and applies `commit` in the same atomic step. */
   write(view: FeatureView, rows: FeatureRow[], commit?: CommitMeta): Promise<WriteResult>;
+  /** Reads `features` of each entity key, in order. */
   read(view: FeatureView, entityKeys: string[], features: string[]): Promise<Record<string, FeatureValue>[]>;
+  /** Checkpoints, watermarks, idempotency keys and leases, in the same database. */
   readonly meta: MetaStore;
   /** Liveness and integrity check for /health: rejects when the store cannot serve. */
   ping?(): Promise<void>;
+  /** Closes connections and files. */
   close?(): Promise<void>;
 }
 
 /** One entity row of a point-in-time lookup: the serialized entity key and the time to look at. */
 export interface AsOfEntity {
+  /** The serialized entity key, see `entityKeyOf`. */
   entityKey: string;
   /** Epoch ms. */
   time: number;
@@ -264,7 +301,9 @@ export interface AsOfEntity {
 
 /** What a point-in-time lookup found for one entity row: the values of the asked features and the row's event time. */
 export interface AsOfMatch {
+  /** Feature values by name. */
   values: Row;
+  /** Event time, epoch ms. */
   eventTime: number;
 }
 
@@ -276,8 +315,11 @@ export interface AsOfMatch {
  * over `read` gives the same answers otherwise.
  */
 export interface OfflineStore {
+  /** The log's name, for messages. */
   readonly name: string;
+  /** Appends rows of a view. */
   append(view: FeatureView, rows: FeatureRow[]): Promise<void>;
+  /** Reads a view's rows with event times in `[start, end)`, in chunks. */
   read(view: FeatureView, range: { start?: number; end?: number }): AsyncIterable<FeatureRow[]>;
   /**
    * For each entity, the latest logged row of `view` for its key with event
@@ -287,23 +329,31 @@ export interface OfflineStore {
    * available here, so the caller falls back to the streaming join.
    */
   asOf?(view: FeatureView, features: string[], entities: AsOfEntity[]): Promise<(AsOfMatch | undefined)[] | undefined>;
+  /** Flushes and closes. */
   close?(): Promise<void>;
 }
 
 /** Why a record did not make it. */
-export type DeadLetterReason = "decode" | "schema" | "udf" | "timestamp" | "join_key" | "late";
+/** Why a record was dead-lettered; `unknown_source` and `truncated` only come from a replay. */
+export type DeadLetterReason = "decode" | "schema" | "udf" | "timestamp" | "join_key" | "late" | "unknown_source" | "truncated";
 
 /** A record that was not written, with everything needed to find, fix and replay it. */
 export interface DeadLetter {
+  /** The source it came from. */
   source: string;
+  /** The view it failed for, when it got that far. */
   view?: string;
+  /** Why it failed. */
   reason: DeadLetterReason;
+  /** What went wrong, and how to fix it. */
   message: string;
   /** Path of the offending field, e.g. `conv_rate` or `event_timestamp`. */
   path?: string;
+  /** Where the record sits in its source. */
   position: Position;
   /** The raw payload as text (bytes are base64 with `encoding: "base64"`). */
   payload: string;
+  /** How `payload` is written: text, base64 bytes, or JSON. */
   encoding?: "utf8" | "base64" | "json";
   /** When it was dead-lettered, ISO 8601. */
   at: string;
@@ -311,14 +361,20 @@ export interface DeadLetter {
 
 /** Where dead letters go. Must not lose them: throw if they cannot be stored. */
 export interface DeadLetterSink {
+  /** The sink's name, for messages and metrics. */
   readonly name: string;
+  /** Stores the letters durably before it resolves. */
   write(letters: DeadLetter[]): Promise<void>;
+  /** Flushes and closes. */
   close?(): Promise<void>;
 }
 
 /** Minimal structured logger; `console` fits. */
 export interface Logger {
+  /** Logs progress. */
   info(msg: string, ...args: unknown[]): void;
+  /** Logs a problem that Freshet handles (a retry, a dead letter). */
   warn(msg: string, ...args: unknown[]): void;
+  /** Logs a failure. */
   error(msg: string, ...args: unknown[]): void;
 }

@@ -8,33 +8,41 @@
 import type { Format, MaybePromise, Row } from "./contracts.ts";
 import { type Aggregation, type ResolvedAggregation, resolveAggregations } from "./aggregations.ts";
 import { definitionError } from "./errors.ts";
-import { DEFAULT_MAX_FUTURE_SKEW_MS, parseDuration } from "./time.ts";
+import { DEFAULT_MAX_FUTURE_SKEW_MS, parseDuration, readDuration } from "./time.ts";
 
 /** A Standard Schema (valibot, zod and arktype implement it). Freshet validates through it, so the core needs no schema library. */
 export interface StandardSchema<Output = Row> {
+  /** The Standard Schema interface (https://standardschema.dev). */
   readonly "~standard": {
     readonly version: 1;
     readonly vendor: string;
     readonly validate: (value: unknown) => MaybePromise<
       | { readonly value: Output; readonly issues?: undefined }
-      | { readonly issues: ReadonlyArray<{ readonly message: string; readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> }> }
+      // `| undefined` on the optional fields: with exactOptionalPropertyTypes a schema library's `path?: X | undefined` must still fit.
+      | { readonly issues: ReadonlyArray<{ readonly message: string; readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined }> }
     >;
   };
   /** valibot's object schemas expose their entries; Freshet reads the field names from them. */
-  readonly entries?: Record<string, unknown>;
+  readonly entries?: Record<string, unknown> | undefined;
 }
 
 /** Common descriptive fields. */
 export interface Described {
+  /** What the object is, for people. */
   description?: string;
+  /** Free-form labels. */
   tags?: Record<string, string>;
+  /** Who to ask about it. */
   owner?: string;
 }
 
 /** An entity: what features describe, identified by its join keys. */
 export interface Entity extends Described {
+  /** Always "entity". */
   readonly kind: "entity";
+  /** The entity's name, unique in the repo. */
   readonly name: string;
+  /** The columns that identify one entity. */
   readonly joinKeys: string[];
 }
 
@@ -58,6 +66,7 @@ export function entity(opts: { name: string; joinKeys?: string[]; joinKey?: stri
 
 /** Options shared by every source. */
 export interface SourceCommon extends Described {
+  /** The source's name, unique in the repo. */
   name: string;
   /** The column holding the event time. */
   timestampField?: string;
@@ -84,12 +93,19 @@ export interface SourceCommon extends Described {
 
 /** A batch source of rows in a file: JSON Lines, CSV or Parquet. */
 export interface FileSource extends Described {
+  /** Always "file". */
   readonly kind: "file";
+  /** The source's name. */
   readonly name: string;
+  /** The file to read. */
   readonly path: string;
+  /** JSON Lines, CSV or Parquet (default: from the extension). */
   readonly fileFormat: "jsonl" | "csv" | "parquet";
+  /** The column holding the event time. */
   readonly timestampField?: string;
+  /** The column holding the created time, the tie-break between rows of equal event time. */
   readonly createdTimestampColumn?: string;
+  /** Renames columns: file column -> view field. */
   readonly fieldMapping?: Record<string, string>;
 }
 
@@ -116,6 +132,7 @@ export function fileSource(opts: Omit<FileSource, "kind" | "fileFormat"> & { fil
 
 /** A push source: rows arrive over HTTP `POST /push`. */
 export interface PushSource extends SourceCommon {
+  /** Always "push". */
   readonly kind: "push";
 }
 
@@ -142,16 +159,21 @@ export type KafkaSasl =
 
 /** A Kafka topic as a stream source. */
 export interface KafkaSource extends SourceCommon {
+  /** Always "kafka". */
   readonly kind: "kafka";
   /** Broker list: `["b1:9092", "b2:9092"]` or `"b1:9092,b2:9092"`. */
   kafkaBootstrapServers: string | string[];
+  /** The topic to read. */
   topic: string;
   /** Defaults to JSON. */
   messageFormat?: Format;
+  /** The Kafka client id. Default `freshet`. */
   clientId?: string;
   /** Consumer group; defaults to `freshet-<source name>`. */
   groupId?: string;
+  /** TLS: `true` for the system's CAs, or the CA, certificate and key (PEM). */
   ssl?: KafkaTls;
+  /** SASL PLAIN, SCRAM-SHA-256/512 or OAUTHBEARER. */
   sasl?: KafkaSasl;
   /** Where a new group starts: "earliest" (default), "latest", or an epoch-ms / ISO timestamp. */
   startFrom?: "earliest" | "latest" | { timestamp: number | string };
@@ -209,8 +231,11 @@ export function kafkaSource(opts: Omit<KafkaSource, "kind">): KafkaSource {
 
 /** A Kinesis data stream as a stream source. */
 export interface KinesisSource extends SourceCommon {
+  /** Always "kinesis". */
   readonly kind: "kinesis";
+  /** The Kinesis data stream to read. */
   streamName: string;
+  /** The AWS region. Default the SDK's (AWS_REGION). */
   region?: string;
   /** Defaults to JSON. */
   recordFormat?: Format;
@@ -260,7 +285,9 @@ export type Udf = (rows: Row[]) => MaybePromise<Row[]>;
 
 /** Options of {@link streamFeatureView}. */
 export interface StreamFeatureViewOptions extends Described {
+  /** The view's name, unique in the repo. */
   name: string;
+  /** The entities its rows are keyed by. */
   entities: Entity[];
   /** The source object, or the name of a source in the same repo. */
   source: StreamSourceDef | string;
@@ -268,9 +295,11 @@ export interface StreamFeatureViewOptions extends Described {
   schema: StandardSchema;
   /** Defaults to the source's timestamp field, then its batch source's. */
   timestampField?: string;
+  /** The column holding the created time, the tie-break between rows of equal event time. */
   createdTimestampField?: string;
   /** How long a value stays fresh: on read it is OUTSIDE_MAX_AGE after this; the key expires after it. 0 means forever. A number is seconds, or "2h". */
   ttl: number | string;
+  /** Transforms the validated rows of a batch (Feast's UDF); may drop or add rows. */
   udf?: Udf;
   /** The features to store. Default: the schema's fields except join keys and timestamps. List them when the UDF adds columns. */
   features?: string[];
@@ -299,18 +328,31 @@ export interface StreamFeatureViewOptions extends Described {
 
 /** A stream feature view, resolved: the shape the processor and the stores use. */
 export interface FeatureView extends Described {
+  /** Always "streamFeatureView". */
   readonly kind: "streamFeatureView";
+  /** The view's name. */
   readonly name: string;
+  /** The entities its rows are keyed by. */
   readonly entities: Entity[];
+  /** Every join key of its entities, in order. */
   readonly joinKeys: string[];
+  /** Its source, or the name of one. */
   readonly source: StreamSourceDef | string;
+  /** The schema rows are validated with. */
   readonly schema: StandardSchema;
+  /** The column holding the event time. */
   readonly timestampField?: string;
+  /** The column holding the created time. */
   readonly createdTimestampField?: string;
+  /** The ttl in ms; 0 is forever. */
   readonly ttlMs: number;
+  /** The UDF, if any. */
   readonly udf?: Udf;
+  /** Whether rows go to the online store. */
   readonly online: boolean;
+  /** Whether rows go to the offline log. */
   readonly offline: boolean;
+  /** How far behind the newest event an event may be before it is late, in ms. */
   readonly watermarkDelayMs?: number;
   /** Late events are dead-lettered instead of written. */
   readonly dropLate: boolean;
@@ -345,11 +387,9 @@ export function streamFeatureView(opts: StreamFeatureViewOptions): FeatureView {
   if (!opts.schema || typeof opts.schema !== "object" || !("~standard" in opts.schema)) {
     throw definitionError(name, "schema must be a valibot schema, e.g. schema: v.object({ driver_id: v.number(), ... })");
   }
-  const ttlMs = parseDuration(opts.ttl);
-  if (ttlMs === undefined) throw definitionError(name, `ttl ${JSON.stringify(opts.ttl)} is not a duration: use seconds (7200) or a string ("2h", "30m", "1d"); 0 means no expiry`);
+  const ttlMs = duration(name, "ttl", opts.ttl, "; 0 means no expiry");
   const delay = opts.watermarkDelay ?? (typeof opts.source === "object" ? opts.source.watermarkDelay : undefined);
-  const watermarkDelayMs = delay === undefined ? undefined : parseDuration(delay);
-  if (delay !== undefined && watermarkDelayMs === undefined) throw definitionError(name, `watermarkDelay ${JSON.stringify(delay)} is not a duration: use seconds (30) or a string ("30s", "5m")`);
+  const watermarkDelayMs = delay === undefined ? undefined : duration(name, "watermarkDelay", delay);
   if (opts.dropLate !== undefined && typeof opts.dropLate !== "boolean") throw definitionError(name, "dropLate must be true or false");
   if (opts.dropLate && watermarkDelayMs === undefined && typeof opts.source === "object") throw definitionError(name, 'dropLate needs a watermarkDelay (on the view or its source), e.g. watermarkDelay: "5m"');
   const skew = typeof opts.source === "object" ? opts.source.maxFutureSkew : undefined;
@@ -382,19 +422,56 @@ export function streamFeatureView(opts: StreamFeatureViewOptions): FeatureView {
   });
 }
 
+/** A feature service: a named list of feature refs, read together (Feast's FeatureService). */
+export interface FeatureService extends Described {
+  /** Always "featureService". */
+  readonly kind: "featureService";
+  /** The service's name, unique in the repo. */
+  readonly name: string;
+  /** `"view:feature"` refs, and views standing for all of their features; resolved to refs by the registry. */
+  readonly features: readonly (string | FeatureView)[];
+}
+
+/**
+ * Declares a feature service: `POST /get-online-features` with
+ * `"feature_service": "<name>"` reads its features. An item is a
+ * `"view:feature"` ref, or a view for all of its features.
+ *
+ * @example
+ * ```ts
+ * const model_v1 = featureService({ name: "model_v1", features: ["driver_hourly_stats:conv_rate", otherView] })
+ * ```
+ */
+export function featureService(opts: { name: string; features: (string | FeatureView)[] } & Described): FeatureService {
+  requireName("featureService", opts?.name);
+  checkKeys("featureService", opts, FEATURE_SERVICE_KEYS);
+  if (!Array.isArray(opts.features) || opts.features.length === 0) {
+    throw definitionError(opts.name, 'features must be a non-empty array of "view:feature" refs or views, e.g. features: ["driver_hourly_stats:conv_rate"]');
+  }
+  opts.features.forEach((f, i) => {
+    if (typeof f === "string" ? !/^[^:]+:.+$/.test(f) : f?.kind !== "streamFeatureView") {
+      throw definitionError(opts.name, `features[${i}] must be a "view:feature" ref or a streamFeatureView(...), got ${typeof f === "string" ? JSON.stringify(f) : typeof f}`);
+    }
+  });
+  return freeze({ kind: "featureService", name: opts.name, features: Object.freeze([...opts.features]), description: opts.description, tags: opts.tags, owner: opts.owner });
+}
+
 function source<K extends StreamSourceDef["kind"], O extends SourceCommon>(kind: K, opts: O): O & { kind: K } {
   requireName(`${kind}Source`, opts?.name);
   checkKeys(`${kind}Source`, opts, SOURCE_KEYS[kind]);
-  if (opts.watermarkDelay !== undefined && parseDuration(opts.watermarkDelay) === undefined) {
-    throw definitionError(opts.name, `watermarkDelay ${JSON.stringify(opts.watermarkDelay)} is not a duration: use seconds (30) or a string ("30s", "5m")`);
-  }
-  if (opts.maxFutureSkew !== undefined && parseDuration(opts.maxFutureSkew) === undefined) {
-    throw definitionError(opts.name, `maxFutureSkew ${JSON.stringify(opts.maxFutureSkew)} is not a duration: use seconds (300) or a string ("5m", "1h")`);
-  }
+  if (opts.watermarkDelay !== undefined) duration(opts.name, "watermarkDelay", opts.watermarkDelay);
+  if (opts.maxFutureSkew !== undefined) duration(opts.name, "maxFutureSkew", opts.maxFutureSkew);
   if (opts.batchSource !== undefined && opts.batchSource?.kind !== "file") {
     throw definitionError(opts.name, "batchSource must be a fileSource(...)");
   }
   return freeze({ ...opts, kind });
+}
+
+/** A duration option in ms, or a definition error naming the option and the bad value. */
+function duration(definition: string, option: string, value: unknown, hint = ""): number {
+  const d = readDuration(value);
+  if ("error" in d) throw definitionError(definition, `${option} ${d.error}${hint}`);
+  return d.ms;
 }
 
 // The option names each factory accepts. `kind` is accepted (and replaced) so that a definition can be spread into a new one.
@@ -407,6 +484,7 @@ const SOURCE_KEYS: Record<StreamSourceDef["kind"], string[]> = {
   kafka: [...COMMON_KEYS, "kafkaBootstrapServers", "topic", "messageFormat", "clientId", "groupId", "ssl", "sasl", "startFrom", "batchSize", "lingerMs", "deadLetterTopic", "sessionTimeout", "heartbeatInterval", "rebalanceTimeout"],
   kinesis: [...COMMON_KEYS, "streamName", "region", "recordFormat", "endpoint", "credentials", "startFrom", "pollIntervalMs", "limit", "application"],
 };
+const FEATURE_SERVICE_KEYS = ["name", "features", ...DESCRIBED_KEYS];
 const VIEW_KEYS = ["name", "entities", "source", "schema", "timestampField", "createdTimestampField", "ttl", "udf", "features", "online", "offline", "watermarkDelay", "dropLate", "aggregations", ...DESCRIBED_KEYS];
 
 /**

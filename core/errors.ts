@@ -10,6 +10,8 @@ export type ErrorCode =
   | "INVALID_DEFINITION"
   | "INVALID_CONFIG"
   | "INVALID_INPUT"
+  /** A request bigger than one atomic step of the store: send less at a time (HTTP 413). */
+  | "TOO_LARGE"
   | "STORE_UNAVAILABLE"
   | "SOURCE_UNAVAILABLE"
   | "LEASE_LOST"
@@ -41,13 +43,20 @@ export interface FreshetErrorOptions {
  * ```
  */
 export class FreshetError extends Error {
+  /** Always "FreshetError". */
   override readonly name = "FreshetError";
+  /** The stable error code. */
   readonly code: ErrorCode;
+  /** Whether retrying the same operation later may succeed. */
   readonly retriable: boolean;
+  /** The plugin that raised it. */
   readonly plugin?: string;
+  /** The definition it concerns. */
   readonly definition?: string;
+  /** For input errors: the path of the offending field. */
   readonly field?: string;
 
+  /** Makes an error; the message gets the `[freshet] [plugin] "definition": ` prefix. */
   constructor(code: ErrorCode, message: string, opts: FreshetErrorOptions = {}) {
     const where = (opts.plugin ? `[${opts.plugin}] ` : "") +
       (opts.definition ? `"${opts.definition}": ` : "");
@@ -82,4 +91,27 @@ export function storeUnavailable(plugin: string, cause: unknown, definition?: st
 /** Whether an error is worth retrying: a retriable FreshetError. */
 export function isRetriable(error: unknown): boolean {
   return error instanceof FreshetError && error.retriable;
+}
+
+/**
+ * For `import("sdk").catch(missingPackage(...))`: the SDKs are optional peer
+ * dependencies, loaded by the plugin that needs them on first use. When the
+ * package is not installed this throws an INVALID_CONFIG error that says which
+ * package to install for what; any other load error is rethrown as it is.
+ *
+ * @example
+ * ```ts
+ * const { Kafka } = await import("kafkajs").catch(missingPackage("kafkajs", "the Kafka source", "kafka"))
+ * ```
+ */
+export function missingPackage(pkg: string, use: string, plugin?: string): (cause: unknown) => never {
+  return (cause) => {
+    const text = String((cause as Error)?.message ?? cause);
+    const code = (cause as { code?: unknown })?.code;
+    const notFound = code === "ERR_MODULE_NOT_FOUND" || code === "MODULE_NOT_FOUND" || /cannot find (module|package)|could not (find|resolve)|not found/i.test(text);
+    if (notFound && text.includes(pkg)) {
+      throw new FreshetError("INVALID_CONFIG", `install ${pkg} to use ${use}: npm install ${pkg}`, { plugin, cause });
+    }
+    throw cause;
+  };
 }

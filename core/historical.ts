@@ -29,18 +29,23 @@ export function preferLogged(a: Pick<FeatureRow, "eventTime" | "createdTime" | "
 
 /** Progress of a historical retrieval, per view. */
 export interface HistoricalProgress {
+  /** The view being joined. */
   view: string;
   /** "duckdb" (the store's own engine) or "stream" (the streaming join over `read`). */
   engine: string;
   /** Feature rows read so far (streaming join only). */
   featureRows: number;
+  /** Entity rows joined so far. */
   entityRows: number;
+  /** Whether the view is finished. */
   done: boolean;
 }
 
 /** Options of {@link getHistoricalFeatures}. */
 export interface HistoricalOptions {
+  /** The feature repo. */
   registry: Registry;
+  /** The offline log to read. */
   offline: OfflineStore;
   /** Entity rows: the join keys of the views asked for, and a timestamp. */
   entityRows: Row[];
@@ -52,6 +57,7 @@ export interface HistoricalOptions {
   fullFeatureNames?: boolean;
   /** "auto" (default): the store's engine when it has one that is available, else the streaming join; "stream": always the streaming join. */
   engine?: "auto" | "stream";
+  /** Called as the join advances. */
   onProgress?: (p: HistoricalProgress) => void;
 }
 

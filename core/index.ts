@@ -13,6 +13,8 @@ export * from "./online.ts";
 export * from "./local.ts";
 export * from "./processor.ts";
 export * from "./consume.ts";
+export * from "./outage.ts";
+export * from "./replay.ts";
 export * from "./materialize.ts";
 export * from "./historical.ts";
 export * from "./registry.ts";

@@ -19,8 +19,11 @@ import { compareDecimal, expiresAt, featureValue, isNewer } from "./online.ts";
 
 /** One entity's stored row. */
 export interface LocalEntry {
+  /** Feature values by name. */
   values: Row;
+  /** Event time, epoch ms. */
   eventTime: number;
+  /** Created time, epoch ms. */
   createdTime?: number;
   /** Event time + ttl; absent means never. */
   expiresAt?: number;
@@ -28,15 +31,19 @@ export interface LocalEntry {
 
 /** One idempotency key. */
 export interface IdemEntry {
+  /** Pending while its delivery runs, done once committed. */
   state: "pending" | "done";
+  /** A hash of the body: the same key with another body is refused. */
   fingerprint: string;
   /** Held by the delivery that began it, so that only it can abandon it. */
   token?: string;
+  /** When the key is forgotten, epoch ms. */
   expiresAt: number;
 }
 
 /** One stored tile of an aggregation view. */
 export interface LocalTile {
+  /** The tile. */
   tile: Tile;
   /** By event time; absent means never (the lifetime tile). */
   expiresAt?: number;
@@ -46,9 +53,13 @@ export interface LocalTile {
 export interface LocalState {
   /** view name -> entity key -> row */
   rows: Map<string, Map<string, LocalEntry>>;
+  /** Idempotency keys (webhook-ids), by key. */
   idem: Map<string, IdemEntry>;
+  /** Source checkpoints, by key. */
   checkpoints: Map<string, string>;
+  /** Watermarks (greatest event time), by key. */
   watermarks: Map<string, number>;
+  /** Leases, by key. */
   leases: Map<string, Lease>;
   /** view name -> entity key -> tile key -> tile (aggregation views) */
   tiles: Map<string, Map<string, Map<string, LocalTile>>>;
@@ -184,12 +195,17 @@ export interface LocalEngineOptions {
 
 /** What {@link localEngine} gives a store. */
 export interface LocalEngine {
+  /** Everything the engine holds, for a store to persist. */
   readonly state: LocalState;
+  /** The OnlineStore write, on the state. */
   write(view: FeatureView, rows: FeatureRow[], commit?: CommitMeta): Promise<WriteResult>;
+  /** The OnlineStore read, on the state. */
   read(view: FeatureView, entityKeys: string[], features: string[]): Record<string, FeatureValue>[];
+  /** The MetaStore, on the state. */
   readonly meta: MetaStore;
   /** The aggregation contract: see {@link AggregatingStore}. */
   foldTiles(view: FeatureView, deltas: TileDelta[], commit?: TileCommit): Promise<FoldResult>;
+  /** Removes the tiles of a view in an event-time range (a backfill rebuilds them). */
   clearTiles(view: FeatureView, range: { start: number; end: number }): Promise<void>;
   /** Runs `fn` while no operation is planned or persisted (compaction); operations wait for it. */
   exclusive<T>(fn: () => Promise<T>): Promise<T>;

@@ -25,11 +25,13 @@ export interface MaterializeProgress {
   invalid: number;
   /** Rows written, and rows not newer than what the store held (or than another row of the same chunk). */
   written: number;
+  /** Rows not newer than what the store held. */
   stale: number;
   /** Rows already outside the view's ttl: not written. */
   expired: number;
   /** Total rows, when the reader knows it up front. */
   total?: number;
+  /** Whether the backfill is finished. */
   done: boolean;
 }
 
@@ -37,6 +39,7 @@ export interface MaterializeProgress {
 export interface MaterializeOptions {
   /** Range of event times, epoch ms or ISO strings; `end` is exclusive. */
   start?: number | string;
+  /** End of the range (exclusive). */
   end?: number | string;
   /** Reads the view's batch source in chunks of rows. The file plugin provides `readFileSource`. */
   read: AsyncIterable<Row[]>;
@@ -133,9 +136,11 @@ function toMs(v: number | string | undefined, dflt: number, name: string): numbe
 export interface MaterializeFromOfflineOptions {
   /** Range of event times, epoch ms or ISO strings; `end` is exclusive. */
   start?: number | string;
+  /** End of the range (exclusive). */
   end?: number | string;
   /** The log to read. Default the processor's offline store. */
   offline?: OfflineStore;
+  /** Called after each chunk. */
   onProgress?: (p: MaterializeProgress) => void;
 }
 

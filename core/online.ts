@@ -8,7 +8,9 @@ import type { FeatureView } from "./definitions.ts";
 
 /** The version of a row: its event time, then its created time. */
 export interface RowVersion {
+  /** Event time, epoch ms. */
   eventTime: number;
+  /** Created time, epoch ms: breaks ties between equal event times. */
   createdTime?: number;
 }
 

@@ -16,7 +16,7 @@
  * late (views with `dropLate`), invalid (dead-lettered), or duplicate (HTTP
  * idempotency).
  */
-import { checkAggregationValue, type FoldEvent, foldTiles, tileExpiresAt, tileIndex } from "./aggregations.ts";
+import { checkAggregationValue, type FoldEvent, foldTiles, type TileDelta, tileExpiresAt, tileIndex } from "./aggregations.ts";
 import { type AggregatingStore, type CommitMeta, type DeadLetter, type DeadLetterReason, type DeadLetterSink, type FeatureRow, isAggregatingStore, type Logger, type OfflineStore, type OnlineStore, type Position, type RawRecord, type Row, type WriteResult } from "./contracts.ts";
 import type { FeatureView, StreamSourceDef } from "./definitions.ts";
 import { entityKeyOf } from "./entity-key.ts";
@@ -31,13 +31,17 @@ export type WriteTarget = "online" | "offline" | "online_and_offline";
 
 /** Options of {@link createProcessor}. */
 export interface ProcessorOptions {
+  /** The feature repo. */
   registry: Registry;
+  /** Where online rows go. */
   online?: OnlineStore;
+  /** Where offline rows go. */
   offline?: OfflineStore;
   /** Where invalid and late records go. Required: nothing is dropped silently. */
   deadLetters: DeadLetterSink;
   /** Sinks for particular sources (e.g. a Kafka source's dead-letter topic), by source name; others use `deadLetters`. */
   sourceDeadLetters?: Record<string, DeadLetterSink>;
+  /** Counters and gauges. Default a new registry. */
   metrics?: Metrics;
   /** Where dead letters are reported (a warning at most every `deadLetterLogIntervalMs`, with the counts held back). */
   logger?: Logger;
@@ -79,21 +83,27 @@ export interface ProcessOptions extends PrepareOptions, CommitOptions {}
 export interface RecordIssue {
   /** Index of the record in the batch. */
   index: number;
+  /** The view it failed for. */
   view?: string;
+  /** Why it failed. */
   reason: DeadLetterReason;
   /** The offending field. */
   path?: string;
+  /** What went wrong. */
   message: string;
 }
 
 /** Outcome counts of one view in a batch. */
 export interface ViewCounts {
+  /** Rows written. */
   written: number;
+  /** Rows not newer than what the store held. */
   stale: number;
   /** Already outside the view's ttl when it arrived: not written online (still logged offline). */
   expired: number;
   /** Behind the watermark on a `dropLate` view: dead-lettered. */
   late: number;
+  /** Records dead-lettered as bad. */
   invalid: number;
   /** Filtered out by the UDF (it returned no row for the record), or outside the requested range of a backfill. */
   skipped: number;
@@ -103,7 +113,9 @@ export interface ViewCounts {
 
 /** What one batch did. */
 export interface BatchResult extends ViewCounts {
+  /** Records in the batch. */
   records: number;
+  /** Counts per view. */
   views: Record<string, ViewCounts>;
   /** Set in "reject" mode when the batch was refused; nothing was written. */
   rejected?: RecordIssue[];
@@ -113,6 +125,7 @@ export interface BatchResult extends ViewCounts {
 
 /** One view's share of a prepared batch. */
 export interface PreparedView {
+  /** The view. */
   readonly view: FeatureView & { source: StreamSourceDef };
   /** Rows for the online store, one per entity (deduped). */
   readonly online: FeatureRow[];
@@ -122,6 +135,7 @@ export interface PreparedView {
   readonly toOnline: boolean;
   /** On a view with aggregations: the events to fold into its tiles, in arrival order (late ones left out). */
   readonly fold?: PreparedFoldEvent[];
+  /** Its counts so far. */
   readonly counts: ViewCounts;
 }
 
@@ -133,8 +147,11 @@ export interface PreparedFoldEvent extends FoldEvent {
 
 /** A batch after `prepare`: what to write, and how far `commit` got. */
 export interface PreparedBatch {
+  /** The source of the batch. */
   readonly source: StreamSourceDef;
+  /** The batch's records. */
   readonly records: RawRecord[];
+  /** Each view's share. */
   readonly views: PreparedView[];
   /** Records that go to the dead-letter sink (invalid, and late on dropLate views). */
   readonly issues: RecordIssue[];
@@ -154,10 +171,15 @@ export interface PreparedBatch {
 
 /** The pipeline for the views of a registry. */
 export interface Processor {
+  /** The feature repo. */
   readonly registry: Registry;
+  /** Where online rows go. */
   readonly online?: OnlineStore;
+  /** Where offline rows go. */
   readonly offline?: OfflineStore;
+  /** Where invalid and late records go. */
   readonly deadLetters: DeadLetterSink;
+  /** Counters and gauges. */
   readonly metrics: Metrics;
   /** Decodes, validates, transforms, time-checks and dedupes a batch of one source. Writes nothing. */
   prepare(sourceName: string, records: RawRecord[], opts?: PrepareOptions): Promise<PreparedBatch>;
@@ -165,9 +187,15 @@ export interface Processor {
   commit(batch: PreparedBatch, opts?: CommitOptions): Promise<BatchResult>;
   /** `prepare`, then `commit`. */
   process(sourceName: string, records: RawRecord[], opts?: ProcessOptions): Promise<BatchResult>;
+  /** The latest dead letters this processor wrote (at most 20, newest last; payloads cut to 500 characters), for the status page. */
+  recentDeadLetters(): DeadLetter[];
 }
 
-const textDecoder = new TextDecoder("utf-8", { fatal: true });
+/** How many dead letters {@link Processor.recentDeadLetters} keeps. */
+const RECENT_DEAD_LETTERS = 20;
+
+// ignoreBOM: false is the default; @cloudflare/workers-types requires it to be given.
+const textDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
 const textEncoder = new TextEncoder();
 const OUTCOMES = ["written", "stale", "expired", "late", "invalid"] as const;
 /** Suffix of the watermark key that holds what the last committed batch was judged by. */
@@ -246,6 +274,8 @@ export function createProcessor(opts: ProcessorOptions): Processor {
   const markCache = new Map<string, string | null>();
   /** Watermark state already read or committed, by key: the greatest event time this process knows of. */
   const watermarkCache = new Map<string, number>();
+  const recent: DeadLetter[] = [];
+  const newestByView = new Map<string, number>();
 
   /**
    * The watermark a batch is judged by. Once a key is known in this process:
@@ -266,6 +296,24 @@ export function createProcessor(opts: ProcessorOptions): Processor {
     }
     if (latest !== undefined) watermarkCache.set(key, latest);
     return before;
+  }
+
+  /**
+   * The applied mark key of a record: `view:partition`, or the store's key for
+   * the part of it that holds the entity (AggregatingStore.markKey). Undefined
+   * when the store keys marks per entity and the row has no join key (it is
+   * dead-lettered, never folded).
+   */
+  const scoped = isAggregatingStore(online) ? online.markKey?.bind(online) : undefined;
+  function markKeyOf(view: FeatureView, row: Row, pos: Position, entityKey?: string): string | undefined {
+    const key = `${view.name}:${partitionOf(pos)}`;
+    if (!scoped) return key;
+    if (entityKey === undefined) {
+      const ek = entityKeyOf(view.joinKeys, row);
+      if ("missing" in ek) return undefined;
+      entityKey = ek.key;
+    }
+    return scoped(view, entityKey, key);
   }
 
   /** The applied mark of a view and partition: from this process's cache, else read once from the store. */
@@ -294,6 +342,15 @@ export function createProcessor(opts: ProcessorOptions): Processor {
     const prepared: PreparedView[] = [];
     const t = now();
     for (const view of views) prepared.push(await prepareView(view, records, decoded, issues, popts, t, watermarks, watermarksBefore));
+    // Refused before any effect: events without positions (a push) whose fold is more than the store takes in one atomic step.
+    const limit = (online as Partial<AggregatingStore> | undefined)?.maxFoldBytes;
+    if (limit !== undefined) {
+      for (const p of prepared) {
+        if (!p.fold?.length || p.fold.every((e) => e.mark)) continue;
+        const bytes = foldBytes(foldTiles(p.view.aggregations!, p.fold, p.view.watermarkDelayMs));
+        if (bytes > limit) throw tooLarge(p.view.name, `${p.fold.length} events of view "${p.view.name}" fold ${bytes} bytes of tiles`, online!.name, limit, "; send fewer rows per push");
+      }
+    }
     const badInput = issues.filter((i) => i.reason !== "late");
     const rejected = popts.onInvalid === "reject" && badInput.length > 0 ? badInput : undefined;
     return { source, records, views: prepared, issues, rejected, watermarks, watermarksBefore, progress: { deadLetters: false, offline: new Set(), online: new Map(), meta: false } };
@@ -394,8 +451,9 @@ export function createProcessor(opts: ProcessorOptions): Processor {
       if (aggs && wantOnline) {
         const pos = records[index]?.position;
         const at = pos && positionInPartition(pos);
-        if (at !== undefined) {
-          const done = await markOf(`${view.name}:${partitionOf(pos!)}`);
+        const key = at === undefined ? undefined : markKeyOf(view, row, pos!);
+        if (at !== undefined && key !== undefined) {
+          const done = await markOf(key);
           if (done !== undefined && comparePositions(at, done) <= 0) {
             counts.stale++;
             continue;
@@ -491,7 +549,7 @@ export function createProcessor(opts: ProcessorOptions): Processor {
         const at = pos && positionInPartition(pos);
         const foldRow: Row = {};
         for (const a of aggs) foldRow[a.column] = row[a.column];
-        fold.push({ entityKey: ek.key, eventTime, createdTime, row: foldRow, mark: at === undefined ? undefined : { key: `${view.name}:${partitionOf(pos!)}`, position: at } });
+        fold.push({ entityKey: ek.key, eventTime, createdTime, row: foldRow, mark: at === undefined ? undefined : { key: markKeyOf(view, row, pos!, ek.key)!, position: at } });
         continue;
       }
       if (wantOnline) {
@@ -526,6 +584,8 @@ export function createProcessor(opts: ProcessorOptions): Processor {
       }
       progress.deadLetters = true;
       reportDeadLetters(source.name, sink.name, issues);
+      for (const l of letters.slice(-RECENT_DEAD_LETTERS)) recent.push(l.payload.length > 500 ? { ...l, payload: `${l.payload.slice(0, 500)}...` } : l);
+      if (recent.length > RECENT_DEAD_LETTERS) recent.splice(0, recent.length - RECENT_DEAD_LETTERS);
     }
     result.deadLettered = issues;
 
@@ -602,6 +662,13 @@ export function createProcessor(opts: ProcessorOptions): Processor {
         result[k] += c[k];
         if (c[k]) metrics.inc("freshet_records_total", { source: source.name, view: p.view.name, outcome: k }, c[k]);
       }
+      // Freshness: the newest event time a view has taken, as a gauge (age = time() - it).
+      let newest = -Infinity;
+      for (const rows of [p.online, p.offline, p.fold ?? []]) for (const r of rows) if (r.eventTime > newest) newest = r.eventTime;
+      if (newest > (newestByView.get(p.view.name) ?? -Infinity)) {
+        newestByView.set(p.view.name, newest);
+        metrics.set("freshet_view_newest_event_seconds", { view: p.view.name }, newest / 1000);
+      }
       result.skipped += c.skipped;
       result.lateArrivals += c.lateArrivals;
       if (c.lateArrivals) metrics.inc("freshet_late_arrivals_total", { source: source.name, view: p.view.name }, c.lateArrivals);
@@ -620,30 +687,55 @@ export function createProcessor(opts: ProcessorOptions): Processor {
    */
   async function foldView(p: PreparedView, events: PreparedFoldEvent[], meta: CommitMeta | undefined): Promise<WriteResult> {
     const store = online as OnlineStore & AggregatingStore;
+    const aggs = p.view.aggregations!;
+    const limit = store.maxFoldBytes;
     for (const e of events) if (e.mark) await markOf(e.mark.key);
-    for (let attempt = 0; ; attempt++) {
+    let written = 0;
+    for (let attempt = 0; ;) {
       const fresh: PreparedFoldEvent[] = [];
-      const top = new Map<string, string>();
       for (const e of events) {
         if (e.mark) {
           const done = markCache.get(e.mark.key);
           if (done !== null && done !== undefined && comparePositions(e.mark.position, done) <= 0) continue;
-          const cur = top.get(e.mark.key);
-          if (cur === undefined || comparePositions(e.mark.position, cur) > 0) top.set(e.mark.key, e.mark.position);
         }
         fresh.push(e);
       }
+      let chunk = fresh;
+      let deltas = foldTiles(aggs, chunk, p.view.watermarkDelayMs);
+      if (limit !== undefined && foldBytes(deltas) > limit) {
+        // More than the store takes in one atomic step (Upstash's request size, D1's parameter size): fold in
+        // steps, each with the applied marks of what it holds, in position order, so that a crash between
+        // steps leaves every event either folded and marked or neither. A push has no marks: refused.
+        if (chunk.some((e) => !e.mark)) throw tooLarge(p.view.name, `${chunk.length} events of view "${p.view.name}" fold ${foldBytes(deltas)} bytes of tiles`, store.name, limit, "; send fewer rows per push");
+        chunk = [...chunk].sort((a, b) => (a.mark!.key < b.mark!.key ? -1 : a.mark!.key > b.mark!.key ? 1 : comparePositions(a.mark!.position, b.mark!.position)));
+        let n = chunk.length;
+        while (n > 1 && foldBytes(deltas) > limit) {
+          n = Math.ceil(n / 2);
+          deltas = foldTiles(aggs, chunk.slice(0, n), p.view.watermarkDelayMs);
+        }
+        if (foldBytes(deltas) > limit) throw tooLarge(p.view.name, `one event of view "${p.view.name}" folds ${foldBytes(deltas)} bytes of tiles`, store.name, limit, "");
+        chunk = chunk.slice(0, n);
+      }
+      const last = chunk.length === fresh.length;
+      const top = new Map<string, string>();
+      for (const e of chunk) {
+        if (!e.mark) continue;
+        const cur = top.get(e.mark.key);
+        if (cur === undefined || comparePositions(e.mark.position, cur) > 0) top.set(e.mark.key, e.mark.position);
+      }
       const marks = [...top].map(([key, position]) => ({ key, expected: markCache.get(key) ?? undefined, position }));
-      const deltas = foldTiles(p.view.aggregations!, fresh, p.view.watermarkDelayMs);
-      if (deltas.length === 0 && !meta) return { written: 0, stale: events.length, expired: 0 };
-      const r = await store.foldTiles(p.view, deltas, { ...meta, marks });
+      if (deltas.length === 0 && !meta && last && marks.length === 0) return { written, stale: events.length - written, expired: 0 };
+      // The watermarks and the idempotency key ride on the last step.
+      const r = await store.foldTiles(p.view, deltas, last ? { ...meta, marks } : { marks });
       if (r.ok) {
         for (const m of marks) markCache.set(m.key, m.position);
+        written += chunk.length;
         // Events already folded by an earlier delivery count as stale: not newer than what is stored.
-        return { written: fresh.length, stale: events.length - fresh.length, expired: 0 };
+        if (last) return { written, stale: events.length - written, expired: 0 };
+        continue;
       }
       for (const [k, v] of Object.entries(r.marks)) markCache.set(k, v ?? null);
-      if (attempt >= 16) throw new FreshetError("STORE_UNAVAILABLE", `the applied marks of view "${p.view.name}" keep moving under this consumer (another one is folding the same partitions); retry later`, { definition: p.view.name, retriable: true });
+      if (++attempt >= 16) throw new FreshetError("STORE_UNAVAILABLE", `the applied marks of view "${p.view.name}" keep moving under this consumer (another one is folding the same partitions); retry later`, { definition: p.view.name, retriable: true });
     }
   }
 
@@ -651,7 +743,18 @@ export function createProcessor(opts: ProcessorOptions): Processor {
     return await commit(await prepare(sourceName, records, popts), popts);
   }
 
-  return { registry, online, offline, deadLetters, metrics, prepare, commit, process };
+  return { registry, online, offline, deadLetters, metrics, prepare, commit, process, recentDeadLetters: () => [...recent] };
+}
+
+function tooLarge(view: string, what: string, store: string, limit: number, fix: string): FreshetError {
+  return new FreshetError("TOO_LARGE", `${what}, more than the ${store} store takes in one atomic step (${limit} bytes)${fix}`, { definition: view, retriable: false });
+}
+
+/** About how many bytes a fold sends: its tiles' keys and JSON states. */
+function foldBytes(deltas: readonly TileDelta[]): number {
+  let n = 0;
+  for (const d of deltas) n += d.entityKey.length + d.tile.length + JSON.stringify(d.state).length + 16;
+  return n;
 }
 
 /** Decodes every record once per source; failures become issues and `undefined`. */

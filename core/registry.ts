@@ -3,19 +3,25 @@
  * The registry: the definitions of one feature repo, checked together and
  * described as JSON (`GET /registry`).
  */
-import type { Entity, FeatureView, FileSource, StreamSourceDef } from "./definitions.ts";
+import type { Entity, FeatureService, FeatureView, FileSource, StreamSourceDef } from "./definitions.ts";
 import { definitionError } from "./errors.ts";
 import { DEFAULT_MAX_FUTURE_SKEW_MS, parseDuration } from "./time.ts";
 
 /** A definition a repo may list. */
-export type Definition = Entity | StreamSourceDef | FileSource | FeatureView;
+export type Definition = Entity | StreamSourceDef | FileSource | FeatureView | FeatureService;
 
 /** A checked set of definitions. */
 export interface Registry {
+  /** The project name: the prefix of its keys in shared stores. */
   readonly project: string;
+  /** The entities, by name. */
   readonly entities: ReadonlyMap<string, Entity>;
+  /** The stream sources, by name. */
   readonly sources: ReadonlyMap<string, StreamSourceDef>;
+  /** The views, by name, with their sources resolved. */
   readonly views: ReadonlyMap<string, FeatureView & { source: StreamSourceDef }>;
+  /** Feature services by name, each resolved to its distinct `"view:feature"` refs in order. */
+  readonly featureServices: ReadonlyMap<string, ResolvedFeatureService>;
   /** The views fed by a source. */
   viewsForSource(sourceName: string): (FeatureView & { source: StreamSourceDef })[];
   /** A view by name; throws a clear error when there is none. */
@@ -28,6 +34,20 @@ export interface Registry {
   describe(opts?: DescribeOptions): RegistryDescription;
 }
 
+/** A feature service with its views expanded: distinct `"view:feature"` refs, in the order given. */
+export interface ResolvedFeatureService {
+  /** The service's name. */
+  readonly name: string;
+  /** Its feature refs, `view:feature`. */
+  readonly features: readonly string[];
+  /** What it is for, for people. */
+  readonly description?: string;
+  /** Free-form labels. */
+  readonly tags?: Record<string, string>;
+  /** Who to ask about it. */
+  readonly owner?: string;
+}
+
 /** Options of {@link Registry.describe}. */
 export interface DescribeOptions {
   /** The working directory file paths are shown relative to (the host's current directory). */
@@ -36,10 +56,16 @@ export interface DescribeOptions {
 
 /** The JSON shape of `GET /registry`. */
 export interface RegistryDescription {
+  /** The project name. */
   project: string;
+  /** The entities. */
   entities: { name: string; joinKeys: string[]; description?: string; tags?: Record<string, string>; owner?: string }[];
+  /** The sources, as defined. */
   sources: Record<string, unknown>[];
+  /** The feature views, as defined. */
   featureViews: Record<string, unknown>[];
+  /** The feature services. */
+  featureServices: { name: string; features: string[]; description?: string; tags?: Record<string, string>; owner?: string }[];
 }
 
 /**
@@ -59,6 +85,7 @@ export function featureRepo(opts: { project: string; definitions: Definition[] }
   const entities = new Map<string, Entity>();
   const sources = new Map<string, StreamSourceDef>();
   const rawViews: FeatureView[] = [];
+  const rawServices: FeatureService[] = [];
   const seen = new Map<string, string>();
   const register = (kind: string, name: string, obj: unknown, into: Map<string, unknown>) => {
     const prev = into.get(name);
@@ -90,8 +117,13 @@ export function featureRepo(opts: { project: string; definitions: Definition[] }
         seen.set(def.name, "view");
         rawViews.push(def);
         break;
+      case "featureService":
+        if (seen.has(def.name)) throw definitionError(def.name, `the name "${def.name}" is defined twice; give each definition a unique name`);
+        seen.set(def.name, "feature service");
+        rawServices.push(def);
+        break;
       default:
-        throw definitionError(String((def as { name?: string })?.name ?? "?"), "unknown definition: use entity(), pushSource(), kafkaSource(), kinesisSource(), fileSource() or streamFeatureView()");
+        throw definitionError(String((def as { name?: string })?.name ?? "?"), "unknown definition: use entity(), pushSource(), kafkaSource(), kinesisSource(), fileSource(), streamFeatureView() or featureService()");
     }
   }
   for (const view of rawViews) {
@@ -102,6 +134,9 @@ export function featureRepo(opts: { project: string; definitions: Definition[] }
   const views = new Map<string, FeatureView & { source: StreamSourceDef }>();
   for (const view of rawViews) views.set(view.name, resolveView(view, sources));
 
+  const featureServices = new Map<string, ResolvedFeatureService>();
+  for (const fs of rawServices) featureServices.set(fs.name, resolveService(fs, views));
+
   const bySource = new Map<string, (FeatureView & { source: StreamSourceDef })[]>();
   for (const v of views.values()) bySource.set(v.source.name, [...(bySource.get(v.source.name) ?? []), v]);
 
@@ -110,6 +145,7 @@ export function featureRepo(opts: { project: string; definitions: Definition[] }
     entities,
     sources,
     views,
+    featureServices,
     viewsForSource: (name: string) => bySource.get(name) ?? [],
     view(name: string) {
       const v = views.get(name);
@@ -117,7 +153,7 @@ export function featureRepo(opts: { project: string; definitions: Definition[] }
       return v;
     },
     // A JSON round trip drops undefined fields, so the description is exactly what /registry serves.
-    describe: (dopts: DescribeOptions = {}) => JSON.parse(JSON.stringify(describe(project, entities, sources, views, dopts))),
+    describe: (dopts: DescribeOptions = {}) => JSON.parse(JSON.stringify(describe(project, entities, sources, views, featureServices, dopts))),
   });
 }
 
@@ -165,11 +201,37 @@ function resolveView(view: FeatureView, sources: Map<string, StreamSourceDef>): 
   });
 }
 
+/** The features a view serves: its aggregations on an aggregating view, else its features. */
+export function servedFeatures(view: { features: readonly string[]; aggregations?: readonly { name: string }[] }): readonly string[] {
+  return view.aggregations?.length ? view.aggregations.map((a) => a.name) : view.features;
+}
+
+function resolveService(fs: FeatureService, views: Map<string, FeatureView & { source: StreamSourceDef }>): ResolvedFeatureService {
+  const refs = new Set<string>();
+  fs.features.forEach((item, i) => {
+    if (typeof item !== "string") {
+      const view = views.get(item.name);
+      if (!view) throw definitionError(fs.name, `features[${i}] is the view "${item.name}", which is not in the repo's definitions; list it there too`);
+      for (const f of servedFeatures(view)) refs.add(`${view.name}:${f}`);
+      return;
+    }
+    const at = item.indexOf(":");
+    const [viewName, feature] = [item.slice(0, at), item.slice(at + 1)];
+    const view = views.get(viewName);
+    if (!view) throw definitionError(fs.name, `features[${i}] "${item}" names no feature view; known views: ${[...views.keys()].join(", ") || "none"}`);
+    const served = servedFeatures(view);
+    if (!served.includes(feature)) throw definitionError(fs.name, `features[${i}] "${item}": view "${viewName}" has no feature "${feature}"; it has ${served.join(", ")}`);
+    refs.add(item);
+  });
+  return Object.freeze({ name: fs.name, features: Object.freeze([...refs]), description: fs.description, tags: fs.tags, owner: fs.owner });
+}
+
 function describe(
   project: string,
   entities: Map<string, Entity>,
   sources: Map<string, StreamSourceDef>,
   views: Map<string, FeatureView & { source: StreamSourceDef }>,
+  services: Map<string, ResolvedFeatureService>,
   opts: DescribeOptions,
 ): RegistryDescription {
   const sourceJson = (s: StreamSourceDef) => {
@@ -211,6 +273,7 @@ function describe(
       tags: v.tags,
       owner: v.owner,
     })),
+    featureServices: [...services.values()].map((fs) => ({ name: fs.name, features: [...fs.features], description: fs.description, tags: fs.tags, owner: fs.owner })),
   };
 }
 

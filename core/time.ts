@@ -6,7 +6,7 @@
  */
 
 /** The earliest event time Freshet stores: 0001-01-01T00:00:00.000Z, in epoch milliseconds. */
-export const MIN_EVENT_TIME = -62_135_596_800_000;
+export const MIN_EVENT_TIME: number = -62_135_596_800_000;
 
 /** The latest event time Freshet stores: 9999-12-31T23:59:59.999Z, in epoch milliseconds. */
 export const MAX_EVENT_TIME = 253_402_300_799_999;
@@ -315,33 +315,74 @@ function formatMs(ms: number): string {
 }
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
+const DURATION_FORMS = 'use seconds (90 or "90"), units ("90s", "5m", "1h30m", "250ms", "1d", "2w") or ISO 8601 ("PT1H", "P1D", "PT1M30S")';
 
 /**
- * Parses a duration to milliseconds: a number is seconds (as Feast's ttl),
- * a string is `"90s"`, `"15m"`, `"2h"`, `"1d"`, `"1h30m"` or `"250ms"`.
- * Returns `undefined` for anything else.
+ * Reads a duration as milliseconds, or says what is wrong with it (naming
+ * the value). Accepted: a number of seconds (as Feast's ttl), a string of
+ * digits (seconds too: `"90"`), unit parts (`"90s"`, `"5m"`, `"1h30m"`,
+ * `"1h 30m"`, `"250ms"`, `"1d"`, `"2w"`) and ISO 8601 durations
+ * (`"PT1H"`, `"P1D"`, `"PT1M30S"`, `"P1DT12H"`, `"P2W"`, fractions such as
+ * `"PT0.5S"`). ISO years and months are refused: they have no fixed length.
  *
  * @example
  * ```ts
- * parseDuration("2h")  // 7200000
- * parseDuration(30)    // 30000
+ * readDuration("PT1M30S") // { ms: 90000 }
+ * readDuration("1 hour")  // { error: '"1 hour" has an unknown unit "hour" ...' }
  * ```
  */
-export function parseDuration(value: unknown): number | undefined {
-  if (typeof value === "number") return Number.isFinite(value) && value >= 0 ? value * 1000 : undefined;
-  if (typeof value !== "string") return undefined;
+export function readDuration(value: unknown): { ms: number } | { error: string } {
+  if (typeof value === "number") {
+    if (!Number.isFinite(value) || value < 0) return { error: `${value} is not a duration: a number is seconds, zero or more` };
+    return { ms: value * 1000 };
+  }
+  if (typeof value !== "string") return { error: `${value === null ? "null" : typeof value} is not a duration: ${DURATION_FORMS}` };
+  const shown = JSON.stringify(value.length > 60 ? value.slice(0, 60) + "..." : value);
   const s = value.trim();
-  if (!s) return undefined;
+  if (!s) return { error: `${shown} is empty: ${DURATION_FORMS}` };
+  if (/^\d+(?:\.\d+)?$/.test(s)) return { ms: Number(s) * 1000 };
+  if (/^p/i.test(s)) return readIsoDuration(s.toUpperCase(), shown);
   let total = 0;
   let rest = s;
-  const part = /^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)/;
+  const part = /^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)(?![a-zA-Z])\s*/;
   while (rest) {
     const m = part.exec(rest);
-    if (!m) return undefined;
+    if (!m) {
+      const unit = /^\d+(?:\.\d+)?\s*([a-z]+)/i.exec(rest)?.[1];
+      const why = rest.startsWith("-") ? "it is negative" : unit ? `"${unit}" is not a unit (ms, s, m, h, d, w)` : `cannot read "${rest.slice(0, 20)}"`;
+      return { error: `${shown} is not a duration: ${why}; ${DURATION_FORMS}` };
+    }
     total += Number(m[1]) * UNITS[m[2]];
     rest = rest.slice(m[0].length);
   }
-  return total;
+  return { ms: total };
+}
+
+/** `PnW` or `PnDTnHnMnS` (upper case), each part optional but one at least. */
+function readIsoDuration(s: string, shown: string): { ms: number } | { error: string } {
+  const m = /^P(?:(\d+(?:[.,]\d+)?)W)?(?:(\d+(?:[.,]\d+)?)D)?(?:T(?:(\d+(?:[.,]\d+)?)H)?(?:(\d+(?:[.,]\d+)?)M)?(?:(\d+(?:[.,]\d+)?)S)?)?$/.exec(s);
+  if (!m || s.endsWith("T") || m.slice(1).every((x) => x === undefined)) {
+    const why = /^P[^T]*[YM]/.test(s) ? "ISO 8601 years and months have no fixed length; give days instead (P30D)" : "it is not an ISO 8601 duration of weeks, days, hours, minutes and seconds";
+    return { error: `${shown} is not a duration: ${why}; ${DURATION_FORMS}` };
+  }
+  const n = (x: string | undefined) => (x === undefined ? 0 : Number(x.replace(",", ".")));
+  return { ms: Math.round(n(m[1]) * UNITS.w + n(m[2]) * UNITS.d + n(m[3]) * UNITS.h + n(m[4]) * UNITS.m + n(m[5]) * UNITS.s) };
+}
+
+/**
+ * Parses a duration to milliseconds (the forms of {@link readDuration});
+ * `undefined` for anything else.
+ *
+ * @example
+ * ```ts
+ * parseDuration("2h")   // 7200000
+ * parseDuration(30)     // 30000
+ * parseDuration("PT1H") // 3600000
+ * ```
+ */
+export function parseDuration(value: unknown): number | undefined {
+  const d = readDuration(value);
+  return "ms" in d ? d.ms : undefined;
 }
 
 /**

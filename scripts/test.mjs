@@ -15,24 +15,32 @@
 // it runs on, e.g. `// @runtimes node` (heavy fault tests that need one run).
 //
 // Node policy. A file without that comment runs on all five runtimes. In the
-// comment, `node` means "Node only": the machine's Node (20, end-of-life, still
-// supported) and node24 (the active LTS), not node22 (NODE_MEANS below). Those
-// files spawn child processes through process.execPath (SIGKILL/crash tests,
-// the CLI, bench, miniflare) and take about half of a Node run; on 22 they would
-// test the same paths a third time. Everything else also runs on node22. A file
-// can still name Nodes itself (`// @runtimes node22 node24`), and
-// TEST_ALL_NODES=1 makes `node` mean all three Nodes.
-// Measured on this 2-core machine (2026-12, 38 files): node 340 s; node24 300 s
-// (all files; the `// @runtimes node` ones about 145 s of it); node22 about
-// 160 s (light files; 305 s with all); bun 125 s; deno 140 s: about 18 min in all.
+// comment, `node` means "one Node run": node24, the active LTS (NODE_MEANS
+// below). Those files spawn child processes through process.execPath
+// (SIGKILL/crash tests, the CLI, bench, miniflare) and are most of a Node
+// run's time; every other file also runs on the machine's Node (20,
+// end-of-life, still supported) and on node22, so all three Nodes load and
+// run the same code. A file that must also run on the machine's Node (the
+// quick start a user runs with the Node they have) adds `machine-node`
+// (`// @runtimes node machine-node`); a file can name Nodes itself
+// (`// @runtimes node22 node24`); TEST_ALL_NODES=1 makes `node` mean all three.
+// Measured on this 2-core machine (2026-12, 55 files, fresh clone): node 774 s
+// and node24 675 s when both ran the heavy files, node22 150 s (light files),
+// bun 131 s, deno 171 s: 32 min; the heavy files on one Node only take about
+// 8 minutes off that.
 //
 // Each runtime's children find that runtime's binary first on PATH as `node`
 // (bun and deno: the machine's Node), because the node22/node24 packages both
 // link node_modules/.bin/node, which `npm test` puts first on PATH.
 //
-// Environment: TEST_TIMEOUT_MIN (per runtime, default 20), TEST_CONCURRENCY
+// A run without file filters first runs `npm run typecheck` (scripts/typecheck.mjs)
+// and fails on type errors.
+//
+// Environment: TEST_TYPECHECK (0: skip the type check, 1: run it before a
+// filtered run too), TEST_LANES (2: node24 beside the other runtimes; 1: one runtime
+// at a time), TEST_TIMEOUT_MIN (per runtime, default 20), TEST_CONCURRENCY
 // (Node files in parallel, default 1), DENO_NO_CHECK=1 (skip Deno's type check),
-// TEST_ALL_NODES=1 (`// @runtimes node` files on node22 too).
+// TEST_ALL_NODES=1 (`// @runtimes node` files on every Node).
 import { spawn, spawnSync } from "node:child_process";
 import { accessSync, constants, existsSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -84,7 +92,7 @@ function walk(dir) {
 }
 
 /** What `node` in a file's `// @runtimes` comment runs on (see the policy at the top). */
-const NODE_MEANS = ["node", "node24"];
+const NODE_MEANS = ["node24"];
 const allNodes = process.env.TEST_ALL_NODES === "1";
 /**
  * Runtimes named by a first-line `// @runtimes a b` / `a,b` comment; all if none.
@@ -96,8 +104,11 @@ function runtimesOf(file) {
   const m = /^\s*\/\/\s*@runtimes\s+(.+)$/.exec(first);
   if (!m) return RUNTIMES;
   const named = m[1].split(/[\s,]+/).filter(Boolean);
-  for (const r of named) if (!RUNTIMES.includes(r)) fail(`${file}: unknown runtime "${r}" in @runtimes (use ${RUNTIMES.join(", ")})`);
-  return named.includes("node") ? [...new Set([...named, ...(allNodes ? RUNTIMES.filter(isNode) : NODE_MEANS)])] : named;
+  for (const r of named) if (!RUNTIMES.includes(r) && r !== "machine-node") fail(`${file}: unknown runtime "${r}" in @runtimes (use ${RUNTIMES.join(", ")} or machine-node)`);
+  const out = new Set(named.filter((r) => r !== "node" && r !== "machine-node"));
+  if (named.includes("machine-node")) out.add("node");
+  if (named.includes("node")) for (const r of allNodes ? RUNTIMES.filter(isNode) : NODE_MEANS) out.add(r);
+  return [...out];
 }
 
 const testsDir = join(root, "tests");
@@ -107,12 +118,12 @@ if (!files.length) fail(`no test files match ${filters.length ? filters.join(" "
 
 // ---- system binaries ------------------------------------------------------------
 // Same logic the helpers use (tests/services/system.ts), loaded through tsx,
-// so a missing redis-server/kcat is installed once here, before any test runs.
+// so a missing redis-server/kcat/chromium is installed once here, before any test runs.
 {
   const { register } = await import("tsx/esm/api");
   const unregister = register();
   const { ensureBinary } = await import(pathToFileURL(join(root, "tests/services/system.ts")).href);
-  for (const [bin, pkg] of [["redis-server", "redis-server"], ["kcat", "kcat"]]) {
+  for (const [bin, pkg] of [["redis-server", "redis-server"], ["kcat", "kcat"], ["chromium", "chromium"]]) {
     try {
       ensureBinary(bin, pkg);
     } catch (e) {
@@ -268,12 +279,12 @@ function spawnOne(cmd, args, env, { live, deadline, header = "" }) {
   });
 }
 
-async function run(rt, list) {
+async function run(rt, list, live = true) {
   const [cmd, args] = command(rt, perFile(rt) ? ["<file>"] : list);
   if (!existsSync(cmd)) return { code: 127, error: `${cmd} not found (npm install?)` };
   const version = versionOf(rt);
   const shown = cmd.startsWith(root + sep) ? relative(root, cmd) : cmd;
-  console.log(`\n=== ${rt}${version ? ` (${version})` : ""}: ${list.length} file(s)${perFile(rt) ? ", one process each" : ""} ===\n$ ${shown} ${args.join(" ")}\n`);
+  const banner = `\n=== ${rt}${version ? ` (${version})` : ""}: ${list.length} file(s)${perFile(rt) ? ", one process each" : ""}${live ? "" : " (in the second lane: output when each run or file ends)"} ===\n$ ${shown} ${args.join(" ")}\n\n`;
   // FRESHET_TEST_RUNTIME is node, bun or deno; FRESHET_TEST_NODE names the Node (node, node22, node24).
   const env = { ...process.env, PATH: nodePathDir(rt) + delimiter + (process.env.PATH ?? ""), FRESHET_TEST_RUNTIME: isNode(rt) ? "node" : rt };
   if (isNode(rt)) env.FRESHET_TEST_NODE = rt;
@@ -282,12 +293,14 @@ async function run(rt, list) {
   const timeoutNote = () => console.error(`\ntest.mjs: ${rt} run exceeded ${timeoutMin} min (TEST_TIMEOUT_MIN); killing it`);
 
   if (!perFile(rt)) {
-    const r = await spawnOne(cmd, args, env, { live: true, deadline });
+    if (!live) console.log(banner.trimEnd());
+    const r = await spawnOne(cmd, args, env, { live, deadline, header: live ? banner : "" });
     if (r.timedOut) timeoutNote();
     return { version, ok: r.code === 0 && !r.error, ...counts(rt, r.text), error: r.error };
   }
 
   // One process per file, TEST_CONCURRENCY at a time.
+  process.stdout.write(banner);
   const concurrency = Math.max(1, Number(process.env.TEST_CONCURRENCY ?? 1) || 1);
   let passed = 0;
   let failed = 0;
@@ -299,7 +312,7 @@ async function run(rt, list) {
     for (let file; (file = queue.shift()) !== undefined && !error;) {
       const [, fileArgs] = command(rt, [file]);
       const t0 = Date.now();
-      const r = await spawnOne(cmd, fileArgs, env, { live: concurrency === 1, deadline, header: `--- ${rt}: ${file}\n` });
+      const r = await spawnOne(cmd, fileArgs, env, { live: live && concurrency === 1, deadline, header: `--- ${rt}: ${file}\n` });
       const c = counts(rt, r.text);
       if (c.passed === undefined) known = false;
       passed += c.passed ?? 0;
@@ -333,24 +346,53 @@ for (const sig of ["SIGINT", "SIGTERM"]) {
 }
 
 // ---- main ----------------------------------------------------------------------
-const results = [];
-for (const rt of runtimes) {
-  const list = files.filter((f) => runtimesOf(f).includes(rt));
-  if (!list.length) {
-    results.push({ rt, skipped: true });
-    continue;
-  }
+// Two lanes by default (TEST_LANES=1 for one): node24, which runs the heavy
+// fault and end-to-end files (mostly waiting on processes, brokers and
+// timeouts), in the first lane with its output live; the other runtimes one
+// after another in the second, their output printed as each run or file ends.
+const lanes = Math.max(1, Math.min(2, Number(process.env.TEST_LANES ?? 2) || 1));
+const results = new Map();
+// A whole run (no file filter) starts with the type check, and fails on its
+// errors; TEST_TYPECHECK=0 skips it, TEST_TYPECHECK=1 runs it before a filtered run too.
+const typecheck = process.env.TEST_TYPECHECK === "1" || (process.env.TEST_TYPECHECK !== "0" && !filters.length);
+async function runTypecheck(live) {
   const t0 = Date.now();
-  const r = await run(rt, list);
-  results.push({ rt, files: list.length, secs: (Date.now() - t0) / 1000, ...r });
+  console.log(`\n=== typecheck (npm run typecheck)${live ? "" : " (in the second lane: output when it ends)"} ===`);
+  const r = await spawnOne(process.execPath, [join(root, "scripts", "typecheck.mjs")], process.env, { live, deadline: Date.now() + timeoutMin * 60_000 });
+  results.set("typecheck", { rt: "typecheck", files: 0, secs: (Date.now() - t0) / 1000, ok: r.code === 0 && !r.error, passed: undefined, error: r.code === 0 && !r.error ? undefined : r.error ?? "type errors" });
 }
+async function lane(rts, live) {
+  for (const rt of rts) {
+    if (rt === "typecheck") {
+      await runTypecheck(live);
+      continue;
+    }
+    const list = files.filter((f) => runtimesOf(f).includes(rt));
+    if (!list.length) {
+      results.set(rt, { rt, skipped: true });
+      continue;
+    }
+    const t0 = Date.now();
+    const r = await run(rt, list, live);
+    results.set(rt, { rt, files: list.length, secs: (Date.now() - t0) / 1000, ...r });
+  }
+}
+const wall = Date.now();
+const tc = typecheck ? ["typecheck"] : [];
+if (lanes === 2 && runtimes.includes("node24") && runtimes.length + tc.length > 1) {
+  // The type check runs first in the second lane, beside node24's heavy files.
+  await Promise.all([lane(["node24"], true), lane([...tc, ...runtimes.filter((r) => r !== "node24")], false)]);
+} else {
+  await lane([...tc, ...runtimes], true);
+}
+const ordered = [...(typecheck ? ["typecheck"] : []), ...runtimes].map((rt) => results.get(rt));
 
 console.log("\n=== summary ===");
 let passed = 0;
 let failed = 0;
 const label = (r) => `${r.rt}${r.version ? ` (${r.version})` : ""}`;
-const width = Math.max(...results.map((r) => label(r).length));
-for (const r of results) {
+const width = Math.max(...ordered.map((r) => label(r).length));
+for (const r of ordered) {
   if (r.skipped) {
     console.log(`${r.rt.padEnd(width)} skipped (no test file runs on it)`);
     continue;
@@ -358,9 +400,10 @@ for (const r of results) {
   passed += r.passed ?? 0;
   // A run that failed without a failed test (load error, type error, timeout) still counts one.
   failed += r.ok ? (r.failed ?? 0) : Math.max(r.failed ?? 0, 1);
-  const n = r.passed === undefined ? "counts unknown" : `${r.passed} passed, ${r.failed ?? 0} failed${r.note ?? ""}`;
-  console.log(`${label(r).padEnd(width)} ${r.ok ? "ok    " : "FAILED"} ${n}, ${r.files} file(s), ${r.secs.toFixed(1)} s${r.error ? ` (${r.error})` : ""}`);
+  const n = r.rt === "typecheck" ? "tsc and deno check" : r.passed === undefined ? "counts unknown" : `${r.passed} passed, ${r.failed ?? 0} failed${r.note ?? ""}`;
+  console.log(`${label(r).padEnd(width)} ${r.ok ? "ok    " : "FAILED"} ${n}${r.rt === "typecheck" ? "" : `, ${r.files} file(s)`}, ${r.secs.toFixed(1)} s${r.error ? ` (${r.error})` : ""}`);
 }
+console.log(`wall clock: ${((Date.now() - wall) / 1000).toFixed(1)} s in ${lanes === 2 && runtimes.includes("node24") && runtimes.length + tc.length > 1 ? "two lanes" : "one lane"}`);
 // A plain closing line that CI tooling reads.
 console.log(`total: ${passed} passed, ${failed} failed`);
-process.exit(results.every((r) => r.skipped || r.ok) ? 0 : 1);
+process.exit(ordered.every((r) => r.skipped || r.ok) ? 0 : 1);

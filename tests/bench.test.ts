@@ -53,7 +53,7 @@ describe("bench", () => {
         for (const e of entries) {
           assert.equal(e.runs, e.id === "P7" ? 4 : 1);
           if (e.id === "P7") assert.equal(e.ratio, null);
-          else assert.ok(e.baseline > 0 && e.value > 0 && e.ratio > 0, `${e.id} ${e.runtime} measured something`);
+          else assert.ok((e.baseline ?? 0) > 0 && e.value > 0 && (e.ratio ?? 0) > 0, `${e.id} ${e.runtime} measured something`);
           if (!e.met) assert.match(out, new RegExp(`MISSED: ${e.id} on ${e.runtime}`), "a missed goal is said out loud");
         }
         const txt = readFileSync(join(dir, `${name}.txt`), "utf8");
@@ -74,7 +74,7 @@ describe("bench", () => {
       for (const e of entries) {
         checkEntry(e);
         assert.equal(e.id, "P10");
-        assert.ok(e.baseline > 0 && e.value > 0 && e.ratio > 0, `${e.metric} measured something`);
+        assert.ok((e.baseline ?? 0) > 0 && e.value > 0 && (e.ratio ?? 0) > 0, `${e.metric} measured something`);
         if (!e.met) assert.match(out, /MISSED: P10 on node/, "a missed goal is said out loud");
       }
     } finally {
@@ -96,7 +96,7 @@ describe("bench", () => {
         for (const e of entries) {
           assert.equal(e.runs, 1);
           if (e.id === "P5" || e.id === "P8") assert.ok(e.ratio === null && e.value > 0, `${e.id} measured something`);
-          else assert.ok(e.baseline > 0 && e.value > 0 && e.ratio > 0, `${e.id} measured something`);
+          else assert.ok((e.baseline ?? 0) > 0 && e.value > 0 && (e.ratio ?? 0) > 0, `${e.id} measured something`);
           if (!e.met) assert.match(out, new RegExp(`MISSED: ${e.id} on ${e.runtime}`), "a missed goal is said out loud");
         }
         assert.match(readFileSync(join(dir, `${name}.txt`), "utf8"), /Notes:/);
@@ -124,7 +124,7 @@ describe("bench", () => {
       assert.match(p11.find((e: { runtime: string }) => e.runtime === "deno").metric, /node:sqlite on Deno/);
       for (const e of p11) {
         assert.ok(e.id === "P11" && e.goal === ">= 0.8" && e.runs === 1, JSON.stringify(e));
-        assert.ok(e.baseline > 0 && e.value > 0 && e.ratio > 0, `P11 ${e.metric} measured something`);
+        assert.ok((e.baseline ?? 0) > 0 && e.value > 0 && (e.ratio ?? 0) > 0, `P11 ${e.metric} measured something`);
         assert.ok(e.versions.sqlite, "names the SQLite version");
         if (!e.met) assert.match(out, new RegExp(`MISSED: P11 on ${e.runtime}`), "a missed goal is said out loud");
       }
@@ -143,6 +143,22 @@ describe("bench", () => {
         assert.match(txt, new RegExp(`${r}\\s+file\\s+${size}\\s+existing p50 [\\d.]+ ms p99 [\\d.]+ ms\\s+new p50 [\\d.]+ ms p99`), `the table has the file store at ${size} on ${r}`);
         assert.match(txt, new RegExp(`${r}\\s+sqlite \\([a-z:]+\\)\\s+${size}\\s+existing p50`), `the table has SQLite at ${size} on ${r}`);
       }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("runs P13 (two freshet consume vs one on a 3-master Redis Cluster) on a tiny input and writes well-formed results", { timeout: 120_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "freshet-bench-test-"));
+    try {
+      const { code, out } = await runBench(["p13", "--small", "--runs", "1", "--results", dir], 110_000);
+      assert.equal(code, 0, `bench/run.ts exited with ${code}:\n${out.slice(-4000)}`);
+      const entries = JSON.parse(readFileSync(join(dir, "cluster.json"), "utf8"));
+      for (const e of entries) checkEntry(e);
+      assert.deepEqual(entries.map((e: { id: string; runtime: string }) => `${e.id}/${e.runtime}`), ["P13/node"]);
+      assert.ok(entries[0].baseline > 0 && entries[0].value > 0 && entries[0].goal === ">= 1.6");
+      if (!entries[0].met) assert.match(out, /MISSED: P13 on node/);
+      assert.match(readFileSync(join(dir, "cluster.txt"), "utf8"), /2 consumer\(s\): \d+ events/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

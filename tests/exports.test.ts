@@ -4,11 +4,17 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 
 const read = (f: string) => JSON.parse(readFileSync(new URL(`../${f}`, import.meta.url), "utf8"));
 
-it("deno.json and package.json export the same entry points, and each exists", () => {
-  const pkg = read("package.json").exports;
+it("deno.json and package.json export the same entry points: TypeScript for Bun, Deno and JSR, the build of the same file for the rest", () => {
+  const { "./package.json": self, ...pkg } = read("package.json").exports;
   const deno = read("deno.json").exports;
-  assert.deepEqual(deno, pkg);
-  for (const file of Object.values(pkg) as string[]) assert.ok(existsSync(new URL(`../${file}`, import.meta.url)), `${file} exists`);
+  assert.equal(self, "./package.json");
+  assert.deepEqual(Object.keys(pkg), Object.keys(deno));
+  for (const [entry, ts] of Object.entries(deno) as [string, string][]) {
+    const built = `./dist/${ts.slice(2, -3)}`;
+    assert.deepEqual(pkg[entry], { bun: ts, types: `${built}.d.ts`, default: `${built}.js` }, `package.json exports["${entry}"]`);
+    assert.ok(existsSync(new URL(`../${ts}`, import.meta.url)), `${ts} exists`);
+  }
+  // The consumer test (tests/e2e/consumer.test.ts) checks the built files in the packed tarball.
 });
 
 it("the core imports no plugin, adapter, SDK or runtime global", () => {

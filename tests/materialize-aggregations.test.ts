@@ -12,7 +12,7 @@ import { createProcessor, entity, featureRepo, fileSource, kafkaSource, material
 import { readFileSource } from "../plugins/sources/file.ts";
 import { memoryDeadLetters, memoryStore } from "../plugins/stores/memory.ts";
 import { sqliteStore } from "../plugins/stores/sqlite/index.ts";
-import { prng } from "./fixtures/agg-reference.ts";
+import { prng } from "../testing/agg-reference.ts";
 
 const dir = await mkdtemp(join(tmpdir(), "freshet-mat-agg-"));
 after(() => rm(dir, { recursive: true, force: true }));

@@ -251,13 +251,29 @@ describe("progressLogger", () => {
     const lines: string[] = [];
     await materialize(processorOn(batch, memoryStore()).processor, view, { read: readFileSource(batch, { chunkSize: 1000 }), total: await countFileRows(batch), onProgress: progressLogger((l) => lines.push(l), 0) });
     assert.ok(lines.length >= 3);
-    assert.match(lines[0], /^\[freshet\] materialize driver_hourly_stats: 1000 rows read, \d+ in range, \d+ invalid, \d+ written, \d+ stale \(33%\)$/);
+    assert.match(lines[0], /^\[freshet\] materialize driver_hourly_stats: 1000 rows read, \d+ in range, \d+ invalid, \d+ written, \d+ stale \(33%, \d+ rows\/s, ETA (\d+s|\?)\)$/);
     assert.match(lines.at(-1)!, /: 3005 rows read, 3000 in range, 5 invalid, \d+ written, \d+ stale \(done in \d+\.\ds, \d+ rows\/s\)$/);
 
     const quiet: string[] = [];
     await materialize(processorOn(batch, memoryStore()).processor, view, { read: readFileSource(batch, { chunkSize: 100 }), onProgress: progressLogger((l) => quiet.push(l), 60_000) });
     assert.equal(quiet.length, 1, "only the final line within a minute");
     assert.match(quiet[0], /done in/);
+  });
+
+  it("on a terminal, draws a bar with percentage, rate and ETA", () => {
+    let t = 0;
+    const lines: [string, boolean][] = [];
+    const progress = progressLogger((l, done) => lines.push([l, done]), 1000, { bar: true, now: () => t });
+    t = 2000;
+    progress({ view: "v", read: 4000, inRange: 4000, invalid: 0, written: 4000, stale: 0, expired: 0, total: 10_000 } as MaterializeProgress);
+    t = 2500;
+    progress({ view: "v", read: 5000, inRange: 5000, invalid: 0, written: 5000, stale: 0, expired: 0, total: 10_000 } as MaterializeProgress);
+    t = 5000;
+    progress({ view: "v", read: 10_000, inRange: 10_000, invalid: 0, written: 10_000, stale: 0, expired: 0, total: 10_000, done: true } as MaterializeProgress);
+    assert.deepEqual(lines, [
+      ["[freshet] [########............] materialize v: 4000 rows read, 4000 in range, 0 invalid, 4000 written (40%, 2000 rows/s, ETA 3s)", false],
+      ["[freshet] [####################] materialize v: 10000 rows read, 10000 in range, 0 invalid, 10000 written (done in 5.0s, 2000 rows/s)", true],
+    ]);
   });
 });
 

@@ -17,7 +17,7 @@
  */
 import { Buffer } from "node:buffer";
 import type { Resolver, Schema, Type } from "avsc";
-import { FreshetError } from "../../core/errors.ts";
+import { FreshetError, missingPackage } from "../../core/errors.ts";
 import type { Format } from "../../core/contracts.ts";
 
 /** An Avro schema: the parsed JSON object (or its JSON text). */
@@ -52,7 +52,7 @@ type Avsc = typeof import("avsc");
 let avscModule: Promise<Avsc> | undefined;
 // avsc is CommonJS; runtimes differ in whether its exports sit on `default`.
 const loadAvsc = () =>
-  (avscModule ??= import("avsc").then((m) => ((m as unknown as { default?: Avsc }).default ?? m) as Avsc));
+  (avscModule ??= import("avsc").catch(missingPackage("avsc", "the Avro format", "avro")).then((m) => ((m as unknown as { default?: Avsc }).default ?? m) as Avsc));
 
 /** The writer type of a schema id, with the resolver into the reader schema when there is one. */
 interface Decoder {

@@ -14,16 +14,18 @@
  * ```
  */
 import { open } from "node:fs/promises";
-import { parse as csvParse } from "csv-parse/stream";
-import { type AsyncBuffer, asyncBufferFromFile, type FileMetaData, parquetMetadataAsync, parquetReadObjects } from "hyparquet";
-import { type FileSource, FreshetError, type MaterializeProgress, type Row } from "../../core/index.ts";
+import type { AsyncBuffer, FileMetaData } from "hyparquet";
+import { type FileSource, FreshetError, type MaterializeProgress, missingPackage, type Row } from "../../core/index.ts";
 
 const PLUGIN = "file";
+// csv-parse and hyparquet are optional peer dependencies, loaded by the first CSV or Parquet file read.
+const hyparquet = () => import("hyparquet").catch(missingPackage("hyparquet", "Parquet files", PLUGIN));
 
 /** A row that could not be read: a bad JSON line, a malformed CSV record. */
 export interface InvalidRow {
   /** 1-based line (JSON Lines) or record number (CSV). */
   line: number;
+  /** What was wrong with it. */
   message: string;
 }
 
@@ -168,6 +170,7 @@ function castRecord(record: Record<string, string>): Row {
 
 async function* readCsv(path: string, chunkSize: number, onInvalid?: (r: InvalidRow) => void): AsyncGenerator<Row[]> {
   let skipped = 0;
+  const { parse: csvParse } = await import("csv-parse/stream").catch(missingPackage("csv-parse", "CSV files", PLUGIN));
   const parser = csvParse({
     columns: true,
     bom: true,
@@ -213,6 +216,7 @@ const PARQUET_WINDOW = 65_536;
 
 /** A Parquet file's bytes (hyparquet's file reader, which reads each range it is asked for) and its footer. */
 async function openParquet(path: string): Promise<{ file: AsyncBuffer; metadata: FileMetaData }> {
+  const { asyncBufferFromFile, parquetMetadataAsync } = await hyparquet();
   const file = await asyncBufferFromFile(path);
   return { file, metadata: await parquetMetadataAsync(file) };
 }
@@ -229,6 +233,7 @@ function jsonish(row: Row): Row {
 
 async function* readParquet(path: string, chunkSize: number, _onInvalid?: unknown): AsyncGenerator<Row[]> {
   const { file, metadata } = await openParquet(path);
+  const { parquetReadObjects } = await hyparquet();
   let groupStart = 0;
   for (const group of metadata.row_groups) {
     const groupEnd = groupStart + Number(group.num_rows);
@@ -285,28 +290,46 @@ async function countRows(source: FileSource): Promise<number> {
 /**
  * Returns an `onProgress` callback for `materialize` that logs counts at
  * most every `everyMs`, and always once when done:
- * `[freshet] materialize driver_hourly_stats: 120000 rows read, 118000 in range, 37 invalid, 5000 written, 113000 stale (42%)`.
+ * `[freshet] materialize driver_hourly_stats: 120000 rows read, 118000 in range, 37 invalid, 5000 written, 113000 stale (42%, 61000 rows/s, ETA 3s)`.
+ * With `bar: true` (a terminal) each line starts with a bar, for a writer
+ * that redraws one line: `[########............] 42% ...`.
  *
  * @example
  * ```ts
  * await materialize(processor, view, { read: readFileSource(history), onProgress: progressLogger() })
  * ```
  */
-export function progressLogger(log: (line: string) => void = console.error, everyMs = 1000): (p: MaterializeProgress) => void {
-  const started = Date.now();
+export function progressLogger(log: (line: string, done: boolean) => void = console.error, everyMs = 1000, opts: { bar?: boolean; now?: () => number } = {}): (p: MaterializeProgress) => void {
+  const now = opts.now ?? Date.now;
+  const started = now();
   let last = started;
   return function logProgress(p: MaterializeProgress): void {
-    const t = Date.now();
+    const t = now();
     if (!p.done && t - last < everyMs) return;
     last = t;
     const name = p.view;
-    let line = `[freshet] materialize${name ? ` ${name}` : ""}: ${p.read} rows read, ${p.inRange} in range, ${p.invalid} invalid, ${p.written} written`;
+    const secs = Math.max(t - started, 1) / 1000;
+    const rate = Math.round(p.read / secs);
+    let line = `materialize${name ? ` ${name}` : ""}: ${p.read} rows read, ${p.inRange} in range, ${p.invalid} invalid, ${p.written} written`;
     if (p.stale) line += `, ${p.stale} stale`;
     if (p.expired) line += `, ${p.expired} expired`;
-    if (p.done) {
-      const secs = Math.max(t - started, 1) / 1000;
-      line += ` (done in ${secs.toFixed(1)}s, ${Math.round(p.read / secs)} rows/s)`;
-    } else if (p.total) line += ` (${Math.min(100, Math.floor((p.read / p.total) * 100))}%)`;
-    log(line);
+    const pct = p.done ? 100 : p.total ? Math.min(100, Math.floor((p.read / p.total) * 100)) : undefined;
+    if (p.done) line += ` (done in ${secs.toFixed(1)}s, ${rate} rows/s)`;
+    else if (p.total) line += ` (${pct}%, ${rate} rows/s, ETA ${eta(rate > 0 ? Math.max(0, p.total - p.read) / rate : Number.NaN)})`;
+    else line += ` (${rate} rows/s)`;
+    if (opts.bar && pct !== undefined) {
+      const filled = Math.round(pct / 5);
+      line = `[${"#".repeat(filled)}${".".repeat(20 - filled)}] ${line}`;
+    }
+    log(`[freshet] ${line}`, p.done === true);
   };
+}
+
+/** Seconds as `42s`, `3m05s` or `2h10m`; `?` when unknown. */
+function eta(s: number): string {
+  if (!Number.isFinite(s)) return "?";
+  const r = Math.ceil(s);
+  if (r < 60) return `${r}s`;
+  if (r < 3600) return `${Math.floor(r / 60)}m${String(r % 60).padStart(2, "0")}s`;
+  return `${Math.floor(r / 3600)}h${String(Math.floor((r % 3600) / 60)).padStart(2, "0")}m`;
 }

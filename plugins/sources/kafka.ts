@@ -18,5 +18,5 @@
  * ```
  */
 export { kafkaConsumer, type KafkaConsumerEvent, type KafkaConsumerOptions, type KafkaStreamSource } from "./kafka/consumer.ts";
-export { kafkaDeadLetters, type KafkaDeadLettersOptions } from "./kafka/dead-letters.ts";
+export { kafkaDeadLetters, type KafkaDeadLettersOptions, readKafkaDeadLetters } from "./kafka/dead-letters.ts";
 export { kafkaClientConfig, kafkajsLogBridge, type KafkaConnection } from "./kafka/client.ts";

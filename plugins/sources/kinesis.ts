@@ -25,7 +25,7 @@
  * ```
  */
 import type { KinesisClient } from "@aws-sdk/client-kinesis";
-import { FreshetError, isApplicationName, type KinesisSource, type Logger, type MetaStore, parseEventTime, sleep, type SourceBatch, type SourceLag, type StreamSource } from "../../core/index.ts";
+import { FreshetError, isApplicationName, type KinesisSource, missingPackage, type Logger, type MetaStore, parseEventTime, sleep, type SourceBatch, type SourceLag, type StreamSource } from "../../core/index.ts";
 import { kinesisKeys, readCheckpoint } from "./kinesis/checkpoints.ts";
 import { fairShare, type HeldLease, leaseTable, leaseValid } from "./kinesis/leases.ts";
 import { isConfigError, listShards, readableShards, readShard, type Sdk, type ShardOutcome, type StartPosition } from "./kinesis/shards.ts";
@@ -47,6 +47,7 @@ export interface KinesisConsumerOptions {
   leaseTtlMs?: number;
   /** How often to list shards and rebalance, in ms. Default 10 000. */
   discoverEveryMs?: number;
+  /** Where shard events and retries are logged. Default `console`. */
   logger?: Logger;
   /** The most shards this worker reads at once. Default: no limit beyond its fair share. */
   maxShardsPerWorker?: number;
@@ -58,6 +59,7 @@ export interface KinesisConsumerOptions {
 
 /** A shard this worker reads. */
 export interface OwnedShard {
+  /** The shard's id. */
   shardId: string;
   /** The lease's fencing counter. */
   counter: number;
@@ -65,8 +67,11 @@ export interface OwnedShard {
 
 /** The Kinesis source, with a view of what this worker holds. */
 export interface KinesisConsumer extends StreamSource {
+  /** Always "kinesis". */
   readonly kind: "kinesis";
+  /** Lag is the age of the newest record read, in ms. */
   readonly lagUnit: "ms";
+  /** This worker's id in the lease table. */
   readonly workerId: string;
   /** The application whose checkpoints and leases this worker uses. */
   readonly application: string;
@@ -112,7 +117,7 @@ export function kinesisConsumer(def: KinesisSource, opts: KinesisConsumerOptions
   async function run(onBatch: (batch: SourceBatch) => Promise<void>, signal: AbortSignal): Promise<void> {
     if (running) throw new FreshetError("INVALID_CONFIG", "this consumer is already running; create one consumer per run", { plugin: "kinesis", definition: def.name });
     running = true;
-    const sdk: Sdk = await import("@aws-sdk/client-kinesis");
+    const sdk: Sdk = await import("@aws-sdk/client-kinesis").catch(missingPackage("@aws-sdk/client-kinesis", "the Kinesis source", "kinesis"));
     const client = opts.client ?? (await createClient(sdk, def));
     const leases = leaseTable(meta, keys, workerId, ttlMs);
     const finished = new Set<string>();
@@ -332,7 +337,7 @@ function startPosition(def: KinesisSource): StartPosition {
 }
 
 async function createClient(sdk: Sdk, def: KinesisSource): Promise<KinesisClient> {
-  const { NodeHttpHandler } = await import("@smithy/node-http-handler");
+  const { NodeHttpHandler } = await import("@smithy/node-http-handler").catch(missingPackage("@smithy/node-http-handler", "the Kinesis source", "kinesis"));
   return new sdk.KinesisClient({
     // A custom endpoint (kinesis-local, LocalStack) still needs some region to sign with.
     region: def.region ?? (def.endpoint ? "us-east-1" : undefined),

@@ -2,7 +2,8 @@
  * @module
  * The HTTP interface on Hono, the same app on every runtime: Feast's
  * `POST /push` and `POST /get-online-features`, plus `GET /health`,
- * `GET /metrics` and `GET /registry`. Bearer tokens for writing and for
+ * `GET /metrics`, `GET /registry`, `GET /openapi.json` and the status page
+ * (`GET /`, `GET /status`). Bearer tokens for writing and for
  * reading, optional Standard Webhooks signatures, idempotency by
  * `webhook-id`, JSON-only bodies, a Host check against DNS rebinding, and
  * bounds on every request and error answer.
@@ -11,10 +12,14 @@ import { Hono, type Context, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import { Webhook } from "standardwebhooks";
-import { type BatchResult, type DescribeOptions, entityKeyOf, FreshetError, isRetriable, type Processor, type RawRecord, type RecordIssue, type Row, type WriteTarget } from "../../core/index.ts";
+import { openApiDocument } from "./push/openapi.ts";
+import { check, GetOnlineFeaturesRequest, PushRequest } from "./push/schemas.ts";
+import { STATUS_PAGE, statusOf } from "./push/status.ts";
+import { type BatchResult, type DescribeOptions, entityKeyOf, FreshetError, isRetriable, outageLog, type Processor, type RawRecord, type RecordIssue, type Row, servedFeatures, type WriteTarget } from "../../core/index.ts";
 
 /** Options of {@link pushApp}. */
 export interface PushAppOptions {
+  /** The pipeline pushes go through. */
   processor: Processor;
   /**
    * Standard Webhooks secret (`whsec_...`). When set, every push must be
@@ -65,11 +70,12 @@ export interface PushAppOptions {
   /** Retry-After, in seconds, on a 503. Default 1. */
   retryAfterSeconds?: number;
   /** Where each 5xx answer is logged, once, with its request id and cause. Default console. */
-  logger?: { error(msg: string): void };
+  logger?: { error(msg: string): void; warn?(msg: string): void; info?(msg: string): void };
 }
 
 /** The JSON body of every error answer. */
 export interface ErrorBody {
+  /** What went wrong: a stable code, a message, and the field when one is at fault. */
   error: {
     code: string;
     message: string;
@@ -149,12 +155,20 @@ export function pushApp(opts: PushAppOptions): Hono {
     return diff === 0;
   };
   const requestIds = new WeakMap<Context, string>();
+  const outage = outageLog({
+    error: (m) => logger.error(m),
+    warn: (m) => (logger.warn ?? logger.error).call(logger, m),
+    info: (m) => (logger.info ?? logger.error).call(logger, m),
+  }, "[http]", "pushes and reads are answered 503 with Retry-After");
 
   const app = new Hono();
   const fail = (c: Context, status: Status, code: string, message: string, field?: string, extra?: Partial<ErrorBody["error"]>, cause?: unknown) => {
     if (status === 503 || status === 409) c.header("Retry-After", retryAfter);
     const msg = truncate(redact(message), MAX_MESSAGE);
-    if (status >= 500) {
+    if (status === 503 && code === "store_unavailable") {
+      // An outage is said once (and when it ends), not once per request; the first request id is in that line.
+      outage.failed(new Error(redact(cause === undefined ? msg : causeText(cause))), `first seen by request ${requestIds.get(c) ?? "-"}: ${c.req.method} ${truncate(c.req.path, MAX_FIELD)}`);
+    } else if (status >= 500) {
       const rid = requestIds.get(c) ?? "-";
       const why = cause === undefined ? msg : redact(causeText(cause));
       logger.error(`[freshet] [http] request ${rid}: ${c.req.method} ${truncate(c.req.path, MAX_FIELD)} answered ${status} ${code}: ${truncate(why, 4 * MAX_MESSAGE)}`);
@@ -172,12 +186,17 @@ export function pushApp(opts: PushAppOptions): Hono {
   };
 
   app.use("*", async (c, next) => {
+    const started = performance.now();
     const incoming = c.req.header("x-request-id");
     const rid = incoming !== undefined && /^[\w.:@-]{1,128}$/.test(incoming) ? incoming : crypto.randomUUID();
     requestIds.set(c, rid);
     c.header("x-request-id", rid);
     await next();
-    metrics.inc("freshet_http_requests_total", { route: c.req.routePath, status: String(c.res.status) });
+    if (c.res.status < 300 && outage.down && STORE_ROUTES.has(c.req.routePath)) outage.ok();
+    // The route's template, never the raw path (a scan of random paths must not grow the series).
+    const labels = { route: routeLabel(c), method: METHODS.has(c.req.method) ? c.req.method : "other", status: String(c.res.status) };
+    metrics.inc("freshet_http_requests_total", labels);
+    metrics.observe("freshet_http_request_duration_seconds", labels, (performance.now() - started) / 1000);
   });
   if (opts.loopbackOnly) {
     app.use("*", async (c, next) => {
@@ -197,9 +216,10 @@ export function pushApp(opts: PushAppOptions): Hono {
   }
   app.onError((err, c) => {
     if (isRetriable(err)) return fail(c, 503, "store_unavailable", (err as Error).message, undefined, undefined, err);
+    if (err instanceof FreshetError && err.code === "TOO_LARGE") return fail(c, 413, "too_large", err.message, "df");
     return fail(c, 500, "internal", "internal error; the cause is in the server log under this request id", undefined, undefined, err);
   });
-  app.notFound((c) => fail(c, 404, "not_found", `no route ${c.req.method} ${c.req.path}; try POST /push, POST /get-online-features, GET /health, /metrics or /registry`));
+  app.notFound((c) => fail(c, 404, "not_found", `no route ${c.req.method} ${c.req.path}; try POST /push, POST /get-online-features, GET /health, /metrics, /registry, /status, /openapi.json or / (the status page)`));
 
   const jsonOnly: MiddlewareHandler = async (c, next) => {
     const type = c.req.header("content-type");
@@ -263,8 +283,9 @@ export function pushApp(opts: PushAppOptions): Hono {
       const parsed = parsePush(body, registry.sources);
       if ("error" in parsed) return fail(c, 422, "invalid_request", parsed.error.message, parsed.error.field);
       const { source, rows, to } = parsed;
-      if (to && to !== "online" && !processor.offline) return fail(c, 422, "invalid_request", `to "${to}" needs an offline store, and this deployment has none; push with to "online"`, "to");
-      if (to && to !== "offline" && !processor.online) return fail(c, 422, "invalid_request", `to "${to}" needs an online store, and this deployment has none; push with to "offline"`, "to");
+      const given = isObject(body) && body.to !== undefined;
+      if (to !== "online" && !processor.offline) return fail(c, 422, "invalid_request", `to "${to}" needs an offline store, and this deployment has none; push with to "online"`, "to");
+      if (to !== "offline" && !processor.online) return fail(c, 422, "invalid_request", `${given ? `to "${to}"` : 'a push without "to" goes online (as in Feast), which'} needs an online store, and this deployment has none; push with to "offline"`, "to");
 
       const requestId = id ?? requestIds.get(c) ?? crypto.randomUUID();
       const records: RawRecord[] = rows.map((value, index) => ({ value, position: { kind: "push", requestId, index } }));
@@ -327,7 +348,7 @@ export function pushApp(opts: PushAppOptions): Hono {
         return fail(c, 400, "invalid_json", `the body is not valid JSON: ${(e as Error).message}`, "body");
       }
       if (!store) return fail(c, 500, "no_store", "no online store is configured");
-      const req = parseGetOnline(body, registry.views, limits);
+      const req = parseGetOnline(body, registry.views, registry.featureServices, limits);
       if ("error" in req) return fail(c, 422, req.error.code ?? "invalid_request", req.error.message, req.error.field);
       const n = req.rows;
       const byView = new Map<string, string[]>();
@@ -367,20 +388,46 @@ export function pushApp(opts: PushAppOptions): Hono {
   );
 
   app.get("/health", async (c) => {
+    // A load balancer's probe gets its answer within a second, whatever the store is doing.
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      await store?.ping?.();
+      await Promise.race([
+        store?.ping?.(),
+        new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer to a ping within ${HEALTH_TIMEOUT_MS} ms`)), HEALTH_TIMEOUT_MS))),
+      ]);
       return c.json({ status: "ok", project: registry.project, store: store?.name ?? null });
     } catch (e) {
       return fail(c, 503, "store_unavailable", `store ${store?.name} is down: ${(e as Error).message}`, undefined, undefined, e);
+    } finally {
+      clearTimeout(timer);
     }
   });
   app.get("/metrics", readAuth, (c) => c.text(metrics.render(), 200, { "content-type": "text/plain; version=0.0.4" }));
   let description: unknown;
   app.get("/registry", readAuth, (c) => c.json((description ??= registry.describe(opts.describeOptions)) as object));
+  app.get("/status", readAuth, (c) => c.json(statusOf(processor)));
+  // The page holds no data (it fetches /status with the read token), so it is served to anyone; no script or style from elsewhere may run in it.
+  app.get("/", (c) => c.html(STATUS_PAGE, 200, { "content-security-policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'", "cache-control": "no-cache" }));
+  let openapi: unknown;
+  app.get("/openapi.json", (c) => c.json((openapi ??= openApiDocument({ project: registry.project, readToken: readToken !== undefined, writeToken: writeToken !== undefined, webhook: webhook !== undefined })) as object));
   return app;
 }
 
 const EPOCH = "1970-01-01T00:00:00Z";
+
+const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+
+/** The matched route's template (`/push`), or `unmatched` for a request no route took (404, or refused before routing). */
+function routeLabel(c: Context): string {
+  const route = c.req.routePath;
+  return route && route !== "*" && route !== "/*" ? route : "unmatched";
+}
+
+/** The routes whose success shows the store is reachable. */
+const STORE_ROUTES = new Set(["/push", "/get-online-features", "/health"]);
+
+/** How long GET /health waits for the store's ping. */
+const HEALTH_TIMEOUT_MS = 800;
 
 /** The longest accepted `webhook-id` (Standard Webhooks ids are about 30 characters). */
 const MAX_WEBHOOK_ID = 256;
@@ -455,41 +502,49 @@ function entityKey(joinKeys: string[], row: Row): string {
 
 type Parsed<T> = T | { error: { message: string; field: string; code?: string } };
 
-function parsePush(body: unknown, sources: ReadonlyMap<string, { kind: string }>): Parsed<{ source: string; rows: Row[]; to?: WriteTarget; columnar: boolean }> {
+function parsePush(body: unknown, sources: ReadonlyMap<string, { kind: string }>): Parsed<{ source: string; rows: Row[]; to: WriteTarget; columnar: boolean }> {
   const err = (field: string, message: string) => ({ error: { field, message } });
-  if (!isObject(body)) return err("body", 'the body must be a JSON object: {"push_source_name": ..., "df": {...}, "to": "online"}');
-  const name = body.push_source_name;
-  if (typeof name !== "string" || !name) return err("push_source_name", "push_source_name is required and must be a string");
+  // The shape, by the schema /openapi.json is made of; the data is read from the body as sent (a record's output leaves out keys such as "constructor").
+  if (!isObject(body)) return err("body", 'the body must be a JSON object: {"push_source_name": ..., "df": {...}, "to": "online"}'); // valibot's object takes an array
+  const checked = check(PushRequest, body);
+  if ("error" in checked) return checked;
+  const { push_source_name: name, to } = checked.value;
   const src = sources.get(name);
   if (!src) return err("push_source_name", `unknown push source "${truncate(name, 100)}"; known: ${[...sources.values()].filter((s) => s.kind === "push").map((s) => (s as { name?: string }).name).join(", ") || "none"}`);
   if (src.kind !== "push") return err("push_source_name", `source "${name}" is a ${src.kind} source, not a push source`);
-  const to = body.to;
-  if (to !== undefined && !TARGETS.includes(to as WriteTarget)) return err("to", `to must be one of ${TARGETS.join(", ")}`);
   const df = body.df ?? body.rows;
   if (Array.isArray(df)) {
-    for (let i = 0; i < df.length; i++) if (!isObject(df[i])) return err(`${body.df ? "df" : "rows"}[${i}]`, "each row must be a JSON object");
     if (df.length === 0) return err(body.df ? "df" : "rows", "no rows to push");
-    return { source: name, rows: df as Row[], to: to as WriteTarget | undefined, columnar: false };
+    return { source: name, rows: df as Row[], to, columnar: false };
   }
   if (!isObject(df)) return err("df", 'df is required: columns of values, {"driver_id": [1001], "conv_rate": [0.5], ...}, or a rows array');
   const cols = Object.keys(df);
   if (cols.length === 0) return err("df", "df has no columns");
+  // As pandas builds a DataFrame: a scalar beside list columns repeats on every row, and all scalars make one row.
   let n = -1;
+  let first = "";
   for (const col of cols) {
     const values = df[col];
-    const c = truncate(col, 100);
-    if (!Array.isArray(values)) return err(`df.${c}`, `column "${c}" must be an array of values`);
-    if (n === -1) n = values.length;
-    else if (values.length !== n) return err(`df.${c}`, `column "${c}" has ${values.length} values but "${truncate(cols[0], 100)}" has ${n}; every column needs one value per row`);
+    if (!Array.isArray(values)) {
+      // The schema checks this too, except for the keys valibot leaves out ("constructor", "__proto__").
+      if (isObject(values)) return err(`df.${truncate(col, 100)}`, `column "${truncate(col, 100)}" must be an array of values (or one scalar value for every row), not an object`);
+      continue;
+    }
+    if (n === -1) [n, first] = [values.length, col];
+    else if (values.length !== n) return err(`df.${truncate(col, 100)}`, `column "${truncate(col, 100)}" has ${values.length} values but "${truncate(first, 100)}" has ${n}; every column needs one value per row (or one scalar for all rows)`);
   }
+  if (n === -1) n = 1;
   if (n === 0) return err("df", "no rows to push");
   const rows: Row[] = new Array(n);
   for (let i = 0; i < n; i++) {
     const row: Row = {};
-    for (const col of cols) row[col] = (df[col] as unknown[])[i];
+    for (const col of cols) {
+      const values = df[col];
+      row[col] = Array.isArray(values) ? values[i] : values;
+    }
     rows[i] = row;
   }
-  return { source: name, rows, to: to as WriteTarget | undefined, columnar: true };
+  return { source: name, rows, to: to as WriteTarget, columnar: true };
 }
 
 function issueJson(i: RecordIssue, columnar: boolean) {
@@ -510,7 +565,12 @@ const wellFormed = (s: string): boolean => {
   return f ? f.call(s) : !LONE_SURROGATE.test(s);
 };
 
-function parseGetOnline(body: unknown, views: ReadonlyMap<string, { joinKeys: string[]; features: string[]; aggregations?: readonly { name: string }[] }>, limits: ReadLimits): Parsed<{
+function parseGetOnline(
+  body: unknown,
+  views: ReadonlyMap<string, { joinKeys: string[]; features: string[]; aggregations?: readonly { name: string }[] }>,
+  services: ReadonlyMap<string, { features: readonly string[] }>,
+  limits: ReadLimits,
+): Parsed<{
   entities: Record<string, unknown[]>;
   joinKeys: string[];
   /** Distinct [view, feature] pairs, in the order of their first appearance. */
@@ -520,7 +580,8 @@ function parseGetOnline(body: unknown, views: ReadonlyMap<string, { joinKeys: st
 }> {
   const err = (field: string, message: string, code?: string) => ({ error: { field, message, code } });
   if (!isObject(body)) return err("body", 'the body must be {"entities": {...}, "features": ["view:feature", ...]}');
-  if (body.feature_service !== undefined) return err("feature_service", "feature services are not supported; list features as \"view:feature\"");
+  const checked = check(GetOnlineFeaturesRequest, body);
+  if ("error" in checked) return checked;
   const entities = body.entities;
   if (!isObject(entities) || Object.keys(entities).length === 0) return err("entities", 'entities is required, e.g. {"driver_id": [1001, 1002]}');
   // Sizes first, before any work that grows with them.
@@ -532,9 +593,18 @@ function parseGetOnline(body: unknown, views: ReadonlyMap<string, { joinKeys: st
     if (rows === -1) rows = v.length;
     else if (v.length !== rows) return err(`entities.${name}`, "every entities column needs the same number of values");
   }
-  const features = body.features;
-  if (!Array.isArray(features) || features.length === 0) return err("features", 'features is required, e.g. ["driver_hourly_stats:conv_rate"]');
-  if (features.length > limits.refs) return err("features", `features lists ${features.length} refs; at most ${limits.refs} are accepted per request (maxFeatureRefs): split the request, and list each ref once`, "too_many_features");
+  let features = body.features;
+  let field = "features";
+  if (body.feature_service !== undefined) {
+    if (features !== undefined) return err("feature_service", 'give either features or feature_service, not both');
+    const fs = body.feature_service;
+    if (typeof fs !== "string" || !fs) return err("feature_service", "feature_service must be the name of a feature service");
+    const service = services.get(fs);
+    if (!service) return err("feature_service", `unknown feature service "${truncate(fs, 100)}"; known: ${[...services.keys()].join(", ") || "none"}`);
+    [features, field] = [service.features, "feature_service"];
+  }
+  if (!Array.isArray(features) || features.length === 0) return err("features", 'features is required, e.g. ["driver_hourly_stats:conv_rate"], or a feature_service name');
+  if (features.length > limits.refs) return err(field, `${field} lists ${features.length} refs; at most ${limits.refs} are accepted per request (maxFeatureRefs): split the request, and list each ref once`, "too_many_features");
   const parsed: [string, string][] = [];
   const seen = new Set<string>();
   const joinKeys = new Set<string>();
@@ -545,7 +615,7 @@ function parseGetOnline(body: unknown, views: ReadonlyMap<string, { joinKeys: st
     if (!m) return err(`features[${i}]`, `features[${i}] must read "view:feature"`);
     const view = views.get(m[1]);
     if (!view) return err(`features[${i}]`, `unknown feature view "${truncate(m[1], 100)}"; known: ${[...views.keys()].join(", ")}`);
-    const served = view.aggregations?.length ? view.aggregations.map((a) => a.name) : view.features;
+    const served = servedFeatures(view);
     if (!served.includes(m[2])) return err(`features[${i}]`, `view "${m[1]}" has no feature "${truncate(m[2], 100)}"; it has ${served.join(", ")}`);
     for (const k of view.joinKeys) {
       if (!(k in entities)) return err("entities", `view "${m[1]}" needs join key "${k}" in entities`);
@@ -555,7 +625,7 @@ function parseGetOnline(body: unknown, views: ReadonlyMap<string, { joinKeys: st
     parsed.push([m[1], m[2]]);
   }
   if (rows * parsed.length > limits.values) {
-    return err("features", `${rows} entities x ${parsed.length} features = ${rows * parsed.length} values; at most ${limits.values} are answered per request (maxFeatureValues): split the request`, "too_many_values");
+    return err(field, `${rows} entities x ${parsed.length} features = ${rows * parsed.length} values; at most ${limits.values} are answered per request (maxFeatureValues): split the request`, "too_many_values");
   }
   for (const [k, v] of Object.entries(entities)) {
     const name = truncate(k, 100);
@@ -573,7 +643,7 @@ function parseGetOnline(body: unknown, views: ReadonlyMap<string, { joinKeys: st
       }
     }
   }
-  return { entities: entities as Record<string, unknown[]>, joinKeys: [...joinKeys], features: parsed, rows, fullFeatureNames: body.full_feature_names === true };
+  return { entities: entities as Record<string, unknown[]>, joinKeys: [...joinKeys], features: parsed, rows, fullFeatureNames: checked.value.full_feature_names };
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

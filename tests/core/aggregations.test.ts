@@ -24,7 +24,7 @@ import {
   tileExpiresAt,
   windowRange,
 } from "../../mod.ts";
-import { matchesReference, prng, reference, REFERENCE_AGGREGATIONS, type RefEvent } from "../fixtures/agg-reference.ts";
+import { matchesReference, prng, reference, REFERENCE_AGGREGATIONS, type RefEvent } from "../../testing/agg-reference.ts";
 
 const user = entity({ name: "user", joinKeys: ["user_id"] });
 const push = pushSource({ name: "p", timestampField: "ts" });
@@ -61,7 +61,7 @@ describe("aggregation definitions", () => {
     throwsWith(() => view([{ column: "amount", function: "median", timeWindow: "1h" }]), /function "median" is not one of count, sum/);
     throwsWith(() => view([{ column: "amount", function: "sum", timeWindow: "1h", slideInterval: "7m" }]), /not a multiple of slideInterval.*pick a slideInterval that divides it/);
     throwsWith(() => view([{ column: "amount", function: "sum", timeWindow: "5m", slideInterval: "1h" }]), /slideInterval \(3600s\) is longer than timeWindow/);
-    throwsWith(() => view([{ column: "amount", function: "sum", timeWindow: "soon" }]), /timeWindow "soon" is not a positive duration.*"lifetime"/);
+    throwsWith(() => view([{ column: "amount", function: "sum", timeWindow: "soon" }]), /timeWindow "soon" is not a duration.*"lifetime"/);
     throwsWith(() => view([{ column: "amount", function: "sum", timeWindow: 0 }]), /not a positive duration/);
     throwsWith(() => view([{ column: "amount", function: "sum", timeWindow: "1500ms" }]), /whole seconds/);
     throwsWith(() => view([{ column: "amount", function: "sum", timeWindow: "lifetime", slideInterval: "1m" }]), /lifetime window has no slideInterval/);

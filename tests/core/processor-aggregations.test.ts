@@ -13,7 +13,7 @@ import { type AggregatingStore, createProcessor, entity, featureRepo, kafkaSourc
 import { pushApp } from "../../plugins/sources/push.ts";
 import { memoryDeadLetters, memoryOffline, memoryStore } from "../../plugins/stores/memory.ts";
 import { sqliteStore } from "../../plugins/stores/sqlite/index.ts";
-import { matchesReference, prng, reference, type RefEvent } from "../fixtures/agg-reference.ts";
+import { matchesReference, prng, reference, type RefEvent } from "../../testing/agg-reference.ts";
 
 const dirs: string[] = [];
 after(async () => {

@@ -23,6 +23,21 @@ function setup(viewOpts: Record<string, unknown> = {}) {
 }
 
 describe("processor", () => {
+  it("keeps the latest 20 dead letters (payloads cut to 500 characters) and the newest event time per view as a gauge (issue 14, the status page)", async () => {
+    const { processor } = setup();
+    const bad = Array.from({ length: 25 }, (_, i) => rec(enc({ driver_id: i, trips: "x".repeat(i === 24 ? 2000 : 1), event_timestamp: iso(T) }), i));
+    await processor.process("trips", [...bad, rec(enc({ driver_id: 1, trips: 1, event_timestamp: iso(T + 5000) }), 25), rec(enc({ driver_id: 2, trips: 1, event_timestamp: iso(T) }), 26)]);
+    const recent = processor.recentDeadLetters();
+    assert.equal(recent.length, 20);
+    assert.deepEqual(recent.map((d) => (d.position as { offset: string }).offset), Array.from({ length: 20 }, (_, i) => String(i + 5)), "the newest 20, oldest first");
+    assert.equal(recent[19].payload.length, 503);
+    assert.equal(recent[19].reason, "schema");
+    assert.equal(processor.metrics.get("freshet_view_newest_event_seconds", { view: "stats" }), (T + 5000) / 1000);
+    // An older event leaves it where it is.
+    await processor.process("trips", [rec(enc({ driver_id: 3, trips: 1, event_timestamp: iso(T - 60_000) }), 27)]);
+    assert.equal(processor.metrics.get("freshet_view_newest_event_seconds", { view: "stats" }), (T + 5000) / 1000);
+  });
+
   it("keeps the latest row per entity; ties go to created time, then the first of equals wins", async () => {
     const { processor, read } = setup();
     const r = await processor.process("trips", [

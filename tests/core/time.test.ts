@@ -6,10 +6,13 @@ import {
   MAX_EVENT_TIME,
   MIN_EVENT_TIME,
   parseDuration,
+  readDuration,
   parseEventTime,
   readEventTime,
   toIso,
 } from "../../core/time.ts";
+import * as v from "valibot";
+import { entity, pushSource, streamFeatureView } from "../../core/definitions.ts";
 
 /** Epoch ms of a UTC date-time, correct for years 0-99 too (unlike Date.UTC). */
 function utc(y: number, mo: number, d: number, h = 0, mi = 0, s = 0, ms = 0): number {
@@ -428,7 +431,40 @@ describe("parseDuration", () => {
     assert.equal(parseDuration(0), 0);
   });
   it("refuses junk", () => {
-    for (const bad of ["", "2 hours", "-1s", -5, "h", null]) assert.equal(parseDuration(bad), undefined, String(bad));
+    for (const bad of ["", "2 hours", "-1s", -5, "h", null, "5M", "1h30", "P", "PT", "P1M", "P1Y", "PT1H30", "1 hour"]) assert.equal(parseDuration(bad), undefined, String(bad));
+  });
+  it("reads ISO 8601 durations, digit strings as seconds, and spaced unit parts (issue 14)", () => {
+    const cases: [string, number][] = [
+      ["PT1H", 3_600_000], ["P1D", 86_400_000], ["PT1M30S", 90_000], ["P1DT12H", 129_600_000], ["P2W", 1_209_600_000],
+      ["PT0.5S", 500], ["pt15m", 900_000], ["PT1,5S", 1500], ["P0D", 0],
+      ["90", 90_000], ["0", 0], ["1.5", 1500], [" 90 ", 90_000],
+      ["90s", 90_000], ["5m", 300_000], ["1h 30m", 5_400_000], ["2w", 1_209_600_000],
+    ];
+    for (const [text, ms] of cases) assert.equal(parseDuration(text), ms, text);
+  });
+  it("says what is wrong, naming the value", () => {
+    const error = (v: unknown) => {
+      const d = readDuration(v);
+      assert.ok("error" in d, String(v));
+      return d.error;
+    };
+    assert.match(error("2 hours"), /^"2 hours" is not a duration: "hours" is not a unit \(ms, s, m, h, d, w\); use seconds .*"PT1H"/);
+    assert.match(error("P1M"), /^"P1M" is not a duration: ISO 8601 years and months have no fixed length; give days instead \(P30D\)/);
+    assert.match(error("-1s"), /^"-1s" is not a duration: it is negative/);
+    assert.match(error(-5), /^-5 is not a duration: a number is seconds, zero or more/);
+    assert.match(error(""), /^"" is empty/);
+    assert.match(error(null), /^null is not a duration/);
+    assert.match(error("PT"), /^"PT" is not a duration: it is not an ISO 8601 duration/);
+    assert.deepEqual(readDuration("PT1M30S"), { ms: 90_000 });
+  });
+  it("definitions name the option and the bad value", () => {
+    const driver = entity({ name: "driver", joinKeys: ["driver_id"] });
+    const schema = v.object({ driver_id: v.number(), x: v.number(), ts: v.string() });
+    const src = pushSource({ name: "s", timestampField: "ts" });
+    assert.throws(() => streamFeatureView({ name: "sv", entities: [driver], source: src, schema, ttl: "1 day" }), /"sv": ttl "1 day" is not a duration: "day" is not a unit/);
+    assert.throws(() => pushSource({ name: "p", watermarkDelay: "P1M" }), /watermarkDelay "P1M" is not a duration: ISO 8601 years and months/);
+    assert.equal(streamFeatureView({ name: "iso", entities: [driver], source: src, schema, ttl: "P1DT2H", watermarkDelay: "90" }).ttlMs, 93_600_000);
+    assert.equal(streamFeatureView({ name: "iso2", entities: [driver], source: src, schema, ttl: 0, watermarkDelay: "PT1M30S" }).watermarkDelayMs, 90_000);
   });
 });
 

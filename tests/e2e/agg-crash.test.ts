@@ -17,7 +17,7 @@ import * as v from "valibot";
 import { type AggregatingStore, entity, featureRepo, kafkaSource, type OnlineStore, streamFeatureView, windowRange } from "../../mod.ts";
 import { redisStore } from "../../plugins/stores/redis/redis.ts";
 import { sqliteStore } from "../../plugins/stores/sqlite/index.ts";
-import { matchesReference, prng, reference, type RefEvent } from "../fixtures/agg-reference.ts";
+import { matchesReference, prng, reference, type RefEvent } from "../../testing/agg-reference.ts";
 import { kcatProduce, root, startCli } from "../fixtures/cli-harness.ts";
 import { caughtUp, offsets, sleep, unique, until, useKafkaTestBed } from "../fixtures/kafka-harness.ts";
 

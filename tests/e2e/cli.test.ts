@@ -1,4 +1,4 @@
-// @runtimes node
+// @runtimes node machine-node
 /** The freshet CLI as a user runs it: materialize with progress, describe, and config errors that say how to fix them. */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";

@@ -236,7 +236,7 @@ test("scenario 13: serve, consume and materialize on one SQLite file, each SIGKI
     return res.status;
   };
   const materializeReports = (p: Proc) => {
-    for (const view of Object.keys(views)) if (p.has(new RegExp(`^\\[freshet\\] materialized ${view}: ${HISTORY} rows read`))) materialized.add(view);
+    for (const view of Object.keys(views)) if (p.has(new RegExp(`INFO +materialized ${view}: ${HISTORY} rows read`))) materialized.add(view);
   };
 
   try {
@@ -280,8 +280,8 @@ test("scenario 13: serve, consume and materialize on one SQLite file, each SIGKI
 
       // materialize: killed at a point of its run: right after its first report (the second view in progress), or at a random moment.
       const killMat = (async () => {
-        if (round % 2 === 0) await until("a first materialize report", () => mat.has(/^\[freshet\] materialized /), 60_000, 1);
-        else await until("materialize starts reading", () => mat.has(/^\[freshet\] materialize \w+: \d+ rows read/) || mat.has(/^\[freshet\] materialized /), 60_000, 5).then(() => sleep(Math.random() * 400));
+        if (round % 2 === 0) await until("a first materialize report", () => mat.has(/INFO +materialized /), 60_000, 1);
+        else await until("materialize starts reading", () => mat.has(/INFO +materialize \w+: \d+ rows read/) || mat.has(/INFO +materialized /), 60_000, 5).then(() => sleep(Math.random() * 400));
         await mat.kill();
         materializeReports(mat);
         if (materialized.size < 2) kills.materializeMidRun++;

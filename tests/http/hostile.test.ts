@@ -149,6 +149,13 @@ describe("pushApp: 5xx logging, request ids, option checks", () => {
     assert.equal(logs.length, 1);
     assert.ok(logs[0].includes(rid!));
     for (const s of [...SECRETS, "hunter2pass"]) assert.ok(!logs[0].includes(s) && !text.includes(s), `${s} leaked: ${logs[0]} / ${text}`);
+    // The outage is said once, not once per request.
+    for (let i = 0; i < 5; i++) {
+      const again = await app.request("/push", { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${WRITE_TOKEN}` }, body: goodPush() });
+      assert.equal(again.status, 503);
+    }
+    assert.equal(logs.length, 1, logs.join("\n"));
+    assert.match(logs[0], /store down: .*pushes and reads are answered 503/);
   });
 
   it("a hostile x-request-id is replaced, not echoed", async () => {

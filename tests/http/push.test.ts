@@ -2,7 +2,8 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Webhook } from "standardwebhooks";
 import * as v from "valibot";
-import { createProcessor, entity, featureRepo, FreshetError, type OnlineStore, pushSource, streamFeatureView } from "../../mod.ts";
+import { createProcessor, entity, featureRepo, featureService, FreshetError, type OnlineStore, pushSource, streamFeatureView } from "../../mod.ts";
+import { METRICS } from "../../core/metrics.ts";
 import { pushApp } from "../../plugins/sources/push.ts";
 import { memoryDeadLetters, memoryOffline, memoryStore } from "../../plugins/stores/memory.ts";
 
@@ -72,7 +73,8 @@ describe("POST /push and /get-online-features", () => {
       [{ ...feastPush([1]), push_source_name: undefined }, "push_source_name"],
       [{ ...feastPush([1]), to: "somewhere" }, "to"],
       [feastPush([1, 2], { conv_rate: [0.1] }), "df.conv_rate"],
-      [{ push_source_name: "driver_stats_push_source", df: { driver_id: 5 } }, "df.driver_id"],
+      [{ push_source_name: "driver_stats_push_source", df: { driver_id: { id: 5 } } }, "df.driver_id"],
+      [{ push_source_name: "driver_stats_push_source", df: { driver_id: 5 } }, "df.conv_rate[0]"], // a scalar is one row, which lacks the other columns
       [{ push_source_name: "driver_stats_push_source" }, "df"],
       [{ push_source_name: "driver_stats_push_source", rows: [{ conv_rate: 1, avg_daily_trips: 1, event_timestamp: now() }] }, "rows[0].driver_id"],
       [[1, 2, 3], "body"],
@@ -244,10 +246,130 @@ describe("POST /push and /get-online-features", () => {
     assert.deepEqual(await (await app.request("/health")).json(), { status: "ok", project: "http_test", store: "memory" });
     const metrics = await (await app.request("/metrics")).text();
     assert.match(metrics, /freshet_records_total\{source="driver_stats_push_source",view="driver_hourly_stats",outcome="written"\} 1/);
-    assert.match(metrics, /freshet_http_requests_total\{route="\/push",status="200"\} 1/);
+    assert.match(metrics, /freshet_http_requests_total\{route="\/push",method="POST",status="200"\} 1/);
     const reg = await (await app.request("/registry")).json();
     assert.equal(reg.featureViews[0].name, "driver_hourly_stats");
     const nf = await app.request("/nope");
     assert.equal(nf.status, 404);
+  });
+
+  it("times every request in freshet_http_request_duration_seconds by route template, method and status, with one label set per metric (issue 14)", async () => {
+    const { app, post } = setup();
+    await post("/push", feastPush([1]));
+    const once = feastPush([2]);
+    await post("/push", once, { "webhook-id": "msg_1" });
+    await post("/push", once, { "webhook-id": "msg_1" }); // duplicate
+    await post("/push", { push_source_name: "nope" });
+    await post("/get-online-features", { entities: { driver_id: [1] }, features: ["driver_hourly_stats:conv_rate"] });
+    for (let i = 0; i < 5; i++) await app.request(`/scan/${i}?q=${i}`);
+    const text = await (await app.request("/metrics")).text();
+    const samples = text.split("\n").filter((l) => l && !l.startsWith("#"));
+    const count = (route: string, method: string, status: string) =>
+      Number(new RegExp(`^freshet_http_request_duration_seconds_count\\{route="${route}",method="${method}",status="${status}"\\} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+    assert.equal(count("/push", "POST", "200"), 3);
+    assert.equal(count("/push", "POST", "422"), 1);
+    assert.equal(count("/get-online-features", "POST", "200"), 1);
+    assert.equal(count("unmatched", "GET", "404"), 5, "raw paths never become labels");
+    assert.ok(!text.includes("/scan/"));
+    // Every sample of a metric carries exactly its declared label names.
+    for (const line of samples) {
+      const m = /^(\w+?)(_bucket|_sum|_count)?\{([^}]*)\} /.exec(line);
+      assert.ok(m, line);
+      const name = METRICS[m[1]] ? m[1] : m[1] + (m[2] ?? "");
+      const declared = METRICS[name]?.labels;
+      assert.ok(declared, `${name} is declared`);
+      const names = [...m[3].matchAll(/(\w+)="/g)].map((x) => x[1]).filter((n) => !(m[2] === "_bucket" && n === "le"));
+      assert.deepEqual(names, [...declared], line);
+    }
+  });
+});
+
+describe("Feast's HTTP conventions (issue 14)", () => {
+  const logged = streamFeatureView({
+    name: "driver_logged",
+    entities: [driver],
+    source: push,
+    ttl: "1d",
+    offline: true,
+    schema: v.object({ driver_id: v.number(), conv_rate: v.number(), avg_daily_trips: v.number(), string_feature: v.optional(v.string()), event_timestamp: v.string() }),
+  });
+  const both = featureService({ name: "driver_model_v1", features: ["driver_hourly_stats:conv_rate", logged] });
+  const feastRepo = featureRepo({ project: "http_feast", definitions: [stats, logged, both] });
+  const feastSetup = () => {
+    const online = memoryStore();
+    const offline = memoryOffline();
+    const app = pushApp({ processor: createProcessor({ registry: feastRepo, online, offline, deadLetters: memoryDeadLetters() }) });
+    const post = async (path: string, body: unknown) => {
+      const res = await app.request(path, { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" } });
+      return { status: res.status, json: await res.json() };
+    };
+    return { online, offline, post };
+  };
+  const read = (post: ReturnType<typeof feastSetup>["post"], ids: number[], features: string[]) =>
+    post("/get-online-features", { entities: { driver_id: ids }, features });
+
+  it("a push without `to` writes online only, even to a view with offline: true; to online_and_offline writes both", async () => {
+    const { post, online, offline } = feastSetup();
+    const { to: _, ...noTo } = feastPush([1, 2]);
+    const res = await post("/push", noTo);
+    assert.equal(res.status, 200, JSON.stringify(res.json));
+    assert.equal(offline.rows("driver_logged").length, 0);
+    assert.equal(online.size, 4); // two rows in each of the two views
+    assert.deepEqual((await read(post, [1, 2], ["driver_logged:conv_rate"])).json.results[1].statuses, ["PRESENT", "PRESENT"]);
+    assert.equal((await post("/push", { ...feastPush([3]), to: "online_and_offline" })).status, 200);
+    assert.deepEqual(offline.rows("driver_logged").map((r) => r.entityKey.length > 0), [true]);
+    assert.equal(online.size, 6);
+  });
+
+  it("broadcasts scalar columns in df as pandas does: Feast's documented example, and all scalars as one row", async () => {
+    const { post } = feastSetup();
+    // Feast's docs push `"string_feature": "test2"` beside one-value lists.
+    const feastDoc = await post("/push", {
+      push_source_name: "driver_stats_push_source",
+      df: { driver_id: [1001, 1002], event_timestamp: [now(), now()], created: [now(), now()], conv_rate: [1.0, 0.5], avg_daily_trips: 1000, string_feature: "test2" },
+      to: "online",
+    });
+    assert.equal(feastDoc.status, 200, JSON.stringify(feastDoc.json));
+    assert.equal(feastDoc.json.records, 2);
+    const got = await read(post, [1001, 1002], ["driver_logged:string_feature", "driver_logged:avg_daily_trips", "driver_logged:conv_rate"]);
+    assert.deepEqual(got.json.results.slice(1).map((r: { values: unknown[] }) => r.values), [["test2", "test2"], [1000, 1000], [1, 0.5]]);
+    const scalars = await post("/push", { push_source_name: "driver_stats_push_source", df: { driver_id: 7, conv_rate: 0.25, avg_daily_trips: 3, event_timestamp: now() } });
+    assert.equal(scalars.status, 200, JSON.stringify(scalars.json));
+    assert.equal(scalars.json.records, 1);
+    assert.deepEqual((await read(post, [7], ["driver_hourly_stats:conv_rate"])).json.results[1].values, [0.25]);
+    // Lists of different lengths still disagree, and an object is no scalar.
+    const bad = await post("/push", { push_source_name: "driver_stats_push_source", df: { driver_id: [1, 2], conv_rate: [0.1], avg_daily_trips: 3, event_timestamp: now() } });
+    assert.equal(bad.status, 422);
+    assert.equal(bad.json.error.field, "df.conv_rate");
+    const obj = await post("/push", { push_source_name: "driver_stats_push_source", df: { driver_id: [1], conv_rate: { a: 1 }, avg_daily_trips: 3, event_timestamp: now() } });
+    assert.equal(obj.json.error.field, "df.conv_rate");
+  });
+
+  it("reads a feature service in get-online-features, lists it in /registry, and names feature_service in errors", async () => {
+    const { post } = feastSetup();
+    assert.equal((await post("/push", feastPush([5]))).status, 200);
+    const got = await post("/get-online-features", { entities: { driver_id: [5, 6] }, feature_service: "driver_model_v1", full_feature_names: true });
+    assert.equal(got.status, 200, JSON.stringify(got.json));
+    assert.deepEqual(got.json.metadata.feature_names, ["driver_id", "driver_hourly_stats__conv_rate", "driver_logged__conv_rate", "driver_logged__avg_daily_trips", "driver_logged__string_feature"]);
+    assert.deepEqual(got.json.results[1].values, [0.5, null]);
+    assert.deepEqual(got.json.results[3].values, [5, null]);
+    assert.deepEqual(feastRepo.describe().featureServices, [{ name: "driver_model_v1", features: ["driver_hourly_stats:conv_rate", "driver_logged:conv_rate", "driver_logged:avg_daily_trips", "driver_logged:string_feature"] }]);
+    for (const body of [
+      { entities: { driver_id: [5] }, feature_service: "nope" },
+      { entities: { driver_id: [5] }, feature_service: 3 },
+      { entities: { driver_id: [5] }, feature_service: "driver_model_v1", features: ["driver_hourly_stats:conv_rate"] },
+    ]) {
+      const res = await post("/get-online-features", body);
+      assert.equal(res.status, 422, JSON.stringify(body));
+      assert.equal(res.json.error.field, "feature_service");
+    }
+  });
+
+  it("refuses a feature service naming an unknown view or feature at definition time", () => {
+    assert.throws(() => featureRepo({ project: "p", definitions: [stats, featureService({ name: "s", features: ["driver_hourly_stats:nope"] })] }), /has no feature "nope"/);
+    assert.throws(() => featureRepo({ project: "p", definitions: [stats, featureService({ name: "s", features: ["ghost:conv_rate"] })] }), /names no feature view/);
+    assert.throws(() => featureRepo({ project: "p", definitions: [stats, featureService({ name: "s", features: [logged] })] }), /not in the repo's definitions/);
+    assert.throws(() => featureService({ name: "s", features: [] }), /non-empty/);
+    assert.throws(() => featureService({ name: "s", features: ["conv_rate"] }), /features\[0\]/);
   });
 });

@@ -84,12 +84,16 @@ test("redis stopped and restarted under load: the source pauses, nothing is comm
     assert.ok(handed - handedBefore <= concurrency, `${handed - handedBefore} batches handed on during the outage`);
     assert.ok(produced > run.acked + 500, "the producer kept going while the consumer was paused");
     assert.ok(run.processor.metrics.sum("freshet_batches_total", { result: "retry" }) > 0);
-    assert.ok(log.lines.some((l) => l.level === "warn" && /source paused/.test(l.msg)));
+    // Said once, however many partitions retried how often.
+    const downLines = log.lines.filter((l) => l.level === "warn" && /store down: .*source paused/.test(l.msg));
+    assert.equal(downLines.length, 1, `one "store down" line, got:\n${log.lines.map((l) => l.msg).join("\n")}`);
 
     await redis.restart();
     await loading;
     await until("all offsets committed after the restart", () => caughtUp(admin, groupId, topic), 30_000, 200);
     assert.deepEqual(await missingSeqs(online, view, N), [], "every sequence number is in Redis");
+    const backLines = log.lines.filter((l) => /store is back after \d+ s \(\d+ failures meanwhile\)/.test(l.msg));
+    assert.equal(backLines.length, 1, "one line says the store is back");
     assert.equal(joins, 1, "the member stayed in the group through the outage (it kept heartbeating while its batches waited)");
   } finally {
     await loading.catch(() => {});

@@ -9,8 +9,8 @@ import assert from "node:assert/strict";
 import { Miniflare } from "miniflare";
 import { type FeatureRow, FreshetError } from "../../mod.ts";
 import { type D1DatabaseLike, d1Driver, sqliteStore } from "../../plugins/stores/sqlite/index.ts";
-import { conformanceRepo, testOnlineStore } from "../conformance/online-store.ts";
-import { testAggregatingStore } from "../conformance/aggregating-store.ts";
+import { conformanceRepo, testOnlineStore } from "../../testing/online-store.ts";
+import { testAggregatingStore } from "../../testing/aggregating-store.ts";
 
 const BINDINGS = Array.from({ length: 32 }, (_, i) => `DB${i}`);
 const mf = new Miniflare({ modules: true, script: "export default { fetch() { return new Response('') } }", d1Databases: BINDINGS });

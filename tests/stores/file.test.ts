@@ -9,7 +9,7 @@ import { pathToFileURL } from "node:url";
 import { type DeadLetter, type FeatureRow, FreshetError, type OnlineStore } from "../../mod.ts";
 import { fileDeadLetters, fileOffline, fileStore } from "../../plugins/stores/file/index.ts";
 import { LOG_FILE, loadState, SNAPSHOT_FILE } from "../../plugins/stores/file/replay.ts";
-import { conformanceRepo, testOnlineStore } from "../conformance/online-store.ts";
+import { conformanceRepo, testOnlineStore } from "../../testing/online-store.ts";
 
 const dirs: string[] = [];
 const tempDir = async () => {

@@ -1,4 +1,4 @@
 import { memoryStore } from "../../plugins/stores/memory.ts";
-import { testAggregatingStore } from "../conformance/aggregating-store.ts";
+import { testAggregatingStore } from "../../testing/aggregating-store.ts";
 
 testAggregatingStore("memory", async (now) => ({ store: memoryStore({ now }) }));

@@ -1,7 +1,7 @@
 import { memoryStore } from "../../plugins/stores/memory.ts";
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { conformanceRepo, testOnlineStore } from "../conformance/online-store.ts";
+import { conformanceRepo, testOnlineStore } from "../../testing/online-store.ts";
 
 testOnlineStore("memory", async () => {
   let offset = 0;

@@ -16,7 +16,7 @@ import * as v from "valibot";
 import { createProcessor, entity, featureRepo, type FeatureRow, pushSource, streamFeatureView } from "../../mod.ts";
 import { fileOffline } from "../../plugins/stores/file/index.ts";
 import { memoryDeadLetters, memoryStore } from "../../plugins/stores/memory.ts";
-import { conformanceRepo } from "../conformance/online-store.ts";
+import { conformanceRepo } from "../../testing/online-store.ts";
 
 const dirs: string[] = [];
 const tempDir = async () => {
@@ -208,7 +208,7 @@ describe("two writer processes into one directory", () => {
     const dir = await tempDir();
     const N = 400;
     const mod = pathToFileURL(join(new URL("../../", import.meta.url).pathname, "plugins/stores/file/index.ts")).href;
-    const conf = pathToFileURL(join(new URL("../", import.meta.url).pathname, "conformance/online-store.ts")).href;
+    const conf = pathToFileURL(join(new URL("../../", import.meta.url).pathname, "testing/online-store.ts")).href;
     const code = (w: number) => `
       const { fileOffline } = await import(${JSON.stringify(mod)});
       const { conformanceRepo } = await import(${JSON.stringify(conf)});

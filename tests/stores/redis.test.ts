@@ -7,8 +7,8 @@ import * as v from "valibot";
 import { Redis as IORedis } from "ioredis";
 import { entity, FreshetError, featureRepo, pushSource, streamFeatureView, type FeatureRow } from "../../mod.ts";
 import { redisStore } from "../../plugins/stores/redis/redis.ts";
-import { conformanceRepo, testOnlineStore } from "../conformance/online-store.ts";
-import { testAggregatingStore } from "../conformance/aggregating-store.ts";
+import { conformanceRepo, testOnlineStore } from "../../testing/online-store.ts";
+import { testAggregatingStore } from "../../testing/aggregating-store.ts";
 import { startRedis, type RedisService } from "../services/redis.ts";
 
 let service: Promise<RedisService> | undefined;

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 import { sqliteStore } from "../../plugins/stores/sqlite/index.ts";
-import { testAggregatingStore } from "../conformance/aggregating-store.ts";
+import { testAggregatingStore } from "../../testing/aggregating-store.ts";
 import { driverLabel, drivers } from "../fixtures/sqlite-drivers.ts";
 
 const dirs: string[] = [];

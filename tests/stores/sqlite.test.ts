@@ -10,7 +10,7 @@ import { type FeatureRow, FreshetError } from "../../mod.ts";
 import { openSqliteDriver } from "../../plugins/stores/sqlite/driver.ts";
 import { sqliteStore } from "../../plugins/stores/sqlite/index.ts";
 import { LAYOUT_VERSION } from "../../plugins/stores/sqlite/layout.ts";
-import { conformanceRepo, testOnlineStore } from "../conformance/online-store.ts";
+import { conformanceRepo, testOnlineStore } from "../../testing/online-store.ts";
 import { auto, driverLabel, drivers, runtime } from "../fixtures/sqlite-drivers.ts";
 
 const dirs: string[] = [];

@@ -5,10 +5,13 @@
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Redis as UpstashRedis } from "@upstash/redis";
-import { FreshetError, type FeatureRow } from "../../mod.ts";
+import * as v from "valibot";
+import { createProcessor, entity, featureRepo, FreshetError, kafkaSource, pushSource, streamFeatureView, type FeatureRow } from "../../mod.ts";
+import { memoryDeadLetters } from "../../plugins/stores/memory.ts";
+import { pushApp } from "../../plugins/sources/push.ts";
 import { upstashStore } from "../../plugins/stores/redis/upstash.ts";
-import { conformanceRepo, testOnlineStore } from "../conformance/online-store.ts";
-import { testAggregatingStore } from "../conformance/aggregating-store.ts";
+import { conformanceRepo, testOnlineStore } from "../../testing/online-store.ts";
+import { testAggregatingStore } from "../../testing/aggregating-store.ts";
 import { startRedis, type RedisService } from "../services/redis.ts";
 import { startUpstash, type UpstashService } from "../services/upstash-server.ts";
 
@@ -224,5 +227,73 @@ describe("the Worker's dead-letter list on Upstash", () => {
     assert.deepEqual(kept, [2, 3, 4, 5, 6], "the newest are kept");
     assert.match(warnings[0], /trimmed 2 of the oldest dead letter\(s\) from .* \(it keeps 5; read them sooner, or raise DEAD_LETTERS_MAX\)/);
     await client.del(key);
+  });
+});
+
+describe("aggregation folds bigger than one Upstash request", () => {
+  const user = entity({ name: "user", joinKeys: ["user_id"] });
+  const src = kafkaSource({ name: "big_folds", kafkaBootstrapServers: "127.0.0.1:1", topic: "big", timestampField: "ts" });
+  const push = pushSource({ name: "big_push", timestampField: "ts" });
+  const aggregations = [
+    { column: "note", function: "lastN" as const, n: 5, timeWindow: "1h", slideInterval: "5m" },
+    { column: "note", function: "lastN" as const, n: 5, timeWindow: "1d", slideInterval: "1h" },
+    { column: "amount", function: "sum" as const, timeWindow: "1d", slideInterval: "1h" },
+  ];
+  const schema = v.object({ user_id: v.number(), note: v.string(), amount: v.number(), ts: v.number() });
+  const repo = featureRepo({
+    project: "bigfold",
+    definitions: [
+      streamFeatureView({ name: "big_agg", entities: [user], source: src, schema, ttl: 0, aggregations }),
+      streamFeatureView({ name: "big_push_agg", entities: [user], source: push, schema, ttl: 0, aggregations }),
+    ],
+  });
+  const N = 1500;
+  const t0 = Date.now() - 60_000;
+  const records = Array.from({ length: N }, (_, i) => ({
+    value: JSON.stringify({ user_id: i % 1000, note: `n${i}-${"x".repeat(300)}`, amount: 1, ts: t0 + i }),
+    position: { kind: "kafka" as const, topic: "big", partition: 0, offset: String(i) },
+  }));
+
+  it("a Kafka batch folds in several atomic steps with their applied marks; a redelivery after a crash between steps adds nothing twice", async () => {
+    const { upstash } = await fake();
+    const store = upstashStore({ url: upstash.url, token: upstash.token, project: `bigfold${++projects}` });
+    const before = upstash.requests["/"] ?? 0;
+    const processor = createProcessor({ registry: repo, online: store, deadLetters: memoryDeadLetters() });
+    // The first delivery dies after its first step: the fake refuses every request after one fold script went through.
+    let folds = 0;
+    const crashing = { ...store, foldTiles: async (...a: Parameters<typeof store.foldTiles>) => {
+      if (++folds > 1) throw new FreshetError("STORE_UNAVAILABLE", "killed", { retriable: true });
+      return await store.foldTiles(...a);
+    } };
+    const first = createProcessor({ registry: repo, online: crashing, deadLetters: memoryDeadLetters() });
+    await assert.rejects(first.process("big_folds", records), /killed/);
+    assert.ok(upstash.requests["/"] === undefined || upstash.requests["/"] >= before);
+    const mark = await store.getAppliedMark("big_agg:kafka:big:0");
+    assert.ok(mark !== undefined && Number(mark) > 0 && Number(mark) < N - 1, `the first step is folded and marked (${mark})`);
+    // The redelivery, by a restarted consumer: the rest is folded, the first step is not folded again.
+    const r = await processor.process("big_folds", records);
+    assert.equal(r.views.big_agg.written + r.views.big_agg.stale, N);
+    assert.equal(r.views.big_agg.stale, Number(mark) + 1, "what the first step folded counts as stale");
+    assert.equal(await store.getAppliedMark("big_agg:kafka:big:0"), String(N - 1));
+    const got = await store.read(repo.view("big_agg"), ["user_id=0", "user_id=999"], ["sum_amount_86400s"]);
+    assert.deepEqual(got.map((g) => g.sum_amount_86400s.value), [2, 1], "every event counted once (users 0-499 have two events, the others one)");
+    await store.close();
+  });
+
+  it("a push that folds more than one request is refused before any effect, saying to send fewer rows; over HTTP a 413", async () => {
+    const { upstash } = await fake();
+    const store = upstashStore({ url: upstash.url, token: upstash.token, project: `bigfold${++projects}` });
+    const processor = createProcessor({ registry: repo, online: store, deadLetters: memoryDeadLetters() });
+    const rows = records.map((r, index) => ({ value: JSON.parse(r.value as string), position: { kind: "push" as const, requestId: "r", index } }));
+    await assert.rejects(processor.process("big_push", rows), (e: unknown) => e instanceof FreshetError && e.code === "TOO_LARGE" && !e.retriable && /send fewer rows per push/.test(e.message));
+    const got = await store.read(repo.view("big_push_agg"), ["user_id=0"], ["sum_amount_86400s"]);
+    assert.equal(got[0].sum_amount_86400s.value, null);
+    const app = pushApp({ processor });
+    const res = await app.request("/push", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ push_source_name: "big_push", df: rows.map((r) => r.value) }) });
+    assert.equal(res.status, 413);
+    const body = await res.json();
+    assert.equal(body.error.code, "too_large");
+    assert.match(body.error.message, /fold \d+ bytes of tiles, more than the upstash store takes in one atomic step \(\d+ bytes\); send fewer rows per push/);
+    await store.close();
   });
 });

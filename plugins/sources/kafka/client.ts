@@ -6,13 +6,14 @@
  */
 import type { Kafka, KafkaConfig, LogEntry, logCreator, RetryOptions } from "kafkajs";
 import type { KafkaSasl, KafkaTls, Logger } from "../../../core/index.ts";
-import { FreshetError } from "../../../core/errors.ts";
+import { FreshetError, missingPackage } from "../../../core/errors.ts";
 import { redactUrl } from "../../../core/registry.ts";
 
 /** Where and how to connect: the connection fields of a `kafkaSource` definition. */
 export interface KafkaConnection {
   /** `["b1:9092", "b2:9092"]` or `"b1:9092,b2:9092"`. */
   brokers: string | string[];
+  /** The Kafka client id. Default `freshet`. */
   clientId?: string;
   /** `true` for TLS with the system's CAs, or the CA, client certificate and key (PEM). */
   ssl?: KafkaTls;
@@ -28,7 +29,7 @@ let kafkajsModule: Promise<KafkajsModule> | undefined;
 /** Loads kafkajs once, on first use, so that importing a feature repo pulls in no Kafka client. */
 export function loadKafkajs(): Promise<KafkajsModule> {
   // kafkajs is CommonJS; runtimes differ in whether its exports sit on `default`.
-  return (kafkajsModule ??= import("kafkajs").then((m) => ((m as unknown as { default?: KafkajsModule }).default ?? m) as KafkajsModule));
+  return (kafkajsModule ??= import("kafkajs").catch(missingPackage("kafkajs", "the Kafka source", "kafka")).then((m) => ((m as unknown as { default?: KafkajsModule }).default ?? m) as KafkajsModule));
 }
 
 /** Splits and checks a broker list. */

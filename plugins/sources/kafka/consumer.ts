@@ -71,7 +71,9 @@ export type KafkaConsumerEvent =
 
 /** A Kafka source: a {@link StreamSource} with lag in records. */
 export interface KafkaStreamSource extends StreamSource {
+  /** Always "kafka". */
   readonly kind: "kafka";
+  /** Lag is counted in records. */
   readonly lagUnit: "records";
   /** High watermark minus the next offset to process, per assigned partition, as of the last fetch. */
   lag(): SourceLag;

@@ -23,6 +23,7 @@ export interface KafkaDeadLettersOptions extends Partial<KafkaConnection> {
   topic: string;
   /** A kafkajs client of your own, instead of `brokers`, `ssl` and `sasl`. */
   kafka?: Kafka;
+  /** Where producer warnings go. Default `console`. */
   logger?: Logger;
   /**
    * Largest message value, in bytes. A dead letter above it keeps its
@@ -115,4 +116,113 @@ function toMessage(letter: DeadLetter, maxBytes: number): Message {
     headers["payload-truncated"] = String(payloadBytes);
   }
   return { key, value, headers };
+}
+
+/**
+ * Reads a dead-letter topic from its start to its end as it is now (the
+ * high watermarks when called), in chunks, for `freshet replay`. It reads
+ * without a consumer group's commits (a group of its own, never committed),
+ * so every replay sees the whole topic; the replay's idempotency keys make a
+ * second replay of the same letters a no-op. A message that is not a dead
+ * letter is refused, naming its partition and offset.
+ *
+ * @example
+ * ```ts
+ * const { total, chunks } = await readKafkaDeadLetters({ brokers: "localhost:9092", topic: "driver_stats.dead-letters" })
+ * ```
+ */
+export async function readKafkaDeadLetters(opts: KafkaDeadLettersOptions & { chunkSize?: number }): Promise<{ total: number; chunks: AsyncIterable<DeadLetter[]> }> {
+  if (!opts.kafka && opts.brokers === undefined) throw new FreshetError("INVALID_CONFIG", "readKafkaDeadLetters needs brokers (or a kafka client)", { plugin: "kafka" });
+  const label = `replay:${opts.topic}`;
+  const kafka = opts.kafka ?? await createKafka({ brokers: opts.brokers!, clientId: opts.clientId, ssl: opts.ssl, sasl: opts.sasl, retry: opts.retry }, { label, logger: opts.logger });
+  const admin = kafka.admin();
+  await admin.connect();
+  let ends: Map<number, bigint>;
+  let total = 0;
+  try {
+    const offsets = await admin.fetchTopicOffsets(opts.topic);
+    ends = new Map(offsets.map((o) => [o.partition, BigInt(o.high)]));
+    for (const o of offsets) total += Number(BigInt(o.high) - BigInt(o.low));
+  } catch (e) {
+    throw new FreshetError("INVALID_CONFIG", `cannot read dead-letter topic ${opts.topic}: ${(e as Error).message}`, { plugin: "kafka", cause: e });
+  } finally {
+    await admin.disconnect();
+  }
+  const chunkSize = opts.chunkSize ?? 500;
+  async function* chunks(): AsyncGenerator<DeadLetter[]> {
+    const open = new Map([...ends].filter(([, high]) => high > 0n));
+    if (open.size === 0) return;
+    // A group of one member that never commits: short timings, so that a rebalance (there is no one else to wait for) is quick.
+    const consumer = kafka.consumer({ groupId: `freshet-replay-${crypto.randomUUID()}`, allowAutoTopicCreation: false, sessionTimeout: 6000, rebalanceTimeout: 6000, heartbeatInterval: 500, maxWaitTimeInMs: 500 });
+    // A hand-off between kafkajs's push (eachBatch) and this pull: one chunk at a time.
+    const queue: DeadLetter[][] = [];
+    let wake: (() => void) | undefined;
+    let failure: unknown;
+    let finished = false;
+    let taken: (() => void) | undefined;
+    const notify = () => {
+      wake?.();
+      wake = undefined;
+    };
+    await consumer.connect();
+    try {
+      await consumer.subscribe({ topic: opts.topic, fromBeginning: true });
+      await consumer.run({
+        autoCommit: false,
+        eachBatchAutoResolve: false,
+        eachBatch: async ({ batch, resolveOffset }) => {
+          const end = open.get(batch.partition);
+          if (end === undefined) return;
+          let out: DeadLetter[] = [];
+          for (const m of batch.messages) {
+            if (BigInt(m.offset) >= end) break;
+            const text = m.value?.toString("utf8") ?? "";
+            let letter: DeadLetter;
+            try {
+              letter = JSON.parse(text);
+            } catch {
+              failure = new FreshetError("INVALID_CONFIG", `${opts.topic} partition ${batch.partition} offset ${m.offset} is not a dead letter (not JSON)`, { plugin: "kafka" });
+              notify();
+              return;
+            }
+            out.push(letter);
+            resolveOffset(m.offset);
+            if (BigInt(m.offset) + 1n >= end) open.delete(batch.partition);
+            if (out.length >= chunkSize) {
+              queue.push(out);
+              out = [];
+              notify();
+              await new Promise<void>((r) => (taken = r));
+            }
+          }
+          if (out.length) {
+            queue.push(out);
+            notify();
+            await new Promise<void>((r) => (taken = r));
+          }
+          if (open.size === 0) {
+            finished = true;
+            notify();
+          }
+        },
+      });
+      for (;;) {
+        if (failure) throw failure;
+        const next = queue.shift();
+        if (next) {
+          yield next;
+          const t = taken;
+          taken = undefined;
+          t?.();
+          continue;
+        }
+        if (finished) return;
+        await new Promise<void>((r) => (wake = r));
+      }
+    } finally {
+      taken?.();
+      await consumer.disconnect().catch(() => {});
+    }
+  }
+  return { total, chunks: chunks() };
 }

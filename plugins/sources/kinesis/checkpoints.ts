@@ -28,8 +28,11 @@ export interface KinesisKeys {
   readonly shardLeasePrefix: string;
   /** Prefix of every worker's liveness lease. */
   readonly workerLeasePrefix: string;
+  /** The checkpoint key of a shard. */
   checkpoint(shardId: string): string;
+  /** The lease key of a shard. */
   shardLease(shardId: string): string;
+  /** The liveness lease key of a worker. */
   workerLease(workerId: string): string;
 }
 

@@ -14,8 +14,11 @@ const MD5_LENGTH = 16;
 
 /** One user record from inside a KPL aggregated record. */
 export interface UserRecord {
+  /** The user record's partition key. */
   partitionKey: string;
+  /** Its explicit hash key, if it has one. */
   explicitHashKey?: string;
+  /** Its payload. */
   data: Uint8Array;
 }
 

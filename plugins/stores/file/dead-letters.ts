@@ -7,7 +7,7 @@
 import { open, rename, stat, unlink } from "node:fs/promises";
 import { resolve } from "node:path";
 import { type DeadLetter, type DeadLetterSink, FreshetError, type Logger, storeUnavailable } from "../../../core/index.ts";
-import { appender } from "./jsonl.ts";
+import { appender, readLineBlocks } from "./jsonl.ts";
 
 /** What the retention removed: one rotated file, and the letters it held. */
 export interface DroppedDeadLetters {
@@ -15,6 +15,7 @@ export interface DroppedDeadLetters {
   path: string;
   /** Dead letters (lines) it held. */
   letters: number;
+  /** Its size in bytes. */
   bytes: number;
 }
 
@@ -31,7 +32,7 @@ export interface FileDeadLettersOptions {
 }
 
 /** Default rotation size: 64 MiB. */
-export const DEFAULT_DEAD_LETTER_MAX_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_DEAD_LETTER_MAX_BYTES: number = 64 * 1024 * 1024;
 /** Default number of dead-letter files kept. */
 export const DEFAULT_DEAD_LETTER_KEEP = 5;
 
@@ -48,7 +49,7 @@ const encoder = new TextEncoder();
  * ```ts
  * const deadLetters = fileDeadLetters(".freshet/dead-letters.jsonl", {
  *   maxBytes: 16 * 1024 * 1024, keep: 3,
- *   onDrop: ({ letters }) => metrics.inc("freshet_dead_letters_dropped_total", {}, letters),
+ *   onDrop: ({ letters }) => metrics.inc("freshet_dead_letters_dropped_total", { sink: "file" }, letters),
  * })
  * ```
  */
@@ -165,4 +166,84 @@ async function countLines(path: string): Promise<{ letters: number; bytes: numbe
   } finally {
     await fh.close();
   }
+}
+
+const REASONS = new Set(["decode", "schema", "udf", "timestamp", "join_key", "late", "unknown_source", "truncated"]);
+
+/** Why a parsed line is not a dead letter, or undefined when it is one. */
+function notADeadLetter(x: unknown): string | undefined {
+  if (typeof x !== "object" || x === null || Array.isArray(x)) return "not a JSON object";
+  const l = x as Record<string, unknown>;
+  if (typeof l.source !== "string") return 'no "source"';
+  if (typeof l.payload !== "string") return 'no "payload"';
+  if (typeof l.position !== "object" || l.position === null || typeof (l.position as { kind?: unknown }).kind !== "string") return 'no "position"';
+  if (typeof l.reason !== "string" || !REASONS.has(l.reason)) return `reason ${JSON.stringify(l.reason)} is not one Freshet writes`;
+  return undefined;
+}
+
+/**
+ * Reads a dead-letter file (JSON Lines, as {@link fileDeadLetters} writes it)
+ * in chunks. Every line is checked before the first chunk is given, so a
+ * file that is not a dead-letter file is refused as a whole, naming the
+ * line; a torn last line (a crash during an append) is reported through
+ * `onTorn` and left out.
+ *
+ * @example
+ * ```ts
+ * const { total, chunks } = await readDeadLetterFile("data/dead-letters.jsonl")
+ * for await (const letters of chunks) console.log(letters.length)
+ * ```
+ */
+export async function readDeadLetterFile(path: string, opts: { chunkSize?: number; onTorn?: (line: number) => void } = {}): Promise<{ total: number; chunks: AsyncIterable<DeadLetter[]> }> {
+  const chunkSize = opts.chunkSize ?? 500;
+  const full = resolve(path);
+  try {
+    await stat(full);
+  } catch {
+    throw new FreshetError("INVALID_CONFIG", `dead-letter file ${path} not found (looked for ${full})`, { plugin: "file" });
+  }
+  // First pass: check every line, count the letters, find a torn last line.
+  let lineNo = 0;
+  let total = 0;
+  let torn: number | undefined;
+  let pendingBad: { line: number; why: string } | undefined;
+  for await (const lines of readLineBlocks(full)) {
+    for (const line of lines) {
+      lineNo++;
+      if (!line.trim()) continue;
+      if (pendingBad) throw badLine(path, pendingBad);
+      let why: string | undefined;
+      try {
+        why = notADeadLetter(JSON.parse(line));
+      } catch (e) {
+        why = `not JSON (${(e as Error).message})`;
+      }
+      if (why) pendingBad = { line: lineNo, why };
+      else total++;
+    }
+  }
+  // Only the very last line may be torn; anything bad before it is refused above.
+  if (pendingBad) {
+    if (pendingBad.line === lineNo && pendingBad.why.startsWith("not JSON")) torn = pendingBad.line;
+    else throw badLine(path, pendingBad);
+  }
+  if (torn !== undefined) opts.onTorn?.(torn);
+  async function* chunks(): AsyncGenerator<DeadLetter[]> {
+    let n = 0;
+    let out: DeadLetter[] = [];
+    for await (const lines of readLineBlocks(full)) {
+      for (const line of lines) {
+        n++;
+        if (!line.trim() || n === torn) continue;
+        out.push(JSON.parse(line) as DeadLetter);
+        if (out.length >= chunkSize) yield out.splice(0);
+      }
+    }
+    if (out.length) yield out;
+  }
+  return { total, chunks: chunks() };
+}
+
+function badLine(path: string, b: { line: number; why: string }): FreshetError {
+  return new FreshetError("INVALID_CONFIG", `${path} line ${b.line} is not a dead letter: ${b.why}; give a file written by Freshet's dead-letter sink (remove or fix that line)`, { plugin: "file" });
 }

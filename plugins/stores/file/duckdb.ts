@@ -11,11 +11,11 @@
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parquetWriteBuffer } from "hyparquet-writer";
-import { type AsOfEntity, type AsOfMatch, type FeatureView, parseEntityKey } from "../../../core/index.ts";
+import { type AsOfEntity, type AsOfMatch, type FeatureView, missingPackage, parseEntityKey } from "../../../core/index.ts";
 import { logFiles } from "./offline.ts";
 
-type DuckModule = typeof import("@duckdb/node-api");
+/** The `@duckdb/node-api` module, as loaded. */
+export type DuckModule = typeof import("@duckdb/node-api");
 let loaded: Promise<DuckModule | undefined> | undefined;
 
 /** Loads DuckDB once; undefined when it is not installed or cannot load on this runtime. */
@@ -81,6 +81,7 @@ async function query(duck: DuckModule, globs: string[], view: FeatureView, featu
     const keys = typed ? view.joinKeys.map((k) => ({ name: k, col: q(k), type: present.get(k) === "BIGINT" ? "INT64" : "STRING" })) : [{ name: "_entity_key", col: "_entity_key", type: "STRING" }];
     const entFile = join(tmp, "entities.parquet");
     const { writeFile } = await import("node:fs/promises");
+    const { parquetWriteBuffer } = await import("hyparquet-writer").catch(missingPackage("hyparquet-writer", "point-in-time joins with DuckDB", "file"));
     await writeFile(entFile, new Uint8Array(parquetWriteBuffer({
       columnData: [
         { name: "_row", data: Int32Array.from(entities, (_, i) => i), type: "INT32" },

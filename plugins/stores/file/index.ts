@@ -22,5 +22,5 @@
  */
 export { type FileStore, fileStore, type FileStoreOptions } from "./online.ts";
 export { type FileOffline, fileOffline, type FileOfflineOptions, partitionOf } from "./offline.ts";
-export { duckdbAsOf, loadDuckDB } from "./duckdb.ts";
-export { DEFAULT_DEAD_LETTER_KEEP, DEFAULT_DEAD_LETTER_MAX_BYTES, type DroppedDeadLetters, fileDeadLetters, type FileDeadLettersOptions } from "./dead-letters.ts";
+export { duckdbAsOf, type DuckModule, loadDuckDB } from "./duckdb.ts";
+export { DEFAULT_DEAD_LETTER_KEEP, DEFAULT_DEAD_LETTER_MAX_BYTES, type DroppedDeadLetters, fileDeadLetters, type FileDeadLettersOptions, readDeadLetterFile } from "./dead-letters.ts";

@@ -113,3 +113,31 @@ export function appender(path: string): Appender {
     idle: () => commit.idle(),
   };
 }
+
+/** Reads a file as blocks of whole lines (without their line breaks), without loading it all; a missing file has none. */
+export async function* readLineBlocks(path: string): AsyncGenerator<string[]> {
+  let fh;
+  try {
+    fh = await open(path, "r");
+  } catch (e) {
+    if ((e as { code?: string })?.code === "ENOENT") return;
+    throw e;
+  }
+  try {
+    const buf = new Uint8Array(1 << 16);
+    const decoder = new TextDecoder();
+    let rest = "";
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) break;
+      const lines = (rest + decoder.decode(buf.subarray(0, bytesRead), { stream: true })).split("\n");
+      rest = lines.pop()!;
+      if (lines.length) yield lines;
+    }
+    rest += decoder.decode();
+    if (rest) yield [rest];
+  } finally {
+    await fh.close();
+  }
+}
+

@@ -21,8 +21,7 @@ import { mkdir, open, readdir, rename, unlink } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join, resolve } from "node:path";
 import process from "node:process";
-import { type AsyncBuffer, type FileMetaData, parquetMetadataAsync, parquetReadObjects } from "hyparquet";
-import { parquetWriteBuffer } from "hyparquet-writer";
+import type { AsyncBuffer, FileMetaData } from "hyparquet";
 import {
   type AsOfEntity,
   type AsOfMatch,
@@ -30,6 +29,7 @@ import {
   type FeatureRow,
   type FeatureView,
   FreshetError,
+  missingPackage,
   type OfflineStore,
   parseEntityKey,
   parseEventTime,
@@ -38,7 +38,11 @@ import {
   storeUnavailable,
   toIso,
 } from "../../../core/index.ts";
-import { type Appender, appender } from "./jsonl.ts";
+import { type Appender, appender, readLineBlocks } from "./jsonl.ts";
+
+// hyparquet and hyparquet-writer are optional peer dependencies, loaded when the offline log first writes or reads Parquet.
+const hyparquet = () => import("hyparquet").catch(missingPackage("hyparquet", "the Parquet offline log", "file"));
+const hyparquetWriter = () => import("hyparquet-writer").catch(missingPackage("hyparquet-writer", "the Parquet offline log", "file"));
 
 /** Options of {@link fileOffline}. */
 export interface FileOfflineOptions {
@@ -120,7 +124,8 @@ function columnType(values: unknown[], declared: string | undefined): ColumnType
 }
 
 /** Encodes logged rows (as plain objects with ms times) as one Parquet file. */
-function encodeParquet(view: FeatureView, rows: Row[], kv: { key: string; value: string }[] = []): Uint8Array {
+async function encodeParquet(view: FeatureView, rows: Row[], kv: { key: string; value: string }[] = []): Promise<Uint8Array> {
+  const { parquetWriteBuffer } = await hyparquetWriter();
   const names = [...view.joinKeys, ...view.features.filter((f) => !RESERVED.has(f) && !view.joinKeys.includes(f))];
   const columnData: { name: string; data: unknown[]; type: ColumnType | "INT64" }[] = names.map((name) => {
     const data = rows.map((r) => r[name] ?? null);
@@ -184,7 +189,7 @@ async function openParquet(path: string): Promise<{ file: AsyncBuffer; metadata:
         return out.buffer;
       },
     };
-    const metadata = await parquetMetadataAsync(file);
+    const metadata = await (await hyparquet()).parquetMetadataAsync(file);
     return { file, metadata, close: () => fh.close() };
   } catch (e) {
     await fh.close();
@@ -205,6 +210,7 @@ function replacedBy(metadata: FileMetaData): string[] {
 /** Reads a Parquet file of the log as plain rows, in windows so that a large file is not all in memory as objects. */
 async function* readParquetRows(path: string): AsyncGenerator<Row[]> {
   const { file, metadata, close } = await openParquet(path);
+  const { parquetReadObjects } = await hyparquet();
   try {
     const total = Number(metadata.num_rows);
     for (let rowStart = 0; rowStart < total; rowStart += 65_536) {
@@ -249,33 +255,6 @@ function toFeatureRow(view: FeatureView, obj: Row, legacySeq: string): FeatureRo
   if (createdTime !== undefined) row.createdTime = createdTime;
   if (position) row.position = position;
   return row;
-}
-
-/** Reads a file as blocks of whole lines (without their line breaks), without loading it all. */
-async function* readLineBlocks(path: string): AsyncGenerator<string[]> {
-  let fh;
-  try {
-    fh = await open(path, "r");
-  } catch (e) {
-    if ((e as { code?: string })?.code === "ENOENT") return;
-    throw e;
-  }
-  try {
-    const buf = new Uint8Array(1 << 16);
-    const decoder = new TextDecoder();
-    let rest = "";
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
-      if (bytesRead === 0) break;
-      const lines = (rest + decoder.decode(buf.subarray(0, bytesRead), { stream: true })).split("\n");
-      rest = lines.pop()!;
-      if (lines.length) yield lines;
-    }
-    rest += decoder.decode();
-    if (rest) yield [rest];
-  } finally {
-    await fh.close();
-  }
 }
 
 async function* readJsonLines(path: string): AsyncGenerator<Row[]> {
@@ -403,7 +382,7 @@ export function fileOffline(opts: FileOfflineOptions): FileOffline {
         }
       }
       const name = `${writerId}-c${String(++fileNo).padStart(8, "0")}.parquet`;
-      await writeAtomic(dir, name, encodeParquet(view, rows, [{ key: "freshet.replaces", value: JSON.stringify([...replaces]) }]));
+      await writeAtomic(dir, name, await encodeParquet(view, rows, [{ key: "freshet.replaces", value: JSON.stringify([...replaces]) }]));
       for (const f of take) await unlink(join(dir, f.name)).catch(() => {});
       entry.files = entry.files.filter((f) => !take.includes(f));
       if (n < compactRows) entry.files.unshift({ name, rows: n });
@@ -476,7 +455,7 @@ export function fileOffline(opts: FileOfflineOptions): FileOffline {
             return;
           }
           await mkdir(dir, { recursive: true });
-          await writeAtomic(dir, name, encodeParquet(view, list));
+          await writeAtomic(dir, name, await encodeParquet(view, list));
           let entry = small.get(dir);
           if (!entry) small.set(dir, entry = { view, files: [] });
           if (list.length < compactRows) entry.files.push({ name, rows: list.length });

@@ -32,14 +32,15 @@
  *
  * View names cannot contain `#`, so metadata never collides with features.
  * Every key a script touches is passed in KEYS (Redis' contract for
- * scripts). On Redis Cluster a write script (its rows, watermarks and done
- * key) needs all its keys in one slot: give the store a hash-tagged prefix
- * such as `"{freshet}"`, which every key above starts with.
+ * scripts). On a Redis Cluster the store uses the layout of ./cluster.ts
+ * instead, which spreads entities over hash-tagged buckets and keeps the
+ * metadata under a tag of its own.
  */
 import type { CommitMeta, FeatureRow, FeatureValue } from "../../../core/contracts.ts";
 import type { FeatureView } from "../../../core/definitions.ts";
 import { FreshetError } from "../../../core/errors.ts";
 import { featureValue } from "../../../core/online.ts";
+import type { ClusterLayout } from "./cluster.ts";
 
 /** Key names of one store: a prefix and a project. */
 export interface RedisLayout {
@@ -57,6 +58,8 @@ export interface RedisLayout {
   leaseKey(key: string): string;
   /** The sorted set (all scores 0) of lease names, for `listLeases` by prefix. */
   readonly leaseIndexKey: string;
+  /** On a Redis Cluster: the buckets rows, tiles and applied marks are spread over (see ./cluster.ts). */
+  readonly cluster?: ClusterLayout;
 }
 
 /** The default key prefix. */

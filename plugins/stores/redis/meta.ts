@@ -37,7 +37,8 @@ export interface RedisMetaOptions {
 
 /** A value unique to one delivery. */
 function deliveryToken(): string {
-  return globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+  // Cast: @cloudflare/workers-types declares crypto as a global const, not a property of globalThis.
+  return (globalThis as { crypto?: { randomUUID?: () => string } }).crypto?.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
 }
 
 const ttlArg = (ms: number) => String(Math.max(1, Math.ceil(ms)));

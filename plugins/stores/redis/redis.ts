@@ -14,17 +14,26 @@
  * `connectTimeoutMs` with a retriable `STORE_UNAVAILABLE` instead of
  * queueing, and the client reconnects by itself in the background.
  *
+ * On a Redis Cluster (`redis+cluster://` seeds, or `cluster: [...]`) it uses
+ * ioredis `Cluster` and the layout of ./cluster.ts: a batch is one script
+ * per bucket of its rows, then one for its metadata (why that is safe:
+ * ./cluster.ts). Redirections (MOVED, ASK) are followed by ioredis; while a
+ * failover runs (CLUSTERDOWN, TRYAGAIN, a node gone) calls fail with the
+ * same retriable `STORE_UNAVAILABLE`.
+ *
  * @example
  * ```ts
  * import { redisStore } from "freshet/stores/redis"
  * const online = redisStore({ url: "redis://127.0.0.1:6379", project: "driver_stats" })
+ * const sharded = redisStore({ url: "redis+cluster://10.0.0.1:7000,10.0.0.2:7000", project: "driver_stats" })
  * ```
  */
-import type { Redis, RedisOptions } from "ioredis";
+import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from "ioredis";
 import type { AggregatingStore, CommitMeta, FeatureRow, FeatureValue, OnlineStore, WriteResult } from "../../../core/contracts.ts";
 import type { FeatureView } from "../../../core/definitions.ts";
-import { FreshetError } from "../../../core/errors.ts";
-import { decodeRead, encodeCommit, encodeRows, readFields, redisLayout } from "./layout.ts";
+import { FreshetError, missingPackage } from "../../../core/errors.ts";
+import { clusterLayout, clusterSeeds } from "./cluster.ts";
+import { decodeRead, type EncodedRow, encodeCommit, encodeRows, readFields, redisLayout } from "./layout.ts";
 import { redisMeta } from "./meta.ts";
 import { redisTiles } from "./tiles.ts";
 import { decodeWriteReply, WRITE_ROWS, writeScriptArgs } from "./scripts.ts";
@@ -39,14 +48,37 @@ import { evalScript, redisError, type RedisTransport } from "./transport.ts";
  * ```
  */
 export interface RedisStoreOptions {
-  /** `redis://[:password@]host:port[/db]` or `rediss://` for TLS. Default `redis://127.0.0.1:6379`. */
+  /**
+   * `redis://[:password@]host:port[/db]` or `rediss://` for TLS. Default `redis://127.0.0.1:6379`.
+   * A Redis Cluster: `redis+cluster://[user:password@]host:port,host:port,...` (any reachable
+   * nodes; the rest are discovered), or `rediss+cluster://` for TLS.
+   */
   url?: string;
   /**
-   * A client of your own. It is used as it is (its queueing and retry
-   * settings stay yours) and is not closed by `close()`.
+   * The seed nodes of a Redis Cluster, as ioredis `new Cluster(nodes)` takes them
+   * (`[{ host, port }]`, `"host:port"` or a port), instead of a `redis+cluster://` url.
    */
-  client?: Redis;
-  /** First segment of every key. Default "freshet"; `"{freshet}"` puts all keys in one Cluster slot. */
+  cluster?: ClusterNode[];
+  /** More ioredis `Cluster` options (`natMap`, `scaleReads`, ...), applied after Freshet's; node options go in `redisOptions`. */
+  clusterOptions?: ClusterOptions;
+  /**
+   * On a Redis Cluster: the buckets each view's entities are spread over, one hash slot each
+   * (see the README). Part of the layout: it cannot change once the store holds data. Default 16.
+   */
+  buckets?: number;
+  /**
+   * A client of your own (a `Redis`, or a `Cluster` for a Redis Cluster). It is used as it is
+   * (its queueing and retry settings stay yours) and is not closed by `close()`.
+   */
+  client?: Redis | Cluster;
+  /**
+   * On a Redis Cluster with replicas: how many replicas of each master must hold a batch's
+   * rows before its watermarks and done mark are written, and hold those before the write
+   * resolves (WAIT). Replication is asynchronous, so without it a failover can lose the last
+   * acknowledged writes. Default 0 (do not wait).
+   */
+  replicaAcks?: number;
+  /** First segment of every key. Default "freshet". */
   prefix?: string;
   /** Second segment of every key, usually the feature repo's project. Default "default". */
   project?: string;
@@ -90,39 +122,87 @@ const PLUGIN = "redis";
  * ```
  */
 export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
-  const layout = redisLayout({ prefix: opts.prefix, project: opts.project, plugin: PLUGIN });
+  const url = opts.url ?? "redis://127.0.0.1:6379";
+  const seeds: { nodes: ClusterNode[]; username?: string; password?: string; tls: boolean } | undefined = opts.cluster ? { nodes: opts.cluster, tls: false } : clusterSeeds(url);
+  const isCluster = !!seeds || (opts.client as Cluster | undefined)?.isCluster === true;
+  const layout = isCluster
+    ? clusterLayout({ prefix: opts.prefix, project: opts.project, plugin: PLUGIN, buckets: opts.buckets })
+    : redisLayout({ prefix: opts.prefix, project: opts.project, plugin: PLUGIN });
   const now = opts.now ?? Date.now;
   const connectTimeoutMs = opts.connectTimeoutMs ?? 1000;
   const commandTimeoutMs = opts.commandTimeoutMs ?? 5000;
-  const url = opts.url ?? "redis://127.0.0.1:6379";
   const owned = !opts.client;
-  let client: Redis | undefined = opts.client;
-  let creating: Promise<Redis> | undefined;
+  let client: Redis | Cluster | undefined = opts.client;
+  let creating: Promise<Redis | Cluster> | undefined;
   let lastError: unknown;
   let readyWait: Promise<void> | undefined;
+  let layoutChecked: Promise<void> | undefined;
   let closed = false;
+  // Keep reconnecting in the background, at most a second apart.
+  const backoff = (times: number) => Math.min(50 * 2 ** Math.min(times, 5), 1000);
+  const nodeOptions: RedisOptions = {
+    lazyConnect: true,
+    // Fail fast: nothing queues while disconnected, and a command in
+    // flight when the connection drops is rejected, not resent.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+    connectTimeout: connectTimeoutMs,
+    commandTimeout: commandTimeoutMs,
+    retryStrategy: backoff,
+  };
 
-  const create = async (): Promise<Redis> => {
-    const { Redis: IORedis } = await import("ioredis");
-    const c = new IORedis(url, {
-      lazyConnect: true,
-      // Fail fast: nothing queues while disconnected, and a command in
-      // flight when the connection drops is rejected, not resent.
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      autoResendUnfulfilledCommands: false,
-      connectTimeout: connectTimeoutMs,
-      commandTimeout: commandTimeoutMs,
-      // Keep reconnecting in the background, at most a second apart.
-      retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 5), 1000),
-      ...opts.redisOptions,
-    });
+  const create = async (): Promise<Redis | Cluster> => {
+    const { Redis: IORedis, Cluster: IOCluster } = await import("ioredis").catch(missingPackage("ioredis", "the Redis store", PLUGIN));
+    const c = seeds
+      ? new IOCluster(seeds.nodes, {
+        lazyConnect: true,
+        enableOfflineQueue: false,
+        // One round trip per node for the commands of a tick (the per-bucket scripts, a read's HMGETs).
+        enableAutoPipelining: true,
+        clusterRetryStrategy: backoff,
+        // MOVED and ASK are followed (a resharding); CLUSTERDOWN and TRYAGAIN retried briefly, then reported as unavailable.
+        maxRedirections: 16,
+        retryDelayOnFailover: 100,
+        retryDelayOnClusterDown: 100,
+        retryDelayOnTryAgain: 100,
+        slotsRefreshTimeout: connectTimeoutMs,
+        redisOptions: {
+          ...nodeOptions,
+          ...(seeds.username ? { username: seeds.username } : {}),
+          ...(seeds.password !== undefined ? { password: seeds.password } : {}),
+          ...(seeds.tls ? { tls: {} } : {}),
+          ...opts.redisOptions,
+        },
+        ...opts.clusterOptions,
+      })
+      : new IORedis(url, { ...nodeOptions, ...opts.redisOptions });
     c.on("error", (e: unknown) => void (lastError = e));
     return c;
   };
 
-  const ready = async (): Promise<Redis> => {
+  /** On a cluster, once: the bucket count on record must be this store's (it decides every key's name). */
+  const checkLayout = async (c: Redis | Cluster) => {
+    const { layoutKey, layoutValue } = layout.cluster!;
+    try {
+      if (await c.set(layoutKey, layoutValue, "NX") === "OK") return;
+      const stored = await c.get(layoutKey);
+      if (stored === layoutValue) return;
+      throw new FreshetError("INVALID_CONFIG", `this Redis Cluster holds a Freshet store laid out as "${stored}" under ${layout.base}, and this store is "${layoutValue}": open it with the same buckets option, or use another project or prefix`, { plugin: PLUGIN, retriable: false });
+    } catch (e) {
+      layoutChecked = undefined;
+      throw redisError(PLUGIN, e);
+    }
+  };
+
+  const ready = async (): Promise<Redis | Cluster> => {
     if (closed) throw new FreshetError("STORE_UNAVAILABLE", "the store is closed", { plugin: PLUGIN, retriable: false });
+    const c = await connected();
+    if (layout.cluster) await (layoutChecked ??= checkLayout(c));
+    return c;
+  };
+
+  const connected = async (): Promise<Redis | Cluster> => {
     const c = client ?? (client = await (creating ??= create()));
     if (c.status === "ready") return c;
     if (c.status === "wait" || c.status === "end") c.connect().catch((e: unknown) => void (lastError = e));
@@ -146,15 +226,56 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
     return c;
   };
 
-  const transport: RedisTransport = {
-    send: async (command, args) => (await ready()).call(command, args),
+  /**
+   * A redirection that reaches here (ioredis follows them, but not every one
+   * of a pipelined batch) means the slots moved (a failover, a resharding, a
+   * restarted node): refresh the map of slots and report it as retriable.
+   */
+  const redirected = (c: Redis | Cluster, e: unknown): unknown => {
+    const msg = (e as { name?: string; message?: string })?.name === "ReplyError" ? String((e as Error).message) : "";
+    if (!isCluster || !/^(MOVED|ASK) /.test(msg)) return e;
+    (c as unknown as { refreshSlotsCache?: () => void }).refreshSlotsCache?.();
+    return new FreshetError("STORE_UNAVAILABLE", `store unavailable: the cluster moved a slot (${msg}); retry`, { plugin: PLUGIN, retriable: true, cause: e });
   };
 
-  const call = async <T>(definition: string | undefined, f: (c: Redis) => Promise<T>): Promise<T> => {
+  const replicaAcks = opts.replicaAcks ?? 0;
+  if (!Number.isInteger(replicaAcks) || replicaAcks < 0) throw new FreshetError("INVALID_CONFIG", `replicaAcks ${JSON.stringify(opts.replicaAcks)} must be a whole number of replicas (0: do not wait)`, { plugin: PLUGIN });
+  /** WAIT on every master's connection: the writes this client sent there are on `replicaAcks` replicas. */
+  const replicated = async () => {
+    const c = await ready();
+    const nodes = "nodes" in c && typeof c.nodes === "function" ? (c as Cluster).nodes("master") : [c as Redis];
+    await Promise.all(nodes.map(async (n) => {
+      const acks = Number(await n.call("WAIT", String(replicaAcks), String(Math.ceil(commandTimeoutMs / 2))));
+      if (acks < replicaAcks) {
+        throw new FreshetError("STORE_UNAVAILABLE", `store unavailable: ${acks} of ${replicaAcks} replicas of ${n.options.host}:${n.options.port} acknowledged the writes within ${Math.ceil(commandTimeoutMs / 2)} ms`, { plugin: PLUGIN, retriable: true });
+      }
+    }));
+  };
+
+  const transport: RedisTransport = {
+    ...(replicaAcks > 0 ? { replicated } : {}),
+    send: async (command, args) => {
+      const c = await ready();
+      try {
+        return await c.call(command, args);
+      } catch (e) {
+        throw redirected(c, e);
+      }
+    },
+    masters: async () => {
+      const c = await ready();
+      const nodes = "nodes" in c && typeof c.nodes === "function" ? (c as Cluster).nodes("master") : [c as Redis];
+      return nodes.map((n) => ({ send: (command: string, args: string[]) => n.call(command, args) }));
+    },
+  };
+
+  const call = async <T>(definition: string | undefined, f: (c: Redis | Cluster) => Promise<T>): Promise<T> => {
+    let c: Redis | Cluster | undefined;
     try {
-      return await f(await ready());
+      c = await ready();
+      return await f(c);
     } catch (e) {
-      throw redisError(PLUGIN, e, definition);
+      throw redisError(PLUGIN, c ? redirected(c, e) : e, definition);
     }
   };
 
@@ -166,20 +287,51 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
     foldTiles: (view, deltas, commit) => tiles.foldTiles(view, deltas, commit),
     getAppliedMark: (key) => tiles.getAppliedMark(key),
     clearTiles: (view, range) => tiles.clearTiles(view, range),
+    ...(layout.cluster ? { markKey: (view: FeatureView, entityKey: string, key: string) => layout.cluster!.markKey(view.name, entityKey, key) } : {}),
     write(view: FeatureView, rows: FeatureRow[], commit?: CommitMeta): Promise<WriteResult> {
-      let keys: string[], args: string[];
+      type Call = { keys: string[]; args: string[] };
+      let calls: Call[];
+      let metaCall: Call | undefined;
       try {
         const encoded = encodeCommit(layout, commit, PLUGIN, view.name);
         if (rows.length === 0 && !encoded) return Promise.resolve({ written: 0, stale: 0, expired: 0 });
-        ({ keys, args } = writeScriptArgs(encodeRows(layout, view, rows, PLUGIN), view.ttlMs, now(), encoded));
+        const t = now();
+        const encodedRows = encodeRows(layout, view, rows, PLUGIN);
+        if (!layout.cluster) calls = [writeScriptArgs(encodedRows, view.ttlMs, t, encoded)];
+        else {
+          // One script per bucket (one slot each), then the metadata in its own slot: see ./cluster.ts.
+          const groups = new Map<number, EncodedRow[]>();
+          for (let i = 0; i < rows.length; i++) {
+            const b = layout.cluster.bucketOf(view.name, rows[i].entityKey);
+            const g = groups.get(b);
+            if (g) g.push(encodedRows[i]);
+            else groups.set(b, [encodedRows[i]]);
+          }
+          calls = [...groups.values()].map((g) => writeScriptArgs(g, view.ttlMs, t));
+          if (encoded) metaCall = writeScriptArgs([], 0, t, encoded);
+        }
       } catch (e) {
         return Promise.reject(e);
       }
-      return call(view.name, async () => {
+      const one = async ({ keys, args }: Call) => {
         const reply = await evalScript(transport, WRITE_ROWS, keys, args, view.name);
         const counts = decodeWriteReply(reply);
         if (!counts) throw new Error(`unexpected answer to the write script: ${JSON.stringify(reply)}`);
         return counts;
+      };
+      return call(view.name, async () => {
+        if (calls.length === 1 && !metaCall && replicaAcks === 0) return await one(calls[0]);
+        const sum = { written: 0, stale: 0, expired: 0 };
+        for (const c of await Promise.all(calls.map(one))) {
+          sum.written += c.written;
+          sum.stale += c.stale;
+          sum.expired += c.expired;
+        }
+        // Only once every bucket holds its rows (on its replicas, with replicaAcks): the watermarks and the done mark.
+        if (replicaAcks > 0) await replicated();
+        if (metaCall) await one(metaCall);
+        if (replicaAcks > 0 && metaCall) await replicated();
+        return sum;
       });
     },
     read(view: FeatureView, entityKeys: string[], features: string[]): Promise<Record<string, FeatureValue>[]> {
@@ -190,6 +342,9 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
         let replies: (string | null)[][];
         if (entityKeys.length === 1) {
           replies = [await c.hmget(layout.entityKey(view.name, entityKeys[0]), ...fields)];
+        } else if (layout.cluster) {
+          // Keys on several nodes: concurrent HMGETs, which auto-pipelining sends as one batch per node.
+          replies = await Promise.all(entityKeys.map((ek) => c.hmget(layout.entityKey(view.name, ek), ...fields)));
         } else {
           const p = c.pipeline();
           for (const ek of entityKeys) p.hmget(layout.entityKey(view.name, ek), ...fields);

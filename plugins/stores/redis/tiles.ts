@@ -9,15 +9,17 @@
  * same entity), nothing is written and the fold reads again. A read of
  * aggregation features is one script call for all its entities.
  *
- * On Redis Cluster a fold's keys must share a slot: use a hash-tagged
- * prefix (`"{freshet}"`), as for writes.
+ * On a Redis Cluster (layout of ./cluster.ts) a fold is one such script
+ * per bucket, each with that bucket's applied marks, and then the
+ * watermarks and the done key in the metadata slot; a read is one script
+ * per bucket.
  */
 import { mergeTile, readAggregates, type Tile, type TileDelta, tilesForRead } from "../../../core/aggregations.ts";
-import type { CommitMeta, FeatureValue, FoldResult, TileCommit } from "../../../core/contracts.ts";
+import type { AppliedMark, CommitMeta, FeatureValue, FoldResult, TileCommit } from "../../../core/contracts.ts";
 import type { FeatureView } from "../../../core/definitions.ts";
 import { FreshetError, storeUnavailable } from "../../../core/errors.ts";
-import { encodeCommit, type RedisLayout } from "./layout.ts";
-import { CLEAR_TILES, FOLD_TILES, READ_FIELDS, READ_HASHES } from "./scripts.ts";
+import { type EncodedCommit, encodeCommit, type RedisLayout } from "./layout.ts";
+import { CLEAR_TILES, FOLD_TILES, READ_FIELDS, READ_HASHES, WRITE_ROWS, writeScriptArgs } from "./scripts.ts";
 import { evalScript, redisError, type RedisTransport } from "./transport.ts";
 
 /** Options of {@link redisTiles}. */
@@ -46,6 +48,8 @@ const MAX_ATTEMPTS = 64;
 
 /** Escapes glob characters for SCAN MATCH. */
 const globEscape = (s: string) => s.replace(/[*?[\]\\]/g, "\\$&");
+/** Escapes a string for a RegExp. */
+const reEscape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 /**
  * The aggregation contract over a Redis transport.
@@ -72,6 +76,70 @@ export function redisTiles(opts: RedisTilesOptions): RedisTiles {
     const meta: CommitMeta = { watermarks: commit?.watermarks, done: commit?.done };
     const encoded = encodeCommit(layout, meta, plugin, view.name);
     const marks = commit?.marks ?? [];
+    const cluster = layout.cluster;
+    if (!cluster) {
+      const r = await foldGroup(view, aggs, deltas, marks, encoded);
+      if (r.ok) await replicated(view.name);
+      return r;
+    }
+    // One fold per bucket, each atomic with the marks of its bucket; the metadata last (see ./cluster.ts).
+    const groups = new Map<number, { deltas: TileDelta[]; marks: AppliedMark[] }>();
+    const group = (b: number) => {
+      let g = groups.get(b);
+      if (!g) groups.set(b, g = { deltas: [], marks: [] });
+      return g;
+    };
+    for (const d of deltas) group(cluster.bucketOf(view.name, d.entityKey)).deltas.push(d);
+    for (const m of marks) {
+      const b = cluster.markBucket(m.key);
+      if (b === undefined) {
+        throw new FreshetError("INVALID_INPUT", `applied mark "${m.key}" is not kept per bucket: on a Redis Cluster a fold's marks are keyed by store.markKey(view, entityKey, key)`, { plugin, definition: view.name, retriable: false });
+      }
+      group(b).marks.push(m);
+    }
+    for (const [b, g] of groups) {
+      if (g.deltas.length > 0 && !g.marks.length && marks.length) {
+        throw new FreshetError("INVALID_INPUT", `the fold has applied marks, but none for bucket ${b} of its deltas: key the marks by store.markKey(view, entityKey, key)`, { plugin, definition: view.name, retriable: false });
+      }
+    }
+    const results = await Promise.all([...groups.values()].map((g) => foldGroup(view, aggs, g.deltas, g.marks, undefined)));
+    if (results.some((r) => !r.ok)) {
+      // The buckets that applied hold their new marks; the others answered theirs.
+      const out: Record<string, string | undefined> = {};
+      for (const m of marks) out[m.key] = m.position;
+      for (const r of results) if (!r.ok) Object.assign(out, r.marks);
+      return { ok: false, marks: out };
+    }
+    await replicated(view.name);
+    if (encoded) {
+      await run(WRITE_ROWS, ...commitCall(encoded), view.name);
+      await replicated(view.name);
+    }
+    let tiles = 0, expired = 0;
+    for (const r of results) {
+      if (r.ok) {
+        tiles += r.tiles;
+        expired += r.expired;
+      }
+    }
+    return { ok: true, tiles, expired };
+  }
+
+  const replicated = async (definition: string) => {
+    try {
+      await transport.replicated?.();
+    } catch (e) {
+      throw redisError(plugin, e, definition);
+    }
+  };
+
+  const commitCall = (encoded: EncodedCommit): [string[], string[]] => {
+    const { keys, args } = writeScriptArgs([], 0, now(), encoded);
+    return [keys, args];
+  };
+
+  /** One atomic fold: its marks, its entity hashes and `encoded`, in one slot on a Redis Cluster. */
+  async function foldGroup(view: FeatureView, aggs: NonNullable<FeatureView["aggregations"]>, deltas: TileDelta[], marks: AppliedMark[], encoded: EncodedCommit | undefined): Promise<FoldResult> {
     // The deltas of each entity, in order.
     const byEntity = new Map<string, TileDelta[]>();
     for (const d of deltas) {
@@ -158,7 +226,24 @@ export function redisTiles(opts: RedisTilesOptions): RedisTiles {
     const t = now();
     const wanted = tilesForRead(aggs.filter((a) => features.includes(a.name)), t);
     if (!entityKeys.length) return [];
-    const replies = wanted.length ? await run(READ_FIELDS, entityKeys.map((ek) => layout.entityKey(view.name, ek)), wanted, view.name) as unknown[] : [];
+    const keys = entityKeys.map((ek) => layout.entityKey(view.name, ek));
+    let replies: unknown[] = [];
+    if (wanted.length && !layout.cluster) replies = await run(READ_FIELDS, keys, wanted, view.name) as unknown[];
+    else if (wanted.length) {
+      // One script per bucket (a script reads one slot), in parallel.
+      const byBucket = new Map<number, number[]>();
+      entityKeys.forEach((ek, i) => {
+        const b = layout.cluster!.bucketOf(view.name, ek);
+        const list = byBucket.get(b);
+        if (list) list.push(i);
+        else byBucket.set(b, [i]);
+      });
+      replies = new Array(keys.length);
+      await Promise.all([...byBucket.values()].map(async (idx) => {
+        const part = await run(READ_FIELDS, idx.map((i) => keys[i]), wanted, view.name) as unknown[];
+        idx.forEach((i, j) => replies[i] = part[j]);
+      }));
+    }
     return entityKeys.map((_, i) => {
       const values = (replies[i] ?? []) as (string | null | false)[];
       const tiles = new Map<string, Tile>();
@@ -182,20 +267,33 @@ export function redisTiles(opts: RedisTilesOptions): RedisTiles {
   }
 
   async function clearTiles(view: FeatureView, range: { start: number; end: number }): Promise<void> {
-    const match = globEscape(layout.entityKey(view.name, "")) + "*";
+    const match = layout.cluster ? globEscape(`${layout.base}{${view.name}.`) + "*" : globEscape(layout.entityKey(view.name, "")) + "*";
     const all = range.start === -Infinity && range.end === Infinity ? "1" : "0";
-    let cursor = "0";
-    do {
-      let reply: unknown;
-      try {
-        reply = await transport.send("SCAN", [cursor, "MATCH", match, "COUNT", "500"], view.name);
-      } catch (e) {
-        throw redisError(plugin, e, view.name);
-      }
-      const [next, keys] = reply as [string, string[]];
-      cursor = String(next);
-      for (const k of keys ?? []) await run(CLEAR_TILES, [String(k)], [String(Math.max(-9e15, range.start)), String(Math.min(9e15, range.end)), all], view.name);
-    } while (cursor !== "0");
+    const own = layout.cluster ? new RegExp(`^${reEscape(`${layout.base}{${view.name}`)}\\.\\d+\\.\\d+\\}:`) : undefined;
+    let nodes: RedisTransport[];
+    try {
+      nodes = layout.cluster && transport.masters ? await transport.masters() : [transport];
+    } catch (e) {
+      throw redisError(plugin, e, view.name);
+    }
+    for (const node of nodes) {
+      let cursor = "0";
+      do {
+        let reply: unknown;
+        try {
+          reply = await node.send("SCAN", [cursor, "MATCH", match, "COUNT", "500"], view.name);
+        } catch (e) {
+          throw redisError(plugin, e, view.name);
+        }
+        const [next, keys] = reply as [string, string[]];
+        cursor = String(next);
+        for (const k of keys ?? []) {
+          // On a cluster the match also takes in the keys of a view named `view.x`: only this view's bucket tags.
+          if (own && !own.test(String(k))) continue;
+          await run(CLEAR_TILES, [String(k)], [String(Math.max(-9e15, range.start)), String(Math.min(9e15, range.end)), all], view.name);
+        }
+      } while (cursor !== "0");
+    }
   }
 
   return { foldTiles, getAppliedMark, clearTiles, read };

@@ -16,6 +16,14 @@ import { type LuaScript, scriptSha } from "./scripts.ts";
  */
 export interface RedisTransport {
   send(command: string, args: string[], definition?: string): Promise<unknown>;
+  /** One transport per master, for what must visit every node (SCAN on a Redis Cluster). Absent: this one only. */
+  masters?(): Promise<RedisTransport[]>;
+  /**
+   * Resolves once what this client wrote so far is on the replicas it must
+   * reach (WAIT), or rejects with a retriable error. Absent: nothing to wait for.
+   * Called between the rows of a batch and its metadata, and after the metadata.
+   */
+  replicated?(): Promise<void>;
 }
 
 /**
@@ -72,10 +80,11 @@ export function redisError(plugin: string, e: unknown, definition?: string): Fre
   }
   if (RETRIABLE_REPLIES.has(code)) return new FreshetError("STORE_UNAVAILABLE", `store unavailable: ${msg}`, { plugin, definition, retriable: true, cause: e });
   if (code === "CROSSSLOT") {
-    return new FreshetError("INVALID_CONFIG", `the keys of one script are in different Cluster slots (${msg}): give the store a hash-tagged prefix such as "{freshet}"`, { plugin, definition, retriable: false, cause: e });
+    return new FreshetError("INVALID_CONFIG", `the keys of one script are in different Cluster slots (${msg}): give the store the cluster's nodes as redis+cluster://host:port,host:port`, { plugin, definition, retriable: false, cause: e });
   }
   if (code === "MOVED" || code === "ASK") {
-    return new FreshetError("INVALID_CONFIG", `the server is a Redis Cluster node that does not own these keys (${msg}): point the store at a standalone Redis or a Cluster proxy`, { plugin, definition, retriable: false, cause: e });
+    // A Cluster client follows redirections itself; one that reaches here is a plain client talking to a Cluster node.
+    return new FreshetError("INVALID_CONFIG", `the server is a Redis Cluster node that does not own these keys (${msg}): give the store the cluster's nodes as redis+cluster://host:port,host:port`, { plugin, definition, retriable: false, cause: e });
   }
   if (/max request size/i.test(msg)) {
     return new FreshetError("INVALID_INPUT", `a single row is larger than the request limit (${msg}); make the row smaller`, { plugin, definition, retriable: false, cause: e });

@@ -307,6 +307,8 @@ export function upstashStore(opts: UpstashStoreOptions = {}): UpstashOnlineStore
   return {
     name: "upstash",
     meta: redisMeta({ transport, layout, plugin: PLUGIN, now }),
+    // The fold script's request carries the merged tiles (at least the deltas' size, more for lists): a third of a request.
+    maxFoldBytes: Math.floor(maxRequestBytes / 3),
     foldTiles: (view, deltas, commit) => tiles.foldTiles(view, deltas, commit),
     getAppliedMark: (key) => tiles.getAppliedMark(key),
     clearTiles: (view, range) => tiles.clearTiles(view, range),

@@ -15,20 +15,27 @@ import type { SqlDriver, SqlResult, SqlRow, SqlValue } from "./driver.ts";
 
 /** The members of a D1 prepared statement that the driver uses. */
 export interface D1PreparedStatementLike {
+  /** Binds `?1`, `?2`, ... in order. */
   bind(...values: unknown[]): D1PreparedStatementLike;
+  /** Runs it. */
   run(): Promise<D1ResultLike>;
+  /** Runs it and returns its rows. */
   all(): Promise<D1ResultLike>;
 }
 
 /** What D1 answers for one statement. */
 export interface D1ResultLike {
+  /** The rows, for a query. */
   results?: unknown[];
+  /** Rows changed, for a write. */
   meta?: { changes?: number };
 }
 
 /** The members of a D1Database binding that the driver uses. */
 export interface D1DatabaseLike {
+  /** Prepares one statement. */
   prepare(sql: string): D1PreparedStatementLike;
+  /** Runs statements as one transaction. */
   batch(statements: D1PreparedStatementLike[]): Promise<D1ResultLike[]>;
 }
 

@@ -7,11 +7,10 @@
  * so no bundler or type checker goes looking for a driver the runtime does
  * not have. The Workers path (./store.ts with ./d1.ts) never runs this file.
  *
- * libsql is an optionalDependency, not a dependency: npm installs it by
- * default (so `npm install && npm start` works on Node 20), but only Node 20
- * needs it, and a platform without its prebuilt binary (or
- * `--omit=optional`) then still installs Freshet, for node:sqlite, Bun,
- * Deno or Workers. Without it, Node 20 gets an error that says to install it.
+ * libsql is an optional peer dependency (a devDependency of the checkout, so
+ * `npm install && npm start` works on Node 20): only Node 20 needs it, so a
+ * user on node:sqlite, Bun, Deno or Workers does not install its native
+ * binaries. Without it, Node 20 gets an error that says to install it.
  *
  * The seam is what the store needs and no more: statements with positional
  * parameters (`?1`, `?2`, ...), and a batch that runs as one transaction.
@@ -30,7 +29,9 @@ export type SqlRow = Record<string, unknown>;
 
 /** One statement of a {@link SqlDriver.batch}. */
 export interface SqlStatement {
+  /** The statement, with `?1`, `?2`, ... parameters. */
   sql: string;
+  /** The parameters, in order. */
   params?: readonly SqlValue[];
   /** Collect the rows it returns (a SELECT, or RETURNING). */
   rows?: boolean;
@@ -38,7 +39,9 @@ export interface SqlStatement {
 
 /** What one statement of a batch did: rows changed, and its rows when asked for. */
 export interface SqlResult {
+  /** Rows changed. */
   changes: number;
+  /** The rows it returned, when asked for. */
   rows: SqlRow[];
 }
 
@@ -77,6 +80,7 @@ export interface SqlDriver {
   all(sql: string, params?: readonly SqlValue[]): MaybePromise<SqlRow[]>;
   /** Runs the statements in order as one transaction: all of them or none. */
   batch(statements: readonly SqlStatement[]): MaybePromise<SqlResult[]>;
+  /** Closes the connection. */
   close(): MaybePromise<void>;
 }
 

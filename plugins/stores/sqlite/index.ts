@@ -14,5 +14,5 @@
  */
 export { type SqliteStore, sqliteStore, type SqliteStoreOptions } from "./store.ts";
 export { sqliteDeadLetters, type SqliteDeadLettersOptions } from "./dead-letters.ts";
-export { type D1DatabaseLike, d1Driver, type D1DriverOptions } from "./d1.ts";
+export { type D1DatabaseLike, d1Driver, type D1DriverOptions, type D1PreparedStatementLike, type D1ResultLike } from "./d1.ts";
 export type { LocalDriverName, SqlDriver, SqlResult, SqlRow, SqlStatement, SqlValue } from "./driver.ts";

@@ -35,7 +35,7 @@ export const LAYOUT_VERSION = 1;
 export const NO_CREATED_TIME = "-9223372036854775808";
 
 /** The dead-letter table: in every new database, and created by the sink in one made before it. */
-export const DEAD_LETTERS_TABLE = "CREATE TABLE IF NOT EXISTS freshet_dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, source TEXT NOT NULL, view TEXT, " +
+export const DEAD_LETTERS_TABLE: string = "CREATE TABLE IF NOT EXISTS freshet_dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, source TEXT NOT NULL, view TEXT, " +
   "reason TEXT NOT NULL, message TEXT NOT NULL, path TEXT, position TEXT NOT NULL, payload TEXT NOT NULL, encoding TEXT, payload_chars INTEGER)";
 
 const TABLES: readonly string[] = [

@@ -73,7 +73,8 @@ const ACQUIRE_LEASE = "INSERT INTO freshet_leases (key, owner, counter, expires_
 
 /** A value unique to one delivery. */
 function deliveryToken(): string {
-  return globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+  // Cast: @cloudflare/workers-types declares crypto as a global const, not a property of globalThis.
+  return (globalThis as { crypto?: { randomUUID?: () => string } }).crypto?.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
 }
 
 /**

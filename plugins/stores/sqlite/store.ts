@@ -253,6 +253,8 @@ export function sqliteStore(opts: SqliteStoreOptions): SqliteStore {
 
   return {
     name: "sqlite",
+    // A fold is one JSON parameter of its merged tiles: a driver with a parameter cap (D1) folds big batches in steps.
+    maxFoldBytes: opts.driver?.maxParamBytes === undefined ? undefined : Math.floor(opts.driver.maxParamBytes / 3),
     meta: sqliteMeta(use, now),
     write,
     read,

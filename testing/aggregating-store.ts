@@ -6,14 +6,16 @@
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as v from "valibot";
-import { type AggregatingStore, entity, featureRepo, foldTiles, type OnlineStore, pushSource, streamFeatureView } from "../../mod.ts";
-import { matchesReference, prng, reference, REFERENCE_AGGREGATIONS, type RefEvent } from "../fixtures/agg-reference.ts";
+import { type AggregatingStore, entity, featureRepo, foldTiles, type OnlineStore, pushSource, type Registry, streamFeatureView } from "../mod.ts";
+import { matchesReference, prng, reference, REFERENCE_AGGREGATIONS, type RefEvent } from "./agg-reference.ts";
 
 /** What a factory gives the suite. */
 export interface AggregatingStoreUnderTest {
+  /** The store under test. */
   store: OnlineStore & AggregatingStore;
   /** A second client on the same data, for racing folds. */
   reopen?: () => Promise<OnlineStore & AggregatingStore>;
+  /** Removes what the test made (files, keys). */
   cleanup?: () => Promise<void>;
 }
 
@@ -21,7 +23,7 @@ const user = entity({ name: "user", joinKeys: ["user_id"] });
 const src = pushSource({ name: "agg_conf_push", timestampField: "ts" });
 const schema = v.object({ user_id: v.number(), amount: v.nullable(v.number()), category: v.string(), user: v.string(), ts: v.string() });
 /** The aggregation views the suite folds into. */
-export const aggregationRepo = featureRepo({
+export const aggregationRepo: Registry = featureRepo({
   project: "aggconf",
   definitions: [
     streamFeatureView({ name: "agg_conf", entities: [user], source: src, schema, ttl: 0, watermarkDelay: 15, aggregations: REFERENCE_AGGREGATIONS as never }),
@@ -62,6 +64,8 @@ export function testAggregatingStore(name: string, factory: (now: () => number) 
       }
     });
     const ev = (entityKey: string, eventTime: number, row: Record<string, unknown>, createdTime?: number): RefEvent => ({ entityKey, eventTime, createdTime, row: { amount: 1, category: "a", user: "x", ...row } });
+    // The mark key of an entity's tiles: per part of the store where it keeps marks so (a Redis Cluster), as the processor keys it.
+    const markOf = (store: AggregatingStore, entityKey: string, key: string) => store.markKey ? store.markKey(view, entityKey, key) : key;
 
     it("folds tiles and reads every function by name, with statuses for empty windows and unknown entities", async () => {
       const { store } = await open();
@@ -94,7 +98,7 @@ export function testAggregatingStore(name: string, factory: (now: () => number) 
       const { store } = await open();
       clock = T0 + 5_000;
       const deltas = foldTiles(aggs, [ev("user_id=7", T0 + 1_000, { amount: 3 })], view.watermarkDelayMs);
-      const key = "agg_conf:kafka:t:0";
+      const key = markOf(store, "user_id=7", "agg_conf:kafka:t:0");
       const first = await store.foldTiles(view, deltas, { marks: [{ key, position: "41" }], watermarks: { [key]: T0 + 1_000 }, done: { key: "push:aggconf:w1", fingerprint: "f", ttlMs: 60_000 } });
       assert.equal(first.ok, true);
       assert.equal(await store.getAppliedMark(key), "41");
@@ -112,7 +116,7 @@ export function testAggregatingStore(name: string, factory: (now: () => number) 
       assert.equal(await store.getAppliedMark(key), "42");
       const [r2] = await store.read(view, ["user_id=7"], ["sum_amount_60s"]);
       assert.equal(r2.sum_amount_60s.value, 6);
-      assert.equal(await store.getAppliedMark("agg_conf:kafka:t:1"), undefined);
+      assert.equal(await store.getAppliedMark(markOf(store, "user_id=7", "agg_conf:kafka:t:1")), undefined);
     });
 
     it("keeps views apart, skips tiles already expired, and expires tiles by event time", async () => {
@@ -154,7 +158,7 @@ export function testAggregatingStore(name: string, factory: (now: () => number) 
       extra.push(second);
       clock = T0 + 5_000;
       const deltas = foldTiles(aggs, [ev("user_id=8", T0 + 1_000, { amount: 2 })], view.watermarkDelayMs);
-      const key = "agg_conf:kafka:t:9";
+      const key = markOf(s.store, "user_id=8", "agg_conf:kafka:t:9");
       const results = await Promise.all([s.store, second, s.store, second].map((st) => st.foldTiles(view, deltas, { marks: [{ key, position: "10" }] })));
       assert.equal(results.filter((r) => r.ok).length, 1);
       const [r] = await s.store.read(view, ["user_id=8"], ["sum_amount_60s"]);
@@ -169,7 +173,7 @@ export function testAggregatingStore(name: string, factory: (now: () => number) 
       const folds = [];
       for (let p = 0; p < 24; p++) {
         const deltas = foldTiles(aggs, [ev("user_id=9", T0 + 1_000 + p, { amount: p, category: `c${p}` })], view.watermarkDelayMs);
-        folds.push((p % 2 ? second : s.store).foldTiles(view, deltas, { marks: [{ key: `agg_conf:kafka:many:${p}`, position: "1" }] }));
+        folds.push((p % 2 ? second : s.store).foldTiles(view, deltas, { marks: [{ key: markOf(s.store, "user_id=9", `agg_conf:kafka:many:${p}`), position: "1" }] }));
       }
       const results = await Promise.all(folds);
       assert.ok(results.every((r) => r.ok));
@@ -196,9 +200,10 @@ export function testAggregatingStore(name: string, factory: (now: () => number) 
             user: `v${Math.floor(rnd() * 300)}`,
           }, rnd() < 0.3 ? Math.floor(rnd() * 3) : undefined));
         }
-        const key = `agg_conf:kafka:rand${seed}:0`;
+        const partition = `agg_conf:kafka:rand${seed}:0`;
         let acked = 0; // the next position a consumer starts from after a crash
         let next = 0;
+        let high = -1; // the highest position folded
         let checked = 0;
         let refused = 0;
         while (acked < events.length) {
@@ -209,17 +214,29 @@ export function testAggregatingStore(name: string, factory: (now: () => number) 
           next = to;
           // The store's clock never goes back (tiles may expire as they are read).
           clock = Math.max(clock, events[to - 1].eventTime + 2_000);
-          // What a processor does: filter by the applied mark, fold the rest, check the mark as it folds.
-          const mark = await store.getAppliedMark(key);
-          const done = mark === undefined ? -1 : Number(mark);
+          // What a processor does: filter by the applied marks, fold the rest, check the marks as it folds.
+          const marks = new Map<string, string | undefined>();
+          for (let i = from; i < to; i++) {
+            const key = markOf(store, events[i].entityKey, partition);
+            if (!marks.has(key)) marks.set(key, await store.getAppliedMark(key));
+          }
           const fresh = [];
-          for (let i = from; i < to; i++) if (i > done) fresh.push(events[i]);
+          const moved = new Set<string>();
+          for (let i = from; i < to; i++) {
+            const key = markOf(store, events[i].entityKey, partition);
+            const mark = marks.get(key);
+            if (i > (mark === undefined ? -1 : Number(mark))) {
+              fresh.push(events[i]);
+              moved.add(key);
+            }
+          }
           if (fresh.length) {
-            const r = await store.foldTiles(view, foldTiles(aggs, fresh, delayMs), { marks: [{ key, expected: mark, position: String(to - 1) }] });
+            const r = await store.foldTiles(view, foldTiles(aggs, fresh, delayMs), { marks: [...moved].map((key) => ({ key, expected: marks.get(key), position: String(to - 1) })) });
             assert.equal(r.ok, true);
           } else refused++;
+          high = Math.max(high, to - 1);
           if (rnd() < 0.8) acked = to;
-          const seen = events.slice(0, Math.max(done + 1, to));
+          const seen = events.slice(0, high + 1);
           for (const at of [clock, clock + 4_000, clock + 11_000]) {
             clock = at;
             const reads = await store.read(view, ["user_id=0", "user_id=1", "user_id=2"], names);

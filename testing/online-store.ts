@@ -6,15 +6,17 @@
 import { describe, it, after } from "node:test";
 import assert from "node:assert/strict";
 import * as v from "valibot";
-import { entity, featureRepo, pushSource, streamFeatureView, type FeatureRow, type OnlineStore } from "../../mod.ts";
+import { entity, featureRepo, pushSource, streamFeatureView, type FeatureRow, type OnlineStore, type Registry } from "../mod.ts";
 
 /** What a factory gives the suite. */
 export interface StoreUnderTest {
+  /** The store under test. */
   store: OnlineStore;
   /** Moves the store's clock forward, for ttl; stores on a real clock may sleep instead. */
   advance?: (ms: number) => Promise<void>;
   /** Makes a second client on the same data, for concurrent writers and restarts. */
   reopen?: () => Promise<OnlineStore>;
+  /** Removes what the test made (files, keys). */
   cleanup?: () => Promise<void>;
 }
 
@@ -22,7 +24,7 @@ const driver = entity({ name: "driver", joinKeys: ["driver_id"] });
 const src = pushSource({ name: "conf_push", timestampField: "event_timestamp" });
 const schema = v.object({ driver_id: v.number(), conv_rate: v.nullable(v.number()), trips: v.number(), label: v.optional(v.string()), event_timestamp: v.string() });
 /** The views the suite writes to; one with a short ttl. */
-export const conformanceRepo = featureRepo({
+export const conformanceRepo: Registry = featureRepo({
   project: "conformance",
   definitions: [
     streamFeatureView({ name: "conf_stats", entities: [driver], source: src, schema, ttl: "1h" }),
@@ -32,7 +34,7 @@ export const conformanceRepo = featureRepo({
 const view = conformanceRepo.view("conf_stats");
 const short = conformanceRepo.view("conf_short");
 
-const T0 = Date.UTC(2026, 0, 1);
+const T0: number = Date.UTC(2026, 0, 1);
 const row = (id: number, eventTime: number, values: Record<string, unknown>, createdTime?: number): FeatureRow => ({
   entityKey: `driver_id=${id}`,
   values: { conv_rate: 0.5, trips: 1, label: null, ...values },

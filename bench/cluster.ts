@@ -1,0 +1,158 @@
+/**
+ * P13: Kafka -> Redis Cluster scale-out. Two `freshet consume` processes in
+ * one consumer group against one, on the same 3-master Redis Cluster
+ * (tests/services/redis-cluster.ts) and librdkafka's mock Kafka cluster
+ * (3 brokers, 4 partitions per topic), with the view of bench/stream-repo.ts.
+ *
+ * Each run starts the consumers on a fresh topic (a fresh group, `freshet
+ * consume <repo> --store redis+cluster://...` as an operator runs it),
+ * waits until the group is Stable with every member and the first 4 events
+ * (one per partition) are committed, then produces `records` events (in
+ * sends of 5000) and polls the group's committed offsets every 50 ms.
+ * events/s = records / (first send to last commit): the group join (3 s
+ * and more on the mock cluster, once 60 s when the second member came late)
+ * is left out. Runs alternate one consumer, two consumers, A B A B. The
+ * CPU share of the consumers and of the Redis nodes over the measured span
+ * says whether a run was CPU-bound (the machine has 2 cores).
+ *
+ *   npx tsx bench/cluster.ts [--runs 5] [--small] [--results dir]
+ *   environment: BENCH_P13_RECORDS (default 100000, small 4000), BENCH_P13_LINGER
+ *   (the consumers' lingerMs, default 10: see LINGER_MS)
+ */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { Kafka, logLevel } from "kafkajs";
+import { startKafka } from "../tests/services/kafka.ts";
+import { startRedisCluster } from "../tests/services/redis-cluster.ts";
+import { type CliProcess, root, startCli } from "../tests/fixtures/cli-harness.ts";
+import { benchMain, type BenchOptions, type BenchRun, cpuSeconds, type Entry, fmt, isMain, paired, pairedEntry, sleep } from "./lib.ts";
+import { benchEvent } from "./stream-repo.ts";
+import { childPid } from "./worker.ts";
+
+const USERS = 10_000;
+const FORM_TIMEOUT_MS = 45_000;
+/**
+ * lingerMs (kafkajs maxWaitTime) of the consumers. The mock broker holds every
+ * fetch for the whole maxWaitTime and answers it with at most one producer send
+ * per partition, so with the default 500 ms the broker, not the consumers,
+ * bounds the rate: 4 partitions x 1250 events per send / 0.5 s = 10k events/s
+ * for one consumer or two alike (what runs at the default measured: 7.5k to 14k).
+ */
+const LINGER_MS = Number(process.env.BENCH_P13_LINGER ?? 10);
+/** The group never split its partitions among its members: that run is done again, on a fresh topic and group. */
+class NotFormed extends Error {}
+
+export async function runCluster(opts: BenchOptions): Promise<BenchRun> {
+  const records = Number(process.env.BENCH_P13_RECORDS ?? (opts.small ? 4000 : 100_000));
+  const entries: Entry[] = [];
+  const notes: string[] = [];
+  const failures: string[] = [];
+  const dir = mkdtempSync(join(tmpdir(), "freshet-p13-"));
+  const [kafkaSvc, cluster] = await Promise.all([startKafka({ brokers: 3 }), startRedisCluster({ masters: 3, appendonly: false })]);
+  const kafka = new Kafka({ clientId: "p13", brokers: kafkaSvc.brokers, logLevel: logLevel.NOTHING });
+  const producer = kafka.producer();
+  const admin = kafka.admin();
+  await Promise.all([producer.connect(), admin.connect()]);
+  const kcatPid = childPid((cmd) => cmd.some((c) => c.endsWith("kcat")));
+  const redisPids = cluster.nodes.map((n) => Number(/process_id:(\d+)/.exec(cluster.cli(n.port, "info", "server"))?.[1]));
+  const oneRun = async (consumers: number): Promise<{ value: number; notes: string }> => {
+    const id = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+    const topic = `p13-${id}`, groupId = `p13-g-${id}`;
+    // One event per partition first: it creates the topic, and the group is formed on it before the measured load.
+    const ts = Date.now() - records;
+    await producer.send({ topic, messages: Array.from({ length: 4 }, (_, p) => ({ partition: p, value: benchEvent(0, 0, ts) })) });
+    const repo = join(dir, `repo-${id}.ts`);
+    writeFileSync(repo, `import { kafkaSource } from ${JSON.stringify(join(root, "mod.ts"))};
+import { streamRepo } from ${JSON.stringify(join(root, "bench/stream-repo.ts"))};
+const src = kafkaSource({ name: "p13_kafka", kafkaBootstrapServers: ${JSON.stringify(kafkaSvc.brokers)}, topic: ${JSON.stringify(topic)}, groupId: ${JSON.stringify(groupId)}, timestampField: "event_timestamp", lingerMs: ${LINGER_MS} });
+export default streamRepo(src).registry;
+`);
+    // The same users every run: an empty cluster, so that no run finds the rows of the last one (stale rows cost less).
+    for (const m of cluster.masters()) cluster.cli(m.port, "flushall");
+    const clis: CliProcess[] = [];
+    try {
+      const args = ["consume", repo, "--store", cluster.url, "--data-dir", join(dir, `data-${id}`), "--port", "0", "--host", "127.0.0.1"];
+      clis.push(...await Promise.all(Array.from({ length: consumers }, () => startCli(args, { timeoutMs: 60_000 }))));
+      const committed = async () => (await admin.fetchOffsets({ groupId, topics: [topic] }))[0].partitions.reduce((s, p) => s + Math.max(0, Number(p.offset)), 0);
+      // Measured only once every member has its partitions and the first events are written and committed.
+      const formed = Date.now() + FORM_TIMEOUT_MS;
+      let joinedMs = performance.now();
+      // The mock broker has no DescribeGroups: each consumer logs the partitions of its last join.
+      const joinsOf = (c: CliProcess) => [...c.output().matchAll(/joined group "[^"]*", partitions \[([\d, ]*)\]/g)];
+      const assigned = () => clis.map((c) => {
+        const joins = joinsOf(c);
+        return joins.length ? joins[joins.length - 1][1].split(",").filter((x) => x.trim() !== "").map(Number) : [];
+      });
+      for (;;) {
+        const parts = assigned();
+        const all = parts.flat().sort();
+        if (parts.every((p) => p.length > 0) && all.join() === "0,1,2,3" && await committed() >= 4) break;
+        if (Date.now() > formed) throw new NotFormed(`the group of ${consumers} consumer(s) did not split the 4 partitions within ${FORM_TIMEOUT_MS / 1000} s (partitions per member ${JSON.stringify(parts)})`);
+        await sleep(100);
+      }
+      joinedMs = performance.now() - joinedMs;
+      // Rejoins during the measured span (a rebalance stops every member's fetches until the group is stable again).
+      const joined0 = clis.map((c) => joinsOf(c).map((m) => m.index));
+      const cpuNow = () => clis.map((c) => cpuSeconds(c.child.proc.pid) ?? 0);
+      const redisNow = () => redisPids.map((p) => cpuSeconds(p) ?? 0);
+      const [cpu0, redis0, kcat0, t0] = [cpuNow(), redisNow(), cpuSeconds(kcatPid) ?? 0, performance.now()];
+      for (let i = 1; i <= records; i += 5000) {
+        const messages = [];
+        for (let j = i; j < Math.min(records + 1, i + 5000); j++) messages.push({ key: String(j % USERS), value: benchEvent(j, j % USERS, ts + j) });
+        await producer.send({ topic, messages });
+      }
+      const high = (await admin.fetchTopicOffsets(topic)).reduce((s, p) => s + Number(p.high), 0);
+      const deadline = Date.now() + 300_000;
+      for (;;) {
+        const c = await committed();
+        if (c >= high) break;
+        if (Date.now() > deadline) throw new Error(`P13: ${c} of ${high} committed after 300 s`);
+        await sleep(50);
+      }
+      const span = (performance.now() - t0) / 1000;
+      const cpu = cpuNow().map((x, i) => (x - cpu0[i]) / span);
+      const rcpu = redisNow().reduce((s, x, i) => s + x - redis0[i], 0) / span;
+      const kcpu = ((cpuSeconds(kcatPid) ?? 0) - kcat0) / span;
+      // The log tail keeps the last 4 kB of each consumer: enough for the lines of one run.
+      const rejoins = clis.reduce((n, c, i) => n + Math.max(0, joinsOf(c).length - joined0[i].length), 0);
+      return { value: records / span, notes: `${consumers} consumer(s): ${records} events in ${fmt(span, 2)} s (group formed in ${fmt(joinedMs / 1000, 1)} s, not counted), consumer cpu ${cpu.map((x) => `${Math.round(x * 100)}%`).join(" + ")}, redis nodes cpu ${Math.round(rcpu * 100)}%, broker (kcat) cpu ${Math.round(kcpu * 100)}%, rejoins seen in the log tails ${rejoins}` };
+    } finally {
+      await Promise.all(clis.map((c) => c.stop()));
+    }
+  };
+  const retried: string[] = [];
+  const measured = async (consumers: number) => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await oneRun(consumers);
+      } catch (e) {
+        if (!(e instanceof NotFormed) || attempt >= 3) throw e;
+        retried.push(e.message);
+        console.log(`  ${e.message}: run again on a fresh topic and group`);
+      }
+    }
+  };
+  try {
+    console.log(`P13: ${records} events per run on 4 partitions, 1 vs 2 freshet consume processes, Redis Cluster of 3 masters`);
+    const pairs = await paired(opts.runs, () => measured(1), () => measured(2), (m) => console.log(m));
+    entries.push(pairedEntry("P13", "node", "events/s, Kafka -> Redis Cluster (3 masters), 2 freshet consume in one group vs 1", ">= 1.6", pairs));
+    notes.push(
+      `P13: ${records} events (${USERS} users, the bench view: schema, UDF, watermark, ttl) produced on a 4-partition topic of the mock cluster to \`freshet consume --store redis+cluster://...\` (1 or 2 processes, one group, formed before the load, lingerMs ${LINGER_MS}: at the default 500 ms the mock broker's fetch pacing bounds one consumer and two alike to about 10k events/s) into a 3-master cluster (16 buckets per view). Rate from the first send to the last commit; the producer runs in the bench process in both cases.`,
+      `P13: load average at the end ${loadavg().map((x) => x.toFixed(1)).join(" ")} on ${cpus().length} cores (other processes on the machine take CPU from every run alike, A B A B).`,
+      `P13 shares ${cpus().length} cores among the consumers, 3 redis-server, kcat (the mock broker) and this process (the producer); each run's CPU shares are below (100% = one core). A consumer well under 100% is waiting (on the broker's fetch, the store's scripts, the commit) or starved by the rest of the machine, which the load average tells.`,
+      ...pairs.map((p, i) => `P13 run ${i + 1}: ${p.notes}`),
+      ...(retried.length ? [`P13: ${retried.length} run(s) done again because the mock broker's group did not split the partitions (kafkajs + librdkafka mock, see issue 13 item 9): ${retried.join("; ")}`] : []),
+    );
+  } catch (e) {
+    failures.push(`P13: ${(e as Error).stack ?? e}`);
+  } finally {
+    await Promise.all([producer.disconnect(), admin.disconnect()]).catch(() => {});
+    await Promise.all([kafkaSvc.stop(), cluster.stop()]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return { entries, notes, failures };
+}
+
+if (isMain(import.meta.url)) await benchMain("cluster", runCluster);
