@@ -5,7 +5,7 @@
  * `describe` a feature repo, on Node, Bun or Deno.
  */
 import process from "node:process";
-import { consume, type DeadLetterSink, FreshetError, type MaterializeProgress, type StreamSource } from "../mod.ts";
+import { consume, type DeadLetterSink, FreshetError, type MaterializeProgress, type StreamSource, type StreamSourceDef } from "../mod.ts";
 import { createHost, type Host, loadRepo, type HostConfig } from "./host.ts";
 import { type CliLogger, createLogger } from "./log.ts";
 import type { FetchApp, RunningServer } from "./node.ts";
@@ -28,6 +28,7 @@ const FLAG_HELP: [flag: string, env: string, text: string, commands: string][] =
   ["--dead-letter-keep <n>", "FRESHET_DEAD_LETTER_KEEP", "dead-letter files kept, default 5", "serve consume materialize"],
   ["--max-body <size>", "FRESHET_MAX_BODY_BYTES", "largest push body, default 5MiB (sizes: 5242880, 5MB, 5MiB, 512kB)", "serve"],
   ["--source <name>", "", "consume only this source (default: every Kafka and Kinesis source)", "consume"],
+  ["--application <name>", "FRESHET_KINESIS_APPLICATION", "the Kinesis application whose checkpoints and leases to use (default: the source's application, else its name)", "consume"],
   ["--view <name>", "", "materialize only this view", "materialize"],
   ["--start <time>", "", "materialize rows at or after this event time (ISO 8601 or epoch ms)", "materialize"],
   ["--end <time>", "", "materialize rows before this event time (ISO 8601 or epoch ms)", "materialize"],
@@ -39,7 +40,7 @@ const FLAG_HELP: [flag: string, env: string, text: string, commands: string][] =
   ["--log-requests", "FRESHET_LOG_REQUESTS=1", "one log line per HTTP request: method, path, status, ms, request id", "serve consume"],
   ["", "FRESHET_PENDING_TTL_MS", "how long a webhook-id stays pending (ms), default 30000", "serve"],
   ["", "UPSTASH_REDIS_REST_TOKEN", "token for an Upstash store", "serve consume materialize replay"],
-  ["", "FRESHET_KAFKA_SESSION_TIMEOUT_MS", "Kafka group session timeout (default kafkajs' 30000): how soon a dead consumer's partitions move to another member", "consume"],
+  ["", "FRESHET_KAFKA_SESSION_TIMEOUT_MS", "Kafka group session timeout in ms, over the sources' sessionTimeout (default kafkajs' 30000): how soon a killed consumer's partitions move", "consume"],
 ];
 
 const COMMANDS: Record<string, string> = {
@@ -133,6 +134,7 @@ export async function main(argv: string[]): Promise<void> {
   if (positionals.length > 2) throw new FreshetError("INVALID_CONFIG", `freshet ${command} takes one feature repo path, got also ${JSON.stringify(positionals[2])} (flags start with --; freshet --help)`);
   // Every flag and env value is checked before anything starts.
   const settings = readSettings(values, process.env);
+  if (command !== "consume" && values.application !== undefined) throw new FreshetError("INVALID_CONFIG", `--application applies to freshet consume only, not ${command}`);
   const log = createLogger({ format: settings.logFormat, level: settings.logLevel });
   const config: HostConfig = {
     repo: repoPath,
@@ -288,6 +290,7 @@ async function consumeCommand(config: HostConfig, port: number | undefined, sett
   const registry = await loadRepo(config.repo as string);
   const defs = [...registry.sources.values()].filter((s) => s.kind !== "push" && (!only || s.name === only));
   if (defs.length === 0) throw new FreshetError("INVALID_CONFIG", only ? `no Kafka or Kinesis source named "${only}"` : "the repo has no Kafka or Kinesis source to consume; `freshet serve` runs push sources");
+  const applications = kinesisApplications(defs, settings.application);
   const sourceDeadLetters: Record<string, DeadLetterSink> = {};
   for (const def of defs) {
     if (def.kind === "kafka" && def.deadLetterTopic) {
@@ -308,16 +311,12 @@ async function consumeCommand(config: HostConfig, port: number | undefined, sett
   for (const def of defs) {
     if (def.kind === "kafka") {
       const { kafkaConsumer } = await import("../plugins/sources/kafka.ts");
-      const session = process.env.FRESHET_KAFKA_SESSION_TIMEOUT_MS;
-      const sessionTimeout = session === undefined ? undefined : Number(session);
-      if (sessionTimeout !== undefined && !(Number.isInteger(sessionTimeout) && sessionTimeout >= 1000)) {
-        throw new FreshetError("INVALID_CONFIG", `FRESHET_KAFKA_SESSION_TIMEOUT_MS ${JSON.stringify(session)} must be an integer of at least 1000 (ms)`);
-      }
-      sources.push(kafkaConsumer(def, { logger: log, sessionTimeout, heartbeatInterval: sessionTimeout === undefined ? undefined : Math.max(300, Math.floor(sessionTimeout / 5)) }));
+      // The environment wins over the definition; the heartbeat follows it unless the definition sets one.
+      sources.push(kafkaConsumer(def, { logger: log, sessionTimeout: settings.kafkaSessionTimeoutMs }));
     } else if (def.kind === "kinesis") {
       sayNodeSupportOnce(log);
       const { kinesisConsumer } = await import("../plugins/sources/kinesis.ts");
-      sources.push(kinesisConsumer(def, { meta: host.online.meta, logger: log }));
+      sources.push(kinesisConsumer(def, { meta: host.online.meta, logger: log, application: applications.get(def.name) }));
     }
   }
   const done = Promise.all(sources.map((s) => {
@@ -338,6 +337,27 @@ async function consumeCommand(config: HostConfig, port: number | undefined, sett
     await host.close().catch(() => {});
     throw e;
   }
+}
+
+/**
+ * The application of each Kinesis source to consume (the flag's, else the
+ * definition's, else the source's name), refusing a flag with no Kinesis
+ * source to apply to and two sources that would share one stream's
+ * checkpoints.
+ */
+function kinesisApplications(defs: StreamSourceDef[], flag: string | undefined): Map<string, string> {
+  const out = new Map<string, string>();
+  const byStream = new Map<string, string>();
+  for (const def of defs) {
+    if (def.kind !== "kinesis") continue;
+    const app = flag ?? def.application ?? def.name;
+    const other = byStream.get(`${app}\u0000${def.streamName}`);
+    if (other) throw new FreshetError("INVALID_CONFIG", `Kinesis sources "${other}" and "${def.name}" both read stream "${def.streamName}" as application "${app}", so they would share checkpoints: give them different applications, or consume one with --source`);
+    byStream.set(`${app}\u0000${def.streamName}`, def.name);
+    out.set(def.name, app);
+  }
+  if (flag !== undefined && out.size === 0) throw new FreshetError("INVALID_CONFIG", `--application names a Kinesis application, and no Kinesis source is consumed here (Kafka sources take groupId in their definition)`);
+  return out;
 }
 
 async function materializeCommand(config: HostConfig, viewName: string | undefined, start: string | undefined, end: string | undefined, log: CliLogger) {

@@ -8,7 +8,7 @@
  */
 import { parseArgs } from "node:util";
 import { FreshetError } from "../mod.ts";
-import { closest } from "../core/definitions.ts";
+import { closest, isApplicationName } from "../core/definitions.ts";
 import { parseSize, SIZE_HINT } from "./size.ts";
 
 /** The flags every command accepts (strict: any other is refused). */
@@ -27,6 +27,7 @@ export const FLAGS = {
   open: { type: "boolean" },
   "max-body": { type: "string" },
   source: { type: "string" },
+  application: { type: "string" },
   view: { type: "string" },
   start: { type: "string" },
   end: { type: "string" },
@@ -144,6 +145,10 @@ export interface Settings {
   maxBodyBytes?: number;
   pendingTtlMs?: number;
   upstashToken?: string;
+  /** `consume`: the Kafka group session timeout, ms, over the definitions' `sessionTimeout`. */
+  kafkaSessionTimeoutMs?: number;
+  /** `consume`: the Kinesis application name (checkpoints and leases), for every Kinesis source consumed. */
+  application?: string;
   /** `text` (default) or `json` lines. */
   logFormat: "text" | "json";
   logLevel: "debug" | "info" | "warn" | "error";
@@ -186,6 +191,8 @@ export function readSettings(values: Values, env: Env): Settings {
     const bad = corsOrigins.find((o) => !/^https?:\/\/[^/\s?#]+$/.test(o));
     if (corsOrigins.length === 0 || bad !== undefined) fail(`${corsS.from} ${JSON.stringify(bad ?? corsS.value)} is not an origin list: give origins such as https://app.example,http://localhost:3000 (scheme and host, no path)`);
   }
+  const appS = setting(values, "application", env, "FRESHET_KINESIS_APPLICATION");
+  if (appS && !isApplicationName(appS.value)) fail(`${appS.from} ${JSON.stringify(appS.value)} is not an application name: use letters, digits, "_", "-" or ".", e.g. --application clicks-to-redis`);
   return {
     port,
     hostname,
@@ -202,6 +209,8 @@ export function readSettings(values: Values, env: Env): Settings {
     maxBodyBytes: size(setting(values, "max-body", env, "FRESHET_MAX_BODY_BYTES")),
     pendingTtlMs: count(fromEnv(env, "FRESHET_PENDING_TTL_MS"), 1),
     upstashToken: secret(fromEnv(env, "UPSTASH_REDIS_REST_TOKEN")),
+    application: appS?.value,
+    kafkaSessionTimeoutMs: count(fromEnv(env, "FRESHET_KAFKA_SESSION_TIMEOUT_MS"), 1000),
     logFormat: choice(setting(values, "log-format", env, "FRESHET_LOG_FORMAT"), ["text", "json"] as const, "text"),
     logLevel: choice(setting(values, "log-level", env, "FRESHET_LOG_LEVEL"), ["debug", "info", "warn", "error"] as const, "info"),
     logRequests: values["log-requests"] === true || bool(fromEnv(env, "FRESHET_LOG_REQUESTS")),

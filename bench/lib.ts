@@ -93,7 +93,9 @@ export function parseOptions(argv: string[] = process.argv.slice(2), env: Record
 export function tsCommand(rt: Runtime, file: string, args: string[] = []): [string, string[]] {
   if (rt === "bun") return [BIN.bun, [file, ...args]];
   if (rt === "deno") return [BIN.deno, ["run", "-A", file, ...args]];
-  return [process.execPath, ["--import", "tsx", file, ...args]];
+  // BENCH_CPU_PROF=<dir>: every Node child (the workers under test) writes a V8 CPU profile there.
+  const prof = process.env.BENCH_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+  return [process.execPath, [...prof, "--import", "tsx", file, ...args]];
 }
 
 // Any exit status: `wrk --version` prints its version and exits 1.

@@ -39,18 +39,29 @@ export async function consume(source: StreamSource, processor: Processor, opts: 
   const metrics = processor.metrics;
   let records = 0;
   let lastReport = Date.now();
+  /** Partitions whose lag gauge is set: one no longer held is removed, not left at its last value. */
+  const reported = new Set<string>();
   const report = () => {
     const now = Date.now();
     const rate = records / Math.max((now - lastReport) / 1000, 0.001);
     metrics.set("freshet_source_events_per_second", { source: source.name }, Math.round(rate));
     const lag = source.lag?.() ?? {};
     let total = 0;
+    for (const part of reported) if (!(part in lag)) metrics.remove("freshet_source_lag", { source: source.name, partition: part });
+    reported.clear();
     for (const [part, value] of Object.entries(lag)) {
       metrics.set("freshet_source_lag", { source: source.name, partition: part }, value);
+      reported.add(part);
       total += value;
     }
+    const held = Object.keys(lag).length;
+    if (source.lag) metrics.set("freshet_source_partitions", { source: source.name }, held);
     if (logger && opts.logEveryMs !== 0) {
-      logger.info(`[freshet] [${source.kind}] "${source.name}": ${Math.round(rate)} events/s, lag ${total} ${source.lagUnit ?? "records"} over ${Object.keys(lag).length} partitions`);
+      // No partition (or shard) held: the lag is not known, which is not 0.
+      const lagText = held > 0 || !source.lag
+        ? `lag ${total} ${source.lagUnit ?? "records"} over ${held} partitions`
+        : `lag unknown: no ${source.kind === "kinesis" ? "shards held" : "partitions assigned"}`;
+      logger.info(`[freshet] [${source.kind}] "${source.name}": ${Math.round(rate)} events/s, ${lagText}`);
     }
     records = 0;
     lastReport = now;

@@ -183,6 +183,16 @@ export interface KafkaSource extends SourceCommon {
   lingerMs?: number;
   /** Send dead letters to this topic instead of the default sink. */
   deadLetterTopic?: string;
+  /**
+   * Group session timeout: a member silent this long is removed from the
+   * group, so it bounds how long a killed consumer's partitions stay with it.
+   * A number is seconds, or "10s", "500ms". Default kafkajs' 30 s.
+   */
+  sessionTimeout?: number | string;
+  /** How often the member heartbeats; below `sessionTimeout`. Default a fifth of `sessionTimeout` (at most 3 s). */
+  heartbeatInterval?: number | string;
+  /** How long a rebalance waits for the members to rejoin. Default kafkajs' 60 s. */
+  rebalanceTimeout?: number | string;
 }
 
 /**
@@ -200,6 +210,22 @@ export function kafkaSource(opts: Omit<KafkaSource, "kind">): KafkaSource {
     throw definitionError(opts.name, 'kafkaBootstrapServers is required, e.g. kafkaBootstrapServers: "localhost:9092"');
   }
   if (typeof opts.topic !== "string" || !opts.topic) throw definitionError(opts.name, 'topic is required, e.g. topic: "driver_stats"');
+  const timing = (key: "sessionTimeout" | "heartbeatInterval" | "rebalanceTimeout", min: number): number | undefined => {
+    const v = opts[key];
+    if (v === undefined) return undefined;
+    const ms = parseDuration(v);
+    if (ms === undefined || ms < min || ms > 3_600_000) {
+      const hint = typeof v === "number" && v > 3600 ? ` (a number is seconds: for ${v} ms write "${v}ms")` : "";
+      throw definitionError(opts.name, `${key} ${JSON.stringify(v)} must be a duration from ${min} ms to 1 hour: seconds (10) or a string ("10s", "500ms")${hint}`);
+    }
+    return ms;
+  };
+  const session = timing("sessionTimeout", 1000);
+  const heartbeat = timing("heartbeatInterval", 100);
+  timing("rebalanceTimeout", 1000);
+  if (heartbeat !== undefined && heartbeat >= (session ?? 30_000)) {
+    throw definitionError(opts.name, `heartbeatInterval (${heartbeat} ms) must be below sessionTimeout (${session ?? 30_000} ms${session === undefined ? ", kafkajs' default" : ""}), at most a third of it is usual`);
+  }
   return def;
 }
 
@@ -223,6 +249,12 @@ export interface KinesisSource extends SourceCommon {
   pollIntervalMs?: number;
   /** GetRecords Limit, 1 to 10000. */
   limit?: number;
+  /**
+   * The name checkpoints and leases are kept under (the KCL's application
+   * name). Two applications on one stream each read every record; workers of
+   * one application share its shards. Default: the source's name.
+   */
+  application?: string;
 }
 
 /**
@@ -238,6 +270,9 @@ export function kinesisSource(opts: Omit<KinesisSource, "kind">): KinesisSource 
   if (typeof opts.streamName !== "string" || !opts.streamName) throw definitionError(opts.name, 'streamName is required, e.g. streamName: "driver_stats"');
   if (opts.limit !== undefined && !(Number.isInteger(opts.limit) && opts.limit >= 1 && opts.limit <= 10_000)) {
     throw definitionError(opts.name, "limit must be an integer from 1 to 10000 (GetRecords' bounds)");
+  }
+  if (opts.application !== undefined && !isApplicationName(opts.application)) {
+    throw definitionError(opts.name, `application ${JSON.stringify(opts.application)} must be letters, digits, "_", "-" or ".", e.g. application: "clicks-to-redis"`);
   }
   return def;
 }
@@ -446,8 +481,8 @@ const FILE_SOURCE_KEYS = ["name", "path", "fileFormat", "timestampField", "creat
 const COMMON_KEYS = ["name", "timestampField", "createdTimestampColumn", "fieldMapping", "batchSource", "watermarkDelay", "maxFutureSkew", ...DESCRIBED_KEYS];
 const SOURCE_KEYS: Record<StreamSourceDef["kind"], string[]> = {
   push: COMMON_KEYS,
-  kafka: [...COMMON_KEYS, "kafkaBootstrapServers", "topic", "messageFormat", "clientId", "groupId", "ssl", "sasl", "startFrom", "batchSize", "lingerMs", "deadLetterTopic"],
-  kinesis: [...COMMON_KEYS, "streamName", "region", "recordFormat", "endpoint", "credentials", "startFrom", "pollIntervalMs", "limit"],
+  kafka: [...COMMON_KEYS, "kafkaBootstrapServers", "topic", "messageFormat", "clientId", "groupId", "ssl", "sasl", "startFrom", "batchSize", "lingerMs", "deadLetterTopic", "sessionTimeout", "heartbeatInterval", "rebalanceTimeout"],
+  kinesis: [...COMMON_KEYS, "streamName", "region", "recordFormat", "endpoint", "credentials", "startFrom", "pollIntervalMs", "limit", "application"],
 };
 const FEATURE_SERVICE_KEYS = ["name", "features", ...DESCRIBED_KEYS];
 const VIEW_KEYS = ["name", "entities", "source", "schema", "timestampField", "createdTimestampField", "ttl", "udf", "features", "online", "offline", "watermarkDelay", "dropLate", "aggregations", ...DESCRIBED_KEYS];
@@ -497,6 +532,19 @@ function editDistance(a: string, b: string): number {
     prev = cur;
   }
   return prev[b.length];
+}
+
+/**
+ * Whether `name` can name a Kinesis application: letters, digits, "_", "-"
+ * or ".", at most 128 characters (it becomes part of metadata keys).
+ *
+ * @example
+ * ```ts
+ * isApplicationName("clicks-to-redis") // true
+ * ```
+ */
+export function isApplicationName(name: unknown): name is string {
+  return typeof name === "string" && /^[A-Za-z0-9_\-.]{1,128}$/.test(name);
 }
 
 function requireName(factory: string, name: unknown): asserts name is string {

@@ -34,6 +34,8 @@ export interface Metrics {
   inc(name: string, labels?: Labels, by?: number): void;
   /** Sets a gauge. */
   set(name: string, labels: Labels, value: number): void;
+  /** Removes one series of a gauge (a partition no longer held). */
+  remove(name: string, labels: Labels): void;
   /** Records one observation in a histogram (a duration in seconds, say). */
   observe(name: string, labels: Labels, value: number): void;
   /** A counter's or gauge's value, or a histogram's count of observations. */
@@ -69,6 +71,7 @@ export const METRICS: Readonly<Record<string, MetricDefinition>> = {
   freshet_http_request_duration_seconds: { help: "HTTP request latency by route (the route's template), method and status, in seconds.", type: "histogram", labels: ["route", "method", "status"] },
   freshet_view_newest_event_seconds: { help: "Event time of the newest record a view has taken, in Unix seconds: its freshness is time() minus this.", type: "gauge", labels: ["view"] },
   freshet_source_lag: { help: "Source lag per partition or shard (records for Kafka, ms for Kinesis).", type: "gauge", labels: ["source", "partition"] },
+  freshet_source_partitions: { help: "Partitions or shards this process holds; while 0, its lag is unknown (not 0).", type: "gauge", labels: ["source"] },
   freshet_source_events_per_second: { help: "Source throughput over the last interval.", type: "gauge", labels: ["source"] },
   freshet_materialized_rows_total: { help: "Rows written by materialize.", type: "counter", labels: ["view"] },
   freshet_dead_letters_dropped_total: { help: "Dead letters deleted by the dead-letter sink's retention (rotated files beyond the number kept).", type: "counter", labels: ["sink"] },
@@ -146,6 +149,10 @@ export function createMetrics(): Metrics {
       s.value++;
       s.sum! += value;
       for (let i = 0; i < bounds.length; i++) if (value <= bounds[i]) s.buckets![i]++;
+    },
+    remove(name, labels) {
+      const f = families.get(name);
+      f?.values.delete(keyOf(f, labels));
     },
     get(name, labels = {}) {
       const f = families.get(name);

@@ -25,7 +25,7 @@
  * ```
  */
 import type { KinesisClient } from "@aws-sdk/client-kinesis";
-import { FreshetError, type KinesisSource, missingPackage, type Logger, type MetaStore, parseEventTime, sleep, type SourceBatch, type SourceLag, type StreamSource } from "../../core/index.ts";
+import { FreshetError, isApplicationName, type KinesisSource, missingPackage, type Logger, type MetaStore, parseEventTime, sleep, type SourceBatch, type SourceLag, type StreamSource } from "../../core/index.ts";
 import { kinesisKeys, readCheckpoint } from "./kinesis/checkpoints.ts";
 import { fairShare, type HeldLease, leaseTable, leaseValid } from "./kinesis/leases.ts";
 import { isConfigError, listShards, readableShards, readShard, type Sdk, type ShardOutcome, type StartPosition } from "./kinesis/shards.ts";
@@ -51,7 +51,7 @@ export interface KinesisConsumerOptions {
   logger?: Logger;
   /** The most shards this worker reads at once. Default: no limit beyond its fair share. */
   maxShardsPerWorker?: number;
-  /** The name checkpoints and leases are kept under (KCL's application name). Default: the source's name. */
+  /** The name checkpoints and leases are kept under (KCL's application name); wins over the definition's `application`. Default: the definition's, else the source's name. */
   application?: string;
   /** Backoff on ProvisionedThroughputExceeded: doubles from `initialMs` (default 500) to `maxMs` (default 10 000), with jitter. */
   throttle?: { initialMs?: number; maxMs?: number };
@@ -73,6 +73,8 @@ export interface KinesisConsumer extends StreamSource {
   readonly lagUnit: "ms";
   /** This worker's id in the lease table. */
   readonly workerId: string;
+  /** The application whose checkpoints and leases this worker uses. */
+  readonly application: string;
   /** The shards this worker reads now. */
   owned(): OwnedShard[];
 }
@@ -102,10 +104,12 @@ export function kinesisConsumer(def: KinesisSource, opts: KinesisConsumerOptions
   const discoverEveryMs = opts.discoverEveryMs ?? 10_000;
   const workerId = opts.workerId ?? `worker-${globalThis.crypto.randomUUID().slice(0, 8)}`;
   const start = startPosition(def);
-  const keys = kinesisKeys(opts.application ?? def.name, def.streamName);
+  const application = opts.application ?? def.application ?? def.name;
+  if (!isApplicationName(application)) throw new FreshetError("INVALID_CONFIG", `application ${JSON.stringify(application)} must be letters, digits, "_", "-" or "."`, { plugin: "kinesis", definition: def.name });
+  const keys = kinesisKeys(application, def.streamName);
   const meta = opts.meta;
   const logger = opts.logger;
-  const where = `[freshet] [kinesis] "${def.name}" (${workerId})`;
+  const where = `[freshet] [kinesis] "${def.name}" (${workerId}${application === def.name ? "" : `, application ${application}`})`;
   const workers = new Map<string, ShardWorker>();
   const lag = new Map<string, number>();
   let running = false;
@@ -166,7 +170,12 @@ export function kinesisConsumer(def: KinesisSource, opts: KinesisConsumerOptions
       })();
     }
 
-    async function discover(): Promise<void> {
+    /** The shards this worker waits for, with their owners (to log a wait once), and since when. */
+    let waitingFor = "";
+    let waitingSince = 0;
+
+    /** Lists shards and takes a fair share; returns when to look again if a lease this worker waits for expires sooner than the next round. */
+    async function discover(): Promise<number | undefined> {
       const shards = await listShards(sdk, client, def.streamName, halt.signal);
       for (const s of shards) {
         if (s.closed && !finished.has(s.shardId) && !workers.has(s.shardId)) {
@@ -184,14 +193,18 @@ export function kinesisConsumer(def: KinesisSource, opts: KinesisConsumerOptions
         w.handingOver = true;
         w.stop.abort();
         logger?.info(`${where}: handing ${shardId} over (${mine.length} held, fair share ${share} over ${live.size} workers)`);
-        return;
+        return undefined;
       }
       let held = mine.length;
+      const leasedElsewhere: { shardId: string; owner: string; expiresAt: number }[] = [];
       for (const s of readable) {
         if (held >= share || halt.signal.aborted) break;
         if (workers.has(s.shardId)) continue;
         const other = shardOwners.get(s.shardId);
-        if (other && other.owner !== workerId) continue;
+        if (other && other.owner !== workerId) {
+          leasedElsewhere.push({ shardId: s.shardId, owner: other.owner, expiresAt: other.expiresAt });
+          continue;
+        }
         const lease = await leases.acquire(s.shardId);
         if (!lease) continue;
         const checkpoint = await readCheckpoint(meta, keys.checkpoint(s.shardId)).catch(async (e) => {
@@ -206,6 +219,30 @@ export function kinesisConsumer(def: KinesisSource, opts: KinesisConsumerOptions
         startWorker(s.shardId, lease, checkpoint, s.parents.some((p) => finished.has(p)));
         held++;
       }
+      return waitForLeases(held < share ? leasedElsewhere : []);
+    }
+
+    /**
+     * Below its fair share with shards leased by other workers: says what it
+     * waits for (a killed worker's leases run out only at their expiry), once
+     * per set of shards and owners, and wakes discovery when the first expires.
+     */
+    function waitForLeases(leased: { shardId: string; owner: string; expiresAt: number }[]): number | undefined {
+      const key = leased.map((l) => `${l.shardId}@${l.owner}`).join(",");
+      if (leased.length === 0) {
+        if (waitingFor) logger?.info(`${where}: no longer waiting for other workers' leases (waited ${Math.round((Date.now() - waitingSince) / 100) / 10} s)`);
+        waitingFor = "";
+        return undefined;
+      }
+      const first = Math.min(...leased.map((l) => l.expiresAt));
+      if (key !== waitingFor) {
+        if (!waitingFor) waitingSince = Date.now();
+        waitingFor = key;
+        const owners = [...new Set(leased.map((l) => l.owner))].join(", ");
+        const last = Math.max(...leased.map((l) => l.expiresAt));
+        logger?.info(`${where}: waiting for the leases of ${leased.map((l) => l.shardId).join(", ")} held by ${owners}: they expire within ${Math.max(0, Math.ceil((last - Date.now()) / 1000))} s unless renewed (a stopped or killed worker's are not), then this worker takes them over (leaseTtlMs ${ttlMs})`);
+      }
+      return first + 50;
     }
 
     const renewer = (async () => {
@@ -235,8 +272,9 @@ export function kinesisConsumer(def: KinesisSource, opts: KinesisConsumerOptions
       await leases.heartbeat().catch((e) => logger?.warn(`${where}: cannot write the worker lease: ${(e as Error).message}`));
       let failures = 0;
       while (!halt.signal.aborted) {
+        let wakeAt: number | undefined;
         try {
-          await discover();
+          wakeAt = await discover();
           failures = 0;
         } catch (e) {
           if (halt.signal.aborted) break;
@@ -248,7 +286,7 @@ export function kinesisConsumer(def: KinesisSource, opts: KinesisConsumerOptions
           logger?.warn(`${where}: shard discovery failed (${(e as Error).name}: ${(e as Error).message}); retry ${failures}`);
         }
         await new Promise<void>((resolve) => {
-          const ms = failures ? Math.min(discoverEveryMs, 250 * 2 ** failures) : discoverEveryMs;
+          const ms = failures ? Math.min(discoverEveryMs, 250 * 2 ** failures) : Math.max(100, Math.min(discoverEveryMs, (wakeAt ?? Infinity) - Date.now()));
           const t = setTimeout(done, ms);
           function done() {
             clearTimeout(t);
@@ -277,6 +315,7 @@ export function kinesisConsumer(def: KinesisSource, opts: KinesisConsumerOptions
     name: def.name,
     lagUnit: "ms",
     workerId,
+    application,
     run,
     lag(): SourceLag {
       return Object.fromEntries(lag);

@@ -1,7 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as v from "valibot";
-import { consume, createProcessor, entity, featureRepo, kafkaSource, storeUnavailable, streamFeatureView, type SourceBatch, type StreamSource } from "../../mod.ts";
+import { consume, createProcessor, entity, featureRepo, kafkaSource, storeUnavailable, streamFeatureView, type SourceBatch, type SourceLag, type StreamSource } from "../../mod.ts";
 import { memoryDeadLetters, memoryStore } from "../../plugins/stores/memory.ts";
 
 const src = kafkaSource({ name: "s", kafkaBootstrapServers: "x:9092", topic: "t", timestampField: "ts" });
@@ -70,5 +70,45 @@ describe("consume", () => {
       /ABORTED|left unacknowledged/,
     );
     assert.equal(acked, 0);
+  });
+
+  it("logs lag as unknown while a source holds no partition or shard, and drops the lag of a partition no longer held", async () => {
+    const processor = createProcessor({ registry, online: memoryStore(), deadLetters: memoryDeadLetters() });
+    const lines: string[] = [];
+    const logger = { info: (m: string) => lines.push(m), warn: () => {}, error: () => {} };
+    for (const [kind, none] of [["kafka", "no partitions assigned"], ["kinesis", "no shards held"]] as const) {
+      lines.length = 0;
+      // Held: partitions 0 and 1, then only 1, then none.
+      const phases: SourceLag[] = [{ "0": 5, "1": 7 }, { "1": 2 }, {}];
+      let phase = 0;
+      const ac = new AbortController();
+      const source: StreamSource = {
+        kind,
+        name: "s",
+        lagUnit: kind === "kafka" ? "records" : "ms",
+        lag: () => phases[phase],
+        async run(_onBatch, signal) {
+          while (!signal.aborted && phase < phases.length) await new Promise((r) => setTimeout(r, 5));
+        },
+      };
+      const snapshots: string[] = [];
+      const done = consume(source, processor, { signal: ac.signal, logger, logEveryMs: 20 });
+      for (phase = 0; phase < phases.length; phase++) {
+        const seen = lines.length;
+        while (lines.length === seen) await new Promise((r) => setTimeout(r, 5));
+        snapshots.push(processor.metrics.render().split("\n").filter((l) => l.startsWith("freshet_source_lag{") || l.startsWith("freshet_source_partitions{")).join("; "));
+      }
+      ac.abort();
+      await done;
+      const unit = kind === "kafka" ? "records" : "ms";
+      assert.match(lines[0], new RegExp(`^\\[freshet\\] \\[${kind}\\] "s": \\d+ events/s, lag 12 ${unit} over 2 partitions$`));
+      assert.ok(lines.some((l) => l.endsWith(`lag 2 ${unit} over 1 partitions`)), lines.join("\n"));
+      assert.ok(lines.at(-1)!.endsWith(`, lag unknown: ${none}`), lines.join("\n"));
+      assert.deepEqual(snapshots, [
+        'freshet_source_lag{source="s",partition="0"} 5; freshet_source_lag{source="s",partition="1"} 7; freshet_source_partitions{source="s"} 2',
+        'freshet_source_lag{source="s",partition="1"} 2; freshet_source_partitions{source="s"} 1',
+        'freshet_source_partitions{source="s"} 0',
+      ]);
+    }
   });
 });

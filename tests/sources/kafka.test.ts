@@ -223,3 +223,54 @@ test("TLS and SASL settings reach kafkajs (the mock broker speaks neither, so th
     void processor;
   }
 });
+
+test("the commit is off the critical path: the next chunk is handed on before the previous chunk's commit is answered, and no commit covers an unwritten record", { timeout: 60_000 }, async () => {
+  const topic = unique("async-commit");
+  const N = 600;
+  await produce(bed.producer, topic, Array.from({ length: N }, (_, i) => ({ key: String(i), value: seqEvent(i), partition: 0 })), 600);
+  const { source, registry, view } = seqRepo({ kafkaBootstrapServers: bed.kafkaSvc.brokers, topic, groupId: unique("g"), batchSize: 20, lingerMs: 50 });
+  /** Partition 0: the last offset of each chunk whose ack was called (its records are in the store), and when chunks were handed on. */
+  const written: number[] = [];
+  const handedAt: number[] = [];
+  let overlaps = 0;
+  const violations: string[] = [];
+  const consumer = kafkaConsumer(source, {
+    ...GROUP,
+    logger: recordingLogger(),
+    onEvent(e) {
+      if (e.type !== "committed" || e.partition !== 0) return;
+      const next = Number(e.offset);
+      // Every record before the committed offset was written, i.e. its chunk's ack was called.
+      if ((written.at(-1) ?? -1) + 1 < next) violations.push(`commit of ${next} when only ${written.at(-1)} was written`);
+      // A chunk after the committed one was already handed on: its write overlapped this commit.
+      if (handedAt.length > written.findIndex((w) => w + 1 === next) + 1) overlaps++;
+    },
+  });
+  const traced = {
+    ...consumer,
+    run: (onBatch: Parameters<typeof consumer.run>[0], signal: AbortSignal) =>
+      consumer.run((b) => {
+        const last = b.records.at(-1)!.position;
+        handedAt.push(Date.now());
+        return onBatch({
+          ...b,
+          async ack() {
+            if (last.kind === "kafka") written.push(Number(last.offset));
+            await b.ack();
+          },
+        });
+      }, signal),
+  };
+  const online = memoryStore();
+  const run = startConsume(traced, { registry, online, deadLetters: memoryDeadLetters() });
+  try {
+    await until("every record committed", () => caughtUp(bed.admin, source.groupId!, topic), 30_000, 50);
+  } finally {
+    await run.stop();
+  }
+  assert.deepEqual(violations, []);
+  assert.deepEqual(await missingSeqs(online, view, N), []);
+  assert.equal(written.length, N / 20);
+  assert.ok(overlaps > 0, `no chunk was handed on while the previous chunk's commit was in flight (${written.length} chunks)`);
+  console.log(`# async commit: ${overlaps} of ${written.length} commits answered after the next chunk was handed on`);
+});

@@ -176,3 +176,41 @@ for (const { name, open } of stores) {
     });
   });
 }
+
+describe("a killed worker's leases (issue 13 item 9)", () => {
+  it("a new worker says it waits for them and for how long, and takes the shards over when they expire, not a discovery round later", { timeout: 30_000 }, async () => {
+    const stream = unique("dead-leases");
+    await createStream(bed.client, stream, 2);
+    const store = memoryStore();
+    const { source, registry } = kinesisRepo({ streamName: stream, endpoint: bed.svc.endpoint, region: "us-east-1", credentials: { accessKeyId: "a", secretAccessKey: "b" }, pollIntervalMs: 50 });
+    const keys = kinesisKeys(source.name, stream);
+    const deadTtl = 3000;
+    // What a SIGKILLed worker leaves behind: its worker lease and both shard leases, never renewed again.
+    const shards = ["shardId-000000000000", "shardId-000000000001"];
+    await store.meta.acquireLease(keys.workerLease("worker-dead"), "worker-dead", deadTtl);
+    for (const s of shards) assert.ok(await store.meta.acquireLease(keys.shardLease(s), "worker-dead", deadTtl));
+    const killedAt = Date.now();
+    const puts = await putAll(bed.client, stream, versions(DRIVERS, 1, 2));
+
+    const lines: string[] = [];
+    const logger = { info: (m: string) => lines.push(m), warn: (m: string) => lines.push(m), error: (m: string) => lines.push(m) };
+    // Discovery every 20 s: a takeover sooner than that comes from waking at the leases' expiry.
+    const consumer = kinesisConsumer(source, { meta: store.meta, workerId: "worker-new", leaseTtlMs: deadTtl, discoverEveryMs: 20_000, logger });
+    const ac = new AbortController();
+    let read = 0;
+    const run = consume(consumer, createProcessor({ registry, online: store, deadLetters: memoryDeadLetters() }), { signal: ac.signal, logEveryMs: 0, onBatch: (_r, b) => (read += b.records.length) });
+    try {
+      await until(() => `the wait is logged\n${lines.join("\n")}`, () => lines.some((l) => l.includes("waiting for the leases")), 5_000);
+      const wait = lines.find((l) => l.includes("waiting for the leases"))!;
+      assert.match(wait, /"driver_events" \(worker-new\): waiting for the leases of shardId-000000000000, shardId-000000000001 held by worker-dead: they expire within [1-3] s unless renewed \(a stopped or killed worker's are not\), then this worker takes them over \(leaseTtlMs 3000\)/);
+      await until(() => `worker-new reads both shards (${JSON.stringify(consumer.owned())})`, () => consumer.owned().length === 2, 10_000, 20);
+      const tookOver = Date.now() - killedAt;
+      assert.ok(tookOver >= deadTtl - 100 && tookOver < deadTtl + 2000, `took the shards over ${tookOver} ms after the kill (lease ttl ${deadTtl} ms, discovery every 20 s)`);
+      assert.ok(lines.some((l) => /no longer waiting for other workers' leases \(waited \d+(\.\d)? s\)/.test(l)), lines.join("\n"));
+      await until(() => `every record read (${read} of ${puts.length})`, () => read >= puts.length);
+    } finally {
+      ac.abort();
+      await run;
+    }
+  });
+});

@@ -4,8 +4,15 @@
  * offsets committed only when Freshet acknowledges a batch.
  *
  * - At-least-once: every kafkajs batch (one partition) is handed on in chunks
- *   of `batchSize`; a chunk's `ack()` commits the offset after its last
- *   record. Nothing else commits (autoCommit and auto-resolve are off).
+ *   of `batchSize`; a chunk's `ack()` (after the stores took it) sends the
+ *   commit of the offset after its last record, and returns without waiting
+ *   for the broker's answer, so that the next chunk's write overlaps that
+ *   commit. A partition has at most one commit in flight: the next `ack()`
+ *   waits for it, and if it failed commits its own offset (which covers both)
+ *   before returning, and throws if that fails too. So a crash redelivers at
+ *   most the chunk being written and the one whose commit was in flight, and
+ *   a commit never covers a record the stores have not accepted. Nothing
+ *   else commits (autoCommit and auto-resolve are off).
  * - Rebalance-safe: a chunk is stale once this member may have lost its
  *   partition (a heartbeat or commit answered "rebalancing", "illegal
  *   generation" or "unknown member", the member rejoined, or a seek is
@@ -15,18 +22,20 @@
  *   fetch was handled, so a slow or down store holds the fetch loop (bounded
  *   memory) while this module keeps heartbeating so the member stays in the
  *   group.
- * - A clean stop: on abort no new chunk starts, in-flight chunks finish and
- *   are committed, then the member leaves the group and disconnects.
+ * - A clean stop: on abort no new chunk starts, in-flight chunks finish, every
+ *   commit in flight is answered, then the member leaves the group and
+ *   disconnects.
  */
 import type { Admin, Consumer, EachBatchPayload, Kafka, KafkaMessage, RetryOptions } from "kafkajs";
 import type { KafkaSource, Logger, RawRecord, SourceBatch, SourceLag, StreamSource } from "../../../core/index.ts";
 import { FreshetError } from "../../../core/errors.ts";
-import { parseEventTime } from "../../../core/time.ts";
+import { parseDuration, parseEventTime } from "../../../core/time.ts";
 import { createKafka } from "./client.ts";
 
 /**
- * Options of {@link kafkaConsumer}. The kafkajs group settings default to
- * kafkajs' own (session 30 s, heartbeat 3 s, rebalance 60 s).
+ * Options of {@link kafkaConsumer}. The group timings given here win over the
+ * definition's (`sessionTimeout`, `heartbeatInterval`, `rebalanceTimeout`);
+ * both default to kafkajs' own (session 30 s, heartbeat 3 s, rebalance 60 s).
  *
  * @example
  * ```ts
@@ -42,7 +51,7 @@ export interface KafkaConsumerOptions {
   partitionsConsumedConcurrently?: number;
   /** Group session timeout, ms: a member silent this long is removed from the group. */
   sessionTimeout?: number;
-  /** How often the member heartbeats, ms, also while a slow batch is in flight. */
+  /** How often the member heartbeats, ms, also while a slow batch is in flight. Default a fifth of the session timeout, at most 3 s. */
   heartbeatInterval?: number;
   /** How long the group waits for members to rejoin during a rebalance, ms. */
   rebalanceTimeout?: number;
@@ -99,6 +108,7 @@ export function kafkaConsumer(def: KafkaSource, opts: KafkaConsumerOptions = {})
   } else if (def.startFrom !== undefined && def.startFrom !== "earliest" && def.startFrom !== "latest") {
     throw fail(`startFrom ${JSON.stringify(def.startFrom)} must be "earliest", "latest" or { timestamp }`);
   }
+  const timings = groupTimings(def, opts);
   const logger = opts.logger ?? console;
   const groupId = def.groupId ?? `freshet-${def.name}`;
   const topic = def.topic;
@@ -113,15 +123,13 @@ export function kafkaConsumer(def: KafkaSource, opts: KafkaConsumerOptions = {})
     const kafka = opts.kafka ?? await createKafka({ brokers: def.kafkaBootstrapServers, clientId: def.clientId, ssl: def.ssl, sasl: def.sasl, retry: opts.retry }, { label, logger });
     const consumer: Consumer = kafka.consumer({
       groupId,
-      sessionTimeout: opts.sessionTimeout,
-      heartbeatInterval: opts.heartbeatInterval,
-      rebalanceTimeout: opts.rebalanceTimeout,
+      ...timings,
       maxBytesPerPartition: opts.maxBytesPerPartition,
       // Also bounds how long a stop waits for an idle fetch.
       maxWaitTimeInMs: def.lingerMs ?? 500,
       retry: opts.retry,
     });
-    const heartbeatEvery = opts.heartbeatInterval ?? 3000;
+    const heartbeatEvery = timings.heartbeatInterval;
     let admin: Admin | undefined;
     let generation = 0;
     let stopping = false;
@@ -134,18 +142,51 @@ export function kafkaConsumer(def: KafkaSource, opts: KafkaConsumerOptions = {})
     };
     const onAbort = () => stop();
     signal.addEventListener("abort", onAbort, { once: true });
+    /** Per partition: the commit in flight (at most one), and whether the last one failed. */
+    const commits = new Map<number, { inflight?: Promise<void>; failed?: { offset: string; error: unknown } }>();
+    /** The generation a commit answered "the group changed" in: its chunks are stale from then on. */
+    let lostGeneration: { generation: number; error: Error } | undefined;
+    /** eachBatch calls in progress. */
+    let active = 0;
     /** Partitions whose start position (startFrom timestamp) was settled in this generation. */
     const settled = new Set<number>();
     let timestampOffsets: Promise<Map<number, string>> | undefined;
 
+    // While a JoinGroup is pending the coordinator holds it until the group's
+    // rebalance completes: say what it waits for, instead of a silent "lag 0".
+    const waiting = assignmentWait(label, groupId, timings, logger);
+    consumer.on(consumer.events.REBALANCING, () => {
+      positions.clear(); // eager rebalancing: nothing is assigned until the next join
+      waiting.start();
+    });
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
       generation++;
       const partitions = [...(e.payload.memberAssignment[topic] ?? [])].sort((a, b) => a - b);
       for (const p of positions.keys()) if (!partitions.includes(p)) positions.delete(p);
       settled.clear();
-      logger.info(`[freshet] [kafka] "${label}": joined group "${groupId}", partitions [${partitions.join(", ")}] of ${topic}`);
+      const waited = waiting.stop();
+      logger.info(`[freshet] [kafka] "${label}": joined group "${groupId}", partitions [${partitions.join(", ")}] of ${topic}${waited === undefined ? "" : ` after waiting ${fmtSeconds(waited)} for the assignment`}`);
       opts.onEvent?.({ type: "assigned", generation, partitions });
+      if (partitions.length > 0) void startingLag(partitions, generation);
     });
+
+    /** The lag of newly assigned partitions before their first fetch: high watermark minus the committed offset (best effort). */
+    async function startingLag(partitions: number[], gen: number): Promise<void> {
+      try {
+        admin ??= kafka.admin();
+        await admin.connect();
+        const [high, [committed]] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId, topics: [topic] })]);
+        if (gen !== generation) return;
+        for (const p of partitions) {
+          if (positions.has(p)) continue;
+          const h = high.find((x) => x.partition === p);
+          const c = Number(committed?.partitions.find((x) => x.partition === p)?.offset ?? -1);
+          if (h) positions.set(p, { high: Number(h.high), next: c >= 0 ? c : Number(h.low) });
+        }
+      } catch {
+        // The lag of these partitions stays unknown until their first fetch.
+      }
+    }
     consumer.on(consumer.events.CRASH, (e) => {
       if (e.payload.restart) return; // kafkajs restarts the consumer by itself
       fatal ??= new FreshetError("SOURCE_UNAVAILABLE", `the consumer stopped: ${e.payload.error.message}`, { plugin: "kafka", definition: label, cause: e.payload.error });
@@ -174,7 +215,56 @@ export function kafkaConsumer(def: KafkaSource, opts: KafkaConsumerOptions = {})
       return true;
     }
 
+    /** Sends a chunk's commit; at most one per partition is in flight (the caller waited for the previous one). */
+    function sendCommit(p: EachBatchPayload, partition: number, mine: number, firstOffset: string, lastOffset: string, next: string): Promise<void> {
+      const state = commits.get(partition) ?? {};
+      commits.set(partition, state);
+      const sent: Promise<void> = p.commitOffsetsIfNecessary({ topics: [{ topic, partitions: [{ partition, offset: next }] }] }).then(
+        () => {
+          if (state.inflight === sent) state.inflight = undefined;
+          state.failed = undefined;
+          opts.onEvent?.({ type: "committed", generation: mine, partition, offset: next });
+        },
+        (e: unknown) => {
+          if (state.inflight === sent) state.inflight = undefined;
+          if (groupChanged(e)) {
+            if (!lostGeneration || lostGeneration.generation < mine) lostGeneration = { generation: mine, error: e };
+            opts.onEvent?.({ type: "stale", generation: mine, partition, firstOffset, lastOffset, reason: `its commit answered ${(e as { type?: string }).type ?? e.message}` });
+          } else {
+            state.failed = { offset: next, error: e };
+            logger.warn(`[freshet] [kafka] "${label}": commit of partition ${partition} offset ${next} failed: ${(e as Error).message}; the next commit of the partition covers it`);
+          }
+        },
+      );
+      state.inflight = sent;
+      return sent;
+    }
+
+    /** Waits until no eachBatch runs, then for every commit in flight; one that failed is sent again, once. */
+    async function settleCommits(): Promise<void> {
+      while (active > 0) await new Promise((r) => setTimeout(r, 5));
+      await Promise.all([...commits.values()].map((c) => c.inflight));
+      for (const [partition, c] of commits) {
+        if (!c.failed) continue;
+        try {
+          await consumer.commitOffsets([{ topic, partition, offset: c.failed.offset }]);
+          opts.onEvent?.({ type: "committed", generation, partition, offset: c.failed.offset });
+        } catch (e) {
+          logger.warn(`[freshet] [kafka] "${label}": commit of partition ${partition} offset ${c.failed.offset} failed again at stop: ${(e as Error).message}; its records will be redelivered`);
+        }
+      }
+    }
+
     async function eachBatch(p: EachBatchPayload): Promise<void> {
+      active++;
+      try {
+        await eachBatchOnce(p);
+      } finally {
+        active--;
+      }
+    }
+
+    async function eachBatchOnce(p: EachBatchPayload): Promise<void> {
       const { batch } = p;
       const { partition } = batch;
       if (stopping || !p.isRunning()) return;
@@ -185,8 +275,10 @@ export function kafkaConsumer(def: KafkaSource, opts: KafkaConsumerOptions = {})
       if (await needsSeek(p)) return;
 
       let revoked: Error | undefined;
-      const staleReason = (): string | undefined =>
-        revoked ? `the group changed (${(revoked as { type?: string }).type ?? revoked.message})` : mine !== generation ? "the member rejoined the group" : p.isStale() ? "a seek is pending" : undefined;
+      const staleReason = (): string | undefined => {
+        const lost = revoked ?? (lostGeneration?.generation === mine ? lostGeneration.error : undefined);
+        return lost ? `the group changed (${(lost as { type?: string }).type ?? lost.message})` : mine !== generation ? "the member rejoined the group" : p.isStale() ? "a seek is pending" : undefined;
+      };
 
       for (let i = 0; i < batch.messages.length; i += batchSize) {
         if (stopping || staleReason()) break;
@@ -198,20 +290,26 @@ export function kafkaConsumer(def: KafkaSource, opts: KafkaConsumerOptions = {})
           records: chunk.map((m) => toRecord(topic, partition, m)),
           isStale: () => staleReason() !== undefined,
           async ack() {
+            if (acked) return;
+            // At most one commit in flight per partition: the previous chunk's is answered first.
+            await commits.get(partition)?.inflight;
             const why = staleReason();
             if (why) throw new FreshetError("SOURCE_UNAVAILABLE", `partition ${partition} offsets ${firstOffset}-${lastOffset} not committed: ${why}; another member will redeliver them`, { plugin: "kafka", definition: label });
             const next = (BigInt(lastOffset) + 1n).toString();
-            try {
-              await p.commitOffsetsIfNecessary({ topics: [{ topic, partitions: [{ partition, offset: next }] }] });
-            } catch (e) {
-              if (groupChanged(e)) revoked ??= e;
-              throw new FreshetError("SOURCE_UNAVAILABLE", `commit of partition ${partition} offset ${next} failed: ${(e as Error).message}`, { plugin: "kafka", definition: label, cause: e });
+            const sent = sendCommit(p, partition, mine, firstOffset, lastOffset, next);
+            // The previous commit failed: this one (covering both) is waited for, so that a broker
+            // that takes no commit pauses the source instead of letting the uncommitted window grow.
+            if (commits.get(partition)?.failed) {
+              await sent;
+              const failed = commits.get(partition)?.failed;
+              if (failed?.offset === next || staleReason()) {
+                throw new FreshetError("SOURCE_UNAVAILABLE", `commit of partition ${partition} offset ${next} failed: ${staleReason() ?? (failed?.error as Error)?.message}`, { plugin: "kafka", definition: label, cause: failed?.error });
+              }
             }
             p.resolveOffset(lastOffset);
             acked = true;
             const pos = positions.get(partition);
             if (pos) pos.next = Number(next);
-            opts.onEvent?.({ type: "committed", generation: mine, partition, offset: next });
           },
         };
         // A slow store (consume() retrying) must not get the member kicked out of the group.
@@ -244,14 +342,17 @@ export function kafkaConsumer(def: KafkaSource, opts: KafkaConsumerOptions = {})
     try {
       await consumer.connect();
       await consumer.subscribe({ topics: [topic], fromBeginning: def.startFrom !== "latest" });
+      waiting.start();
       await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, partitionsConsumedConcurrently: concurrency, eachBatch });
       await stopped;
     } catch (e) {
       fatal ??= new FreshetError("SOURCE_UNAVAILABLE", `cannot consume ${topic}: ${(e as Error).message}${connectHint(def, e)}`, { plugin: "kafka", definition: label, cause: e });
     } finally {
+      waiting.stop();
       signal.removeEventListener("abort", onAbort);
       stopping = true;
-      // Waits for in-flight batches (they finish and commit), leaves the group, closes the connections.
+      // In-flight batches finish and their commits are answered; then it leaves the group and closes the connections.
+      await settleCommits();
       await consumer.disconnect().catch((e) => logger.warn(`[freshet] [kafka] "${label}": disconnect: ${(e as Error).message}`));
       await admin?.disconnect().catch(() => {});
       running = false;
@@ -268,6 +369,64 @@ export function kafkaConsumer(def: KafkaSource, opts: KafkaConsumerOptions = {})
       const out: SourceLag = {};
       for (const [p, { high, next }] of positions) out[String(p)] = Math.max(0, high - next);
       return out;
+    },
+  };
+}
+
+/** The group timings kafkajs gets, in ms: the options, else the definition's, else kafkajs' defaults (heartbeat: a fifth of the session, at most 3 s). */
+export function groupTimings(def: KafkaSource, opts: Pick<KafkaConsumerOptions, "sessionTimeout" | "heartbeatInterval" | "rebalanceTimeout"> = {}): { sessionTimeout: number; heartbeatInterval: number; rebalanceTimeout: number } {
+  const ms = (v: number | string | undefined) => (v === undefined ? undefined : parseDuration(v));
+  const sessionTimeout = opts.sessionTimeout ?? ms(def.sessionTimeout) ?? 30_000;
+  const rebalanceTimeout = opts.rebalanceTimeout ?? ms(def.rebalanceTimeout) ?? 60_000;
+  const heartbeatInterval = opts.heartbeatInterval ?? ms(def.heartbeatInterval) ?? Math.min(3000, Math.max(100, Math.floor(sessionTimeout / 5)));
+  for (const [k, v] of Object.entries({ sessionTimeout, rebalanceTimeout, heartbeatInterval })) {
+    if (!(Number.isFinite(v) && v > 0)) throw new FreshetError("INVALID_CONFIG", `${k} ${v} must be a positive number of ms`, { plugin: "kafka", definition: def.name });
+  }
+  if (heartbeatInterval >= sessionTimeout) {
+    throw new FreshetError("INVALID_CONFIG", `heartbeatInterval ${heartbeatInterval} ms must be below sessionTimeout ${sessionTimeout} ms (at most a third of it is usual)`, { plugin: "kafka", definition: def.name });
+  }
+  return { sessionTimeout, heartbeatInterval, rebalanceTimeout };
+}
+
+/** How long a pending JoinGroup waits before it is logged, and then how often. */
+const WAIT_LOG_AFTER_MS = 5000;
+const WAIT_LOG_EVERY_MS = 10_000;
+
+const fmtSeconds = (ms: number) => `${Math.round(ms / 100) / 10} s`;
+
+/**
+ * Logs, while this member waits for a partition assignment, what the
+ * coordinator waits for: the members of the previous generation to rejoin. A
+ * member that was killed never does, so the group waits until its session
+ * expires (measured on librdkafka's mock cluster: one to two session
+ * timeouts after the kill; bench/results/kafka-recovery.txt).
+ */
+function assignmentWait(label: string, groupId: string, t: { sessionTimeout: number }, logger: Logger) {
+  let since: number | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const log = () => {
+    if (since === undefined) return;
+    const now = Date.now();
+    const left = since + t.sessionTimeout - now;
+    const session = left > 0
+      ? `previous member's session expires within ${Math.ceil(left / 1000)} s (sessionTimeout ${fmtSeconds(t.sessionTimeout)}, if it had the same)`
+      : `previous member's session (sessionTimeout ${fmtSeconds(t.sessionTimeout)}, if it had the same) has run out and the coordinator has not completed the rebalance yet`;
+    logger.info(`[freshet] [kafka] "${label}": waiting for partition assignment: group "${groupId}" rebalancing, ${session}; no partition is read meanwhile (${fmtSeconds(now - since)} so far; a killed member's partitions move sooner with a shorter sessionTimeout)`);
+    timer = setTimeout(log, WAIT_LOG_EVERY_MS);
+  };
+  return {
+    start() {
+      if (since !== undefined) return;
+      since = Date.now();
+      timer = setTimeout(log, WAIT_LOG_AFTER_MS);
+    },
+    /** Ends the wait; how long it lasted when it was logged, else undefined. */
+    stop(): number | undefined {
+      if (since === undefined) return undefined;
+      const waited = Date.now() - since;
+      since = undefined;
+      clearTimeout(timer);
+      return waited >= WAIT_LOG_AFTER_MS ? waited : undefined;
     },
   };
 }
