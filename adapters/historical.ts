@@ -118,9 +118,14 @@ async function writeRows(path: string, format: "parquet" | "csv" | "jsonl", rows
           const k = typeof v === "number" ? "DOUBLE" : typeof v === "boolean" ? "BOOLEAN" : typeof v === "string" ? "STRING" : "JSON";
           kind = kind === undefined || kind === k ? k : "JSON";
         }
-        return { name, data, type: kind ?? "STRING" };
+        return { name, data, type: (kind ?? "STRING") as "DOUBLE" | "BOOLEAN" | "STRING" | "JSON" };
       });
-      await fh.writeFile(new Uint8Array(parquetWriteBuffer({ columnData: columnData as never, createdBy: "freshet" })));
+      // DuckDB writes it about 3x faster than hyparquet-writer when it loads (P12).
+      const { writeParquetDuckDB } = await import("../plugins/stores/file/duckdb.ts");
+      if (await writeParquetDuckDB(tmp, columnData)) {
+        const written = await open(tmp, "r+");
+        await written.sync().finally(() => written.close());
+      } else await fh.writeFile(new Uint8Array(parquetWriteBuffer({ columnData: columnData as never, createdBy: "freshet" })));
     } else {
       const enc = format === "csv" ? csvLine : (r: Row) => JSON.stringify(r);
       let buf = format === "csv" ? csvLine(Object.fromEntries(columns.map((c) => [c, c]))) + "\n" : "";
