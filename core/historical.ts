@@ -10,6 +10,8 @@
  * from at-least-once delivery changes nothing. When that row is older than
  * the view's ttl (entity time - event time > ttl) the features are null, as
  * an online read says OUTSIDE_MAX_AGE. ttl 0 keeps values forever.
+ * Aggregate features of an aggregating view are folded from its logged
+ * events by core/historical-aggregates.ts.
  */
 import type { AsOfEntity, AsOfMatch, FeatureRow, OfflineStore, Row } from "./contracts.ts";
 import type { FeatureView } from "./definitions.ts";
@@ -32,7 +34,7 @@ export function preferLogged(a: Pick<FeatureRow, "eventTime" | "createdTime" | "
 /** Progress of a historical retrieval, per view. */
 export interface HistoricalProgress {
   view: string;
-  /** "duckdb" (the store's own engine) or "stream" (the streaming join over `read`). */
+  /** "duckdb" (the store's own engine) or "stream" (the streaming join over `read`); "..., stream (aggregates)" when aggregate features were folded too. */
   engine: string;
   /** Feature rows read so far (streaming join only). */
   featureRows: number;
