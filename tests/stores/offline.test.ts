@@ -14,6 +14,7 @@ import { pathToFileURL } from "node:url";
 import { DuckDBInstance } from "@duckdb/node-api";
 import * as v from "valibot";
 import { createProcessor, entity, featureRepo, type FeatureRow, pushSource, streamFeatureView } from "../../mod.ts";
+import { compactCommand } from "../../adapters/historical.ts";
 import { fileOffline } from "../../plugins/stores/file/index.ts";
 import { memoryDeadLetters, memoryStore } from "../../plugins/stores/memory.ts";
 import { conformanceRepo } from "../../testing/online-store.ts";
@@ -318,6 +319,21 @@ describe("the small files of a writer that is gone", () => {
     files = await partitionFiles(root);
     assert.equal(files.filter((f) => f.startsWith("date=2026-01-01/")).length, 1, files.join(" "));
     assert.deepEqual(await logRows(root), afterRows);
+  });
+
+  it("freshet compact adopts them in every partition of the view", async () => {
+    const dir = await tempDir();
+    const root = join(dir, "offline", "conf_stats");
+    await killedWriter(dir, 6, 3);
+    const before = await logRows(root);
+    assert.equal((await partitionFiles(root)).length, 6);
+    const repoFile = join(dir, "repo.ts");
+    await writeFile(repoFile, `export { conformanceRepo as default } from ${JSON.stringify(CONF)};\n`);
+    const lines: string[] = [];
+    await compactCommand([repoFile, "--view", "conf_stats", "--data-dir", dir], (l) => lines.push(l));
+    assert.deepEqual((await partitionFiles(root)).map((f) => f.replace(/\/.*-c/, "/-c")), ["date=2026-01-01/-c00000001.parquet", "date=2026-01-02/-c00000002.parquet"]);
+    assert.match(lines.join("\n"), /compact: conf_stats: 6 files before, 2 after/);
+    assert.deepEqual(await logRows(root), before);
   });
 
   it("two processes compacting the same orphaned files at once: every row once (the partition's compaction lock)", async () => {
