@@ -50,6 +50,7 @@ const COMMANDS: Record<string, string> = {
   describe: "print the registry as JSON",
   replay: "run dead letters (--dead-letters <file> or --dead-letter-topic <t>) through the pipeline again after a fix",
   historical: "point-in-time training set from the offline log (freshet historical --help)",
+  compact: "compact the offline log's small files, adopting those of writers that are gone (freshet compact --help)",
 };
 
 function flagLines(command?: string): string {
@@ -108,6 +109,10 @@ export async function main(argv: string[]): Promise<void> {
     await (await import("./historical.ts")).historicalCommand(argv.slice(1));
     return;
   }
+  if (argv[0] === "compact") {
+    await (await import("./historical.ts")).compactCommand(argv.slice(1));
+    return;
+  }
   if (argv[0] === "materialize" && argv.includes("--from-offline")) {
     await (await import("./historical.ts")).materializeFromOfflineCommand(argv.slice(1));
     return;
@@ -118,7 +123,7 @@ export async function main(argv: string[]): Promise<void> {
     console.log(`freshet ${await version()} (${runtime} ${runtimeVersion()})`);
     return;
   }
-  if (values.help && command && command in COMMANDS && command !== "historical") {
+  if (values.help && command && command in COMMANDS && command !== "historical" && command !== "compact") {
     console.log(commandUsage(command));
     return;
   }

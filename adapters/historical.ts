@@ -118,9 +118,14 @@ async function writeRows(path: string, format: "parquet" | "csv" | "jsonl", rows
           const k = typeof v === "number" ? "DOUBLE" : typeof v === "boolean" ? "BOOLEAN" : typeof v === "string" ? "STRING" : "JSON";
           kind = kind === undefined || kind === k ? k : "JSON";
         }
-        return { name, data, type: kind ?? "STRING" };
+        return { name, data, type: (kind ?? "STRING") as "DOUBLE" | "BOOLEAN" | "STRING" | "JSON" };
       });
-      await fh.writeFile(new Uint8Array(parquetWriteBuffer({ columnData: columnData as never, createdBy: "freshet" })));
+      // DuckDB writes it about 3x faster than hyparquet-writer when it loads (P12).
+      const { writeParquetDuckDB } = await import("../plugins/stores/file/duckdb.ts");
+      if (await writeParquetDuckDB(tmp, columnData)) {
+        const written = await open(tmp, "r+");
+        await written.sync().finally(() => written.close());
+      } else await fh.writeFile(new Uint8Array(parquetWriteBuffer({ columnData: columnData as never, createdBy: "freshet" })));
     } else {
       const enc = format === "csv" ? csvLine : (r: Row) => JSON.stringify(r);
       let buf = format === "csv" ? csvLine(Object.fromEntries(columns.map((c) => [c, c]))) + "\n" : "";
@@ -198,4 +203,41 @@ export async function materializeFromOfflineCommand(argv: string[], log: (line: 
   } finally {
     await host.close();
   }
+}
+
+export const COMPACT_USAGE = `freshet compact <feature_repo.ts> [--view <name>] [--data-dir <dir>]
+
+  Compacts the small Parquet files of the offline log (<data-dir>/offline) in every partition of the views
+  with offline: true (or --view), adopting those of writers that are gone (closed, or died on this host).
+  Safe beside running writers and another compact: each partition is compacted under its lock.
+  --data-dir <dir>        FRESHET_DATA_DIR, default ./data
+`;
+
+/** `freshet compact <repo>`: the offline log's small files compacted, a gone writer's adopted. Exported for tests. */
+export async function compactCommand(argv: string[], log: (line: string) => void = (l) => console.error(l)): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { view: { type: "string" }, "data-dir": { type: "string" }, help: { type: "boolean", short: "h" } },
+  });
+  if (values.help) {
+    console.log(COMPACT_USAGE);
+    return;
+  }
+  const [repoPath] = positionals;
+  if (!repoPath) throw new FreshetError("INVALID_CONFIG", `freshet compact needs a feature repo path\n${COMPACT_USAGE}`);
+  const registry = await loadRepo(repoPath);
+  const views = values.view ? [registry.view(values.view)] : [...registry.views.values()].filter((v) => v.offline);
+  const { fileOffline, logFiles } = await import("../plugins/stores/file/offline.ts");
+  const offline = fileOffline({ dir: values["data-dir"] ?? process.env.FRESHET_DATA_DIR ?? "./data" });
+  const count = async () => {
+    let n = 0;
+    for (const v of views) for (const p of await logFiles(offline.root, v.name)) n += p.files.length;
+    return n;
+  };
+  const started = Date.now();
+  const before = await count();
+  await offline.compact(views);
+  await offline.close();
+  log(`[freshet] compact: ${views.map((v) => v.name).join(", ") || "no view with offline: true"}: ${before} files before, ${await count()} after, in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }

@@ -9,7 +9,7 @@
  *   tie-breaking and the hand-written query is exact too.
  * - Freshet: `freshet historical` as a user runs it (historicalCommand):
  *   entity Parquet in (hyparquet), getHistoricalFeatures (DuckDB engine),
- *   training-set Parquet out (hyparquet-writer).
+ *   training-set Parquet out (DuckDB COPY when it loads, else hyparquet-writer).
  * - Baseline: a DuckDB ASOF JOIN written by hand over the same files, with
  *   the view's ttl, `COPY`'d straight to Parquet.
  * - Same answer: both outputs compared row by row in DuckDB (EXCEPT ALL both ways).
@@ -137,7 +137,7 @@ export default featureRepo({ project: "bench", definitions: [driver, src, stream
     entries.push(e);
     notes.push(
       `P12 node: ${E} entity rows x ${F} feature rows (${K} entities, ${DAYS} days, ttl 2d); same answer: ${same ? "yes" : "NO"} (${found} rows with a value). ` +
-        `Freshet = freshet historical (entity Parquet read by hyparquet, DuckDB dedupe of equal versions + ASOF JOIN, output written by hyparquet-writer); ` +
+        `Freshet = freshet historical (entity Parquet read by hyparquet, entity rows into DuckDB by its appender, DuckDB dedupe of equal versions + ASOF JOIN, output written by DuckDB COPY); ` +
         `baseline = one hand-written DuckDB ASOF JOIN COPY'd to Parquet (no dedupe of equal versions, no JS on either end).`,
     );
   } catch (e) {

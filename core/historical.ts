@@ -10,10 +10,14 @@
  * from at-least-once delivery changes nothing. When that row is older than
  * the view's ttl (entity time - event time > ttl) the features are null, as
  * an online read says OUTSIDE_MAX_AGE. ttl 0 keeps values forever.
+ * Aggregate features of an aggregating view are folded from its logged
+ * events by core/historical-aggregates.ts.
  */
 import type { AsOfEntity, AsOfMatch, FeatureRow, OfflineStore, Row } from "./contracts.ts";
 import type { FeatureView } from "./definitions.ts";
+import { windowRange } from "./aggregations.ts";
 import { entityKeyOf } from "./entity-key.ts";
+import { aggregateAsOf } from "./historical-aggregates.ts";
 import { FreshetError } from "./errors.ts";
 import { isNewer } from "./online.ts";
 import type { Registry } from "./registry.ts";
@@ -31,7 +35,7 @@ export function preferLogged(a: Pick<FeatureRow, "eventTime" | "createdTime" | "
 export interface HistoricalProgress {
   /** The view being joined. */
   view: string;
-  /** "duckdb" (the store's own engine) or "stream" (the streaming join over `read`). */
+  /** "duckdb" (the store's own engine) or "stream" (the streaming join over `read`); "..., stream (aggregates)" when aggregate features were folded too. */
   engine: string;
   /** Feature rows read so far (streaming join only). */
   featureRows: number;
@@ -134,9 +138,9 @@ export async function asOfJoin(view: Pick<FeatureView, "ttlMs">, features: strin
 }
 
 /** Resolves feature refs to views and features, in the order asked. */
-export function resolveFeatureRefs(registry: Registry, refs: string[]): { view: FeatureView; features: string[] }[] {
+export function resolveFeatureRefs(registry: Registry, refs: string[]): { view: FeatureView; features: string[]; aggregates: string[] }[] {
   if (!Array.isArray(refs) || refs.length === 0) throw new FreshetError("INVALID_INPUT", 'features is empty: give feature refs "view:feature", e.g. driver_hourly_stats:conv_rate');
-  const byView = new Map<string, { view: FeatureView; features: string[] }>();
+  const byView = new Map<string, { view: FeatureView; features: string[]; aggregates: string[] }>();
   for (const ref of refs) {
     const i = typeof ref === "string" ? ref.indexOf(":") : -1;
     if (i <= 0 || i === ref.length - 1) throw new FreshetError("INVALID_INPUT", `feature ref ${JSON.stringify(ref)} is not "view:feature", e.g. driver_hourly_stats:conv_rate`);
@@ -149,10 +153,18 @@ export function resolveFeatureRefs(registry: Registry, refs: string[]): { view: 
       throw new FreshetError("INVALID_INPUT", `feature ref "${ref}": no view named "${name}"; views: ${[...registry.views.keys()].join(", ")}`);
     }
     let entry = byView.get(name);
-    if (!entry) byView.set(name, entry = { view, features: [] });
-    const add = feature === "*" ? view.features : [feature];
+    if (!entry) byView.set(name, entry = { view, features: [], aggregates: [] });
+    const aggNames = (view.aggregations ?? []).map((a) => a.name);
+    // `view:*` is what the view serves online: its aggregations on an aggregating view.
+    const add = feature === "*" ? (aggNames.length ? aggNames : view.features) : [feature];
     for (const f of add) {
-      if (!view.features.includes(f)) throw new FreshetError("INVALID_INPUT", `feature ref "${ref}": view "${name}" has no feature "${f}"; it has ${view.features.join(", ")}`);
+      const agg = view.aggregations?.find((a) => a.name === f);
+      if (agg) {
+        if (!view.features.includes(agg.column)) throw new FreshetError("INVALID_INPUT", `feature ref "${ref}": aggregation "${f}" reads column "${agg.column}", which view "${name}" does not log offline; add "${agg.column}" to the view's features`);
+        if (!entry.aggregates.includes(f)) entry.aggregates.push(f);
+        continue;
+      }
+      if (!view.features.includes(f)) throw new FreshetError("INVALID_INPUT", `feature ref "${ref}": view "${name}" has no feature "${f}"; it has ${[...view.features, ...aggNames].join(", ")}`);
       if (!entry.features.includes(f)) entry.features.push(f);
     }
   }
@@ -185,9 +197,9 @@ export async function getHistoricalFeatures(opts: HistoricalOptions): Promise<Hi
     times[i] = t;
   }
   const columns: string[] = [];
-  const results: { view: FeatureView; features: string[]; matches: (AsOfMatch | undefined)[] }[] = [];
+  const results: { view: FeatureView; names: string[]; values: (Row | undefined)[] }[] = [];
   const engines: Record<string, string> = {};
-  for (const { view, features } of wanted) {
+  for (const { view, features, aggregates } of wanted) {
     const entities: AsOfEntity[] = new Array(entityRows.length);
     for (let i = 0; i < entityRows.length; i++) {
       const ek = entityKeyOf(view.joinKeys, entityRows[i]);
@@ -195,24 +207,47 @@ export async function getHistoricalFeatures(opts: HistoricalOptions): Promise<Hi
       entities[i] = { entityKey: ek.key, time: times[i] };
     }
     const progress: HistoricalProgress = { view: view.name, engine: "stream", featureRows: 0, entityRows: entities.length, done: false };
-    let matches = opts.engine === "stream" || !offline.asOf ? undefined : await offline.asOf(view, features, entities);
-    if (matches) progress.engine = "duckdb";
-    else {
-      let min = Infinity, max = -Infinity;
-      for (const t of times) {
-        if (t < min) min = t;
-        if (t > max) max = t;
-      }
-      const range = entities.length ? { start: view.ttlMs > 0 ? min - view.ttlMs : undefined, end: max + 1 } : { start: 0, end: 0 };
-      matches = await asOfJoin(view, features, entities, offline.read(view, range), (n) => {
-        progress.featureRows = n;
-        opts.onProgress?.({ ...progress });
-      });
+    const onRows = (n: number) => {
+      progress.featureRows = n;
+      opts.onProgress?.({ ...progress });
+    };
+    let min = Infinity, max = -Infinity;
+    for (const t of times) {
+      if (t < min) min = t;
+      if (t > max) max = t;
     }
+    const values: (Row | undefined)[] = new Array(entityRows.length).fill(undefined);
+    const used: string[] = [];
+    if (features.length) {
+      let matches = opts.engine === "stream" || !offline.asOf ? undefined : await offline.asOf(view, features, entities);
+      if (matches) progress.engine = "duckdb";
+      else {
+        const range = entities.length ? { start: view.ttlMs > 0 ? min - view.ttlMs : undefined, end: max + 1 } : { start: 0, end: 0 };
+        matches = await asOfJoin(view, features, entities, offline.read(view, range), onRows);
+      }
+      used.push(progress.engine);
+      for (let i = 0; i < matches.length; i++) values[i] = matches[i]?.values;
+    }
+    if (aggregates.length) {
+      // Aggregates always take the streaming fold over `read` (also when DuckDB answered the plain features).
+      let start = Infinity;
+      for (const name of aggregates) {
+        const a = view.aggregations!.find((x) => x.name === name)!;
+        start = Math.min(start, windowRange(a, min).start);
+      }
+      const range = entities.length ? { start: Number.isFinite(start) ? start : undefined, end: max + 1 } : { start: 0, end: 0 };
+      progress.engine = "stream";
+      progress.featureRows = 0;
+      const aggValues = await aggregateAsOf(view, aggregates, entities, offline.read(view, range), onRows);
+      for (let i = 0; i < aggValues.length; i++) values[i] = { ...values[i], ...aggValues[i] };
+      used.push("stream (aggregates)");
+    }
+    progress.engine = used.join(", ");
     engines[view.name] = progress.engine;
     opts.onProgress?.({ ...progress, done: true });
-    results.push({ view, features, matches });
-    for (const f of features) columns.push(opts.fullFeatureNames ? `${view.name}__${f}` : f);
+    const names = [...features, ...aggregates];
+    results.push({ view, names, values });
+    for (const f of names) columns.push(opts.fullFeatureNames ? `${view.name}__${f}` : f);
   }
   if (!opts.fullFeatureNames && new Set(columns).size !== columns.length) {
     throw new FreshetError("INVALID_INPUT", `two views have a feature of the same name (${columns.filter((c, i) => columns.indexOf(c) !== i).join(", ")}): ask for full feature names (view__feature)`);
@@ -220,9 +255,9 @@ export async function getHistoricalFeatures(opts: HistoricalOptions): Promise<Hi
   const rows: Row[] = new Array(entityRows.length);
   for (let i = 0; i < entityRows.length; i++) {
     const out: Row = { ...entityRows[i] };
-    for (const { view, features, matches } of results) {
-      const m = matches[i];
-      for (const f of features) out[opts.fullFeatureNames ? `${view.name}__${f}` : f] = m ? m.values[f] ?? null : null;
+    for (const { view, names, values } of results) {
+      const m = values[i];
+      for (const f of names) out[opts.fullFeatureNames ? `${view.name}__${f}` : f] = m ? m[f] ?? null : null;
     }
     rows[i] = out;
   }

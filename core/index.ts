@@ -17,5 +17,6 @@ export * from "./outage.ts";
 export * from "./replay.ts";
 export * from "./materialize.ts";
 export * from "./historical.ts";
+export * from "./historical-aggregates.ts";
 export * from "./registry.ts";
 export * from "./time.ts";

@@ -14,6 +14,7 @@ import { pathToFileURL } from "node:url";
 import { DuckDBInstance } from "@duckdb/node-api";
 import * as v from "valibot";
 import { createProcessor, entity, featureRepo, type FeatureRow, pushSource, streamFeatureView } from "../../mod.ts";
+import { compactCommand } from "../../adapters/historical.ts";
 import { fileOffline } from "../../plugins/stores/file/index.ts";
 import { memoryDeadLetters, memoryStore } from "../../plugins/stores/memory.ts";
 import { conformanceRepo } from "../../testing/online-store.ts";
@@ -38,6 +39,22 @@ const row = (id: number, eventTime: number, trips: number, createdTime?: number)
   ...(createdTime === undefined ? {} : { createdTime }),
   position: { kind: "kafka", topic: "t", partition: id % 2, offset: String(id) },
 });
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+const MOD = pathToFileURL(join(ROOT, "plugins/stores/file/index.ts")).href;
+const CONF = pathToFileURL(join(ROOT, "testing/online-store.ts")).href;
+
+/** Runs `code` (an ES module body) in a child process of this runtime: its output, exit, and a SIGKILL. */
+function child(code: string): { done: Promise<string>; output: () => string; kill: () => void } {
+  const g = globalThis as { Bun?: unknown; Deno?: unknown };
+  const args = g.Deno ? ["eval", code] : g.Bun ? ["-e", code] : ["--import", "tsx", "--input-type=module", "-e", code];
+  const p = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  p.stdout.on("data", (d) => (out += d));
+  p.stderr.on("data", (d) => (out += d));
+  const done = new Promise<string>((resolve, reject) => p.on("exit", (c, sig) => (c === 0 ? resolve(out) : reject(new Error(`child exited ${c ?? sig}: ${out}`)))));
+  return { done, output: () => out, kill: () => p.kill("SIGKILL") };
+}
 
 async function duck<T = Record<string, unknown>>(sql: string): Promise<T[]> {
   const inst = await DuckDBInstance.create(":memory:");
@@ -207,11 +224,9 @@ describe("two writer processes into one directory", () => {
   it("DuckDB reads every row of both, nothing lost or duplicated, while each compacts its own files", async () => {
     const dir = await tempDir();
     const N = 400;
-    const mod = pathToFileURL(join(new URL("../../", import.meta.url).pathname, "plugins/stores/file/index.ts")).href;
-    const conf = pathToFileURL(join(new URL("../../", import.meta.url).pathname, "testing/online-store.ts")).href;
     const code = (w: number) => `
-      const { fileOffline } = await import(${JSON.stringify(mod)});
-      const { conformanceRepo } = await import(${JSON.stringify(conf)});
+      const { fileOffline } = await import(${JSON.stringify(MOD)});
+      const { conformanceRepo } = await import(${JSON.stringify(CONF)});
       const view = conformanceRepo.view("conf_stats");
       const log = fileOffline({ dir: ${JSON.stringify(dir)}, compactAfter: 8 });
       for (let b = 0; b < ${N / 10}; b++) {
@@ -225,15 +240,7 @@ describe("two writer processes into one directory", () => {
       await log.close();
       console.log("done " + log.writerId);
     `;
-    const g = globalThis as { Bun?: unknown; Deno?: unknown };
-    const run = (w: number) => new Promise<string>((resolve, reject) => {
-      const args = g.Deno ? ["eval", code(w)] : g.Bun ? ["-e", code(w)] : ["--import", "tsx", "--input-type=module", "-e", code(w)];
-      const p = spawn(process.execPath, args, { cwd: new URL("../../", import.meta.url).pathname, stdio: ["ignore", "pipe", "pipe"] });
-      let out = "";
-      p.stdout.on("data", (d) => (out += d));
-      p.stderr.on("data", (d) => (out += d));
-      p.on("exit", (c) => (c === 0 ? resolve(out) : reject(new Error(`writer ${w} exited ${c}: ${out}`))));
-    });
+    const run = (w: number) => child(code(w)).done;
     const outs = await Promise.all([run(1), run(2)]);
     assert.ok(outs.every((o) => o.includes("done ")), outs.join("\n"));
     const root = join(dir, "offline", "conf_stats");
@@ -243,5 +250,119 @@ describe("two writer processes into one directory", () => {
     assert.deepEqual(counts[0], { n: BigInt(2 * N), keys: BigInt(2 * N), seqs: BigInt(2 * N), writers: 2n });
     const files = (await Promise.all((await readdir(root)).map((p) => readdir(join(root, p))))).flat();
     assert.ok(files.length < (2 * N) / 10 * 3, `compacted: ${files.length} files`);
+  });
+});
+
+/** A writer process that appends `batches` small files of `rows` rows to two partitions, says "ready", and waits to be SIGKILLed. */
+async function killedWriter(dir: string, batches: number, rows: number, first = 0): Promise<void> {
+  const w = child(`
+    const { fileOffline } = await import(${JSON.stringify(MOD)});
+    const { conformanceRepo } = await import(${JSON.stringify(CONF)});
+    const view = conformanceRepo.view("conf_stats");
+    const log = fileOffline({ dir: ${JSON.stringify(dir)}, compactAfter: 0 });
+    for (let b = 0; b < ${batches}; b++) {
+      const rows = [];
+      for (let i = 0; i < ${rows}; i++) {
+        const n = ${first} + b * ${rows} + i;
+        rows.push({ entityKey: "driver_id=" + n, values: { conv_rate: n / 7, trips: n, label: "x" + n }, eventTime: ${T0} + (b % 2) * ${DAY} + i, position: { kind: "memory", index: n } });
+      }
+      await log.append(view, rows);
+    }
+    console.log("ready " + log.writerId);
+    setInterval(() => {}, 1000);
+  `);
+  const t = Date.now();
+  while (!w.output().includes("ready")) {
+    if (Date.now() - t > 60_000) throw new Error(`the writer did not get ready: ${w.output()}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  w.kill();
+  await w.done.catch(() => {});
+}
+
+const logRows = (root: string) => duck<Record<string, unknown>>(`SELECT * EXCLUDE (date) FROM read_parquet('${root}/*/*.parquet', hive_partitioning = true) ORDER BY _log_seq`);
+const partitionFiles = async (root: string) => (await Promise.all((await readdir(root)).map(async (p) => (await readdir(join(root, p))).map((f) => `${p}/${f}`)))).flat().sort();
+
+describe("the small files of a writer that is gone", () => {
+  it("a SIGKILLed writer's small files are adopted by the next writer into a partition it appends to, and by compact(views) elsewhere; DuckDB reads the same rows before and after; a live writer's files are left alone", async () => {
+    const dir = await tempDir();
+    const root = join(dir, "offline", "conf_stats");
+    await killedWriter(dir, 12, 5);
+    const alive = fileOffline({ dir, writerId: "alive", compactAfter: 0 });
+    await alive.append(view, [row(900, T0 + 50, 900), row(901, T0 + 51, 901)]);
+    await alive.append(view, [row(902, T0 + 52, 902)]);
+    const before = await logRows(root);
+    assert.equal(before.length, 63);
+    const filesBefore = await partitionFiles(root);
+    assert.equal(filesBefore.length, 14, filesBefore.join(" "));
+
+    const next = fileOffline({ dir, writerId: "next", compactAfter: 4 });
+    await next.append(view, [row(1000, T0 + 100, 1000)]);
+    await next.close();
+    let files = await partitionFiles(root);
+    assert.deepEqual(files.filter((f) => f.startsWith("date=2026-01-01/")), ["date=2026-01-01/alive-00000001.parquet", "date=2026-01-01/alive-00000002.parquet", "date=2026-01-01/next-c00000002.parquet"], "the killed writer's 6 files and next's own one compacted as one; the live writer's left alone");
+    assert.equal(files.filter((f) => f.startsWith("date=2026-01-02/")).length, 6, "a partition nobody appends to waits for compact");
+    await next.compact([view]);
+    files = await partitionFiles(root);
+    assert.deepEqual(files.filter((f) => f.startsWith("date=2026-01-02/")), ["date=2026-01-02/next-c00000003.parquet"]);
+
+    const afterRows = await logRows(root);
+    assert.equal(afterRows.length, 64);
+    assert.deepEqual(afterRows.filter((r) => r._entity_key !== "driver_id=1000"), before, "every row, once, unchanged");
+    const read = await readAll(next);
+    assert.equal(read.length, 64);
+    assert.equal(new Set(read.map((r) => r.logSeq)).size, 64);
+
+    // Once the live writer closes, it is gone too: its files are adopted.
+    await alive.close();
+    await fileOffline({ dir, writerId: "third" }).compact([view]);
+    files = await partitionFiles(root);
+    assert.equal(files.filter((f) => f.startsWith("date=2026-01-01/")).length, 1, files.join(" "));
+    assert.deepEqual(await logRows(root), afterRows);
+  });
+
+  it("freshet compact adopts them in every partition of the view", async () => {
+    const dir = await tempDir();
+    const root = join(dir, "offline", "conf_stats");
+    await killedWriter(dir, 6, 3);
+    const before = await logRows(root);
+    assert.equal((await partitionFiles(root)).length, 6);
+    const repoFile = join(dir, "repo.ts");
+    await writeFile(repoFile, `export { conformanceRepo as default } from ${JSON.stringify(CONF)};\n`);
+    const lines: string[] = [];
+    await compactCommand([repoFile, "--view", "conf_stats", "--data-dir", dir], (l) => lines.push(l));
+    assert.deepEqual((await partitionFiles(root)).map((f) => f.replace(/\/.*-c/, "/-c")), ["date=2026-01-01/-c00000001.parquet", "date=2026-01-02/-c00000002.parquet"]);
+    assert.match(lines.join("\n"), /compact: conf_stats: 6 files before, 2 after/);
+    assert.deepEqual(await logRows(root), before);
+  });
+
+  it("two processes compacting the same orphaned files at once: every row once (the partition's compaction lock)", async () => {
+    const dir = await tempDir();
+    const root = join(dir, "offline", "conf_stats");
+    await killedWriter(dir, 20, 1000);
+    const before = await logRows(root);
+    assert.equal(before.length, 20_000);
+    const go = join(dir, "go");
+    const compactor = () => child(`
+      const { existsSync } = await import("node:fs");
+      const { fileOffline } = await import(${JSON.stringify(MOD)});
+      const { conformanceRepo } = await import(${JSON.stringify(CONF)});
+      const log = fileOffline({ dir: ${JSON.stringify(dir)} });
+      console.log("waiting");
+      while (!existsSync(${JSON.stringify(go)})) await new Promise((r) => setTimeout(r, 5));
+      await log.compact([conformanceRepo.view("conf_stats")]);
+      console.log("compacted");
+    `);
+    const a = compactor(), b = compactor();
+    // Both are up and waiting (each has loaded the store module) before the start.
+    while (!a.output().includes("waiting") || !b.output().includes("waiting")) await new Promise((r) => setTimeout(r, 10));
+    await writeFile(go, "");
+    await Promise.all([a.done, b.done]);
+    const files = await partitionFiles(root);
+    assert.ok(files.length <= 4, `compacted: ${files.join(" ")}`);
+    assert.ok(files.every((f) => /-c\d+\.parquet$/.test(f)), files.join(" "));
+    const afterRows = await logRows(root);
+    assert.equal(afterRows.length, 20_000, "nothing duplicated or lost");
+    assert.deepEqual(afterRows, before);
   });
 });

@@ -11,7 +11,7 @@
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type AsOfEntity, type AsOfMatch, type FeatureView, missingPackage, parseEntityKey } from "../../../core/index.ts";
+import { type AsOfEntity, type AsOfMatch, type FeatureView, parseEntityKey } from "../../../core/index.ts";
 import { logFiles } from "./offline.ts";
 
 /** The `@duckdb/node-api` module, as loaded. */
@@ -59,6 +59,50 @@ export async function duckdbAsOf(root: string, view: FeatureView, features: stri
   }
 }
 
+/**
+ * Writes columns as one Parquet file with DuckDB (appender, then COPY), or
+ * resolves false when DuckDB is not available. JSON columns hold JSON text.
+ */
+export async function writeParquetDuckDB(path: string, columns: { name: string; data: unknown[]; type: "DOUBLE" | "BOOLEAN" | "STRING" | "JSON" }[]): Promise<boolean> {
+  const duck = await loadDuckDB();
+  if (!duck) return false;
+  const instance = await duck.DuckDBInstance.create(":memory:");
+  const con = await instance.connect();
+  try {
+    const sqlType = { DOUBLE: "DOUBLE", BOOLEAN: "BOOLEAN", STRING: "VARCHAR", JSON: "JSON" } as const;
+    await con.run(`CREATE TEMP TABLE out (${columns.map((c, i) => `c${i} ${sqlType[c.type]}`).join(", ")})`);
+    const n = columns.length ? columns[0].data.length : 0;
+    await appendColumns(duck, con, "out", n, columns.map((c) => c.type === "JSON" ? (i: number) => (c.data[i] === null ? null : JSON.stringify(c.data[i])) : (i: number) => c.data[i] ?? null));
+    await con.run(`COPY (SELECT ${columns.map((c, i) => `c${i} AS ${q(c.name)}`).join(", ")} FROM out) TO ${lit(path)} (FORMAT parquet)`);
+    return true;
+  } finally {
+    con.closeSync?.();
+    instance.closeSync?.();
+  }
+}
+
+/** Appends `n` rows to `table`, column `c`'s value of row i being `columns[c](i)`, in data chunks of the vector size. */
+async function appendColumns(duck: DuckModule, con: import("@duckdb/node-api").DuckDBConnection, table: string, n: number, columns: ((i: number) => unknown)[]): Promise<void> {
+  const appender = await con.createAppender(table);
+  try {
+    const types = columns.map((_, c) => appender.columnType(c));
+    const size = 2048;
+    for (let from = 0; from < n; from += size) {
+      const count = Math.min(size, n - from);
+      const chunk = duck.DuckDBDataChunk.create(types, count);
+      for (let c = 0; c < columns.length; c++) {
+        const values = new Array(count);
+        for (let i = 0; i < count; i++) values[i] = columns[c](from + i);
+        chunk.setColumnValues(c, values);
+      }
+      appender.appendDataChunk(chunk);
+    }
+    appender.flushSync();
+  } finally {
+    appender.closeSync();
+  }
+}
+
 async function query(duck: DuckModule, globs: string[], view: FeatureView, features: string[], entities: AsOfEntity[], _min: number, max: number, start: number | undefined, out: (AsOfMatch | undefined)[]): Promise<(AsOfMatch | undefined)[]> {
   const tmp = await mkdtemp(join(tmpdir(), "freshet-asof-"));
   const instance = await duck.DuckDBInstance.create(":memory:", { temp_directory: join(tmp, "spill") });
@@ -79,21 +123,13 @@ async function query(duck: DuckModule, globs: string[], view: FeatureView, featu
       return parsed.every((p) => /^-?\d+$/.test(String(p[k])) && Number.isSafeInteger(Number(p[k])) && String(Number(p[k])) === String(p[k]));
     });
     const keys = typed ? view.joinKeys.map((k) => ({ name: k, col: q(k), type: present.get(k) === "BIGINT" ? "INT64" : "STRING" })) : [{ name: "_entity_key", col: "_entity_key", type: "STRING" }];
-    const entFile = join(tmp, "entities.parquet");
-    const { writeFile } = await import("node:fs/promises");
-    const { parquetWriteBuffer } = await import("hyparquet-writer").catch(missingPackage("hyparquet-writer", "point-in-time joins with DuckDB", "file"));
-    await writeFile(entFile, new Uint8Array(parquetWriteBuffer({
-      columnData: [
-        { name: "_row", data: Int32Array.from(entities, (_, i) => i), type: "INT32" },
-        ...keys.map((k, j) => ({
-          name: `k${j}`,
-          data: typed ? parsed.map((p) => (k.type === "INT64" ? BigInt(String(p[k.name])) : String(p[k.name]))) : entities.map((e) => e.entityKey),
-          type: k.type,
-        })),
-        { name: "t", data: Float64Array.from(entities, (e) => e.time), type: "DOUBLE" },
-      ] as never,
-      rowGroupSize: 1_000_000,
-    })));
+    // The entity rows go into a temporary table through the appender, a chunk of columns at a time (no file, no per-value call).
+    await con.run(`CREATE TEMP TABLE ent (_row INTEGER, ${keys.map((k, j) => `k${j} ${k.type === "INT64" ? "BIGINT" : "VARCHAR"}`).join(", ")}, t DOUBLE)`);
+    await appendColumns(duck, con, "ent", entities.length, [
+      (i) => i,
+      ...keys.map((k) => typed ? (k.type === "INT64" ? (i: number) => BigInt(String(parsed[i][k.name])) : (i: number) => String(parsed[i][k.name])) : (i: number) => entities[i].entityKey),
+      (i) => entities[i].time,
+    ]);
     const kOn = (a: string, b: string) => keys.map((_, j) => `${a}.k${j} = ${b}.k${j}`).join(" AND ");
     const kSel = keys.map((k, j) => `${k.col} AS k${j}`).join(", ");
     const kList = keys.map((_, j) => `k${j}`).join(", ");
@@ -107,7 +143,7 @@ async function query(duck: DuckModule, globs: string[], view: FeatureView, featu
     const struct = fsel.length ? `struct_pack(${fsel.map((f) => `${q("v_" + f)} := ${q(f)}`).join(", ")})` : "NULL";
     // 1. The ASOF JOIN on event time: for each entity row, a row with the greatest event time at or before its time.
     await con.run(`CREATE TEMP TABLE m AS
-      WITH e AS (SELECT _row, ${kList}, make_timestamp(CAST(t AS BIGINT) * 1000) AS ts FROM read_parquet(${lit(entFile)})),
+      WITH e AS (SELECT _row, ${kList}, make_timestamp(CAST(t AS BIGINT) * 1000) AS ts FROM ent),
       f AS (SELECT ${kSel}, event_timestamp AS fts${vals ? ", " + vals : ""} FROM ${files} WHERE ${where.join(" AND ")})
       SELECT e._row, ${keys.map((_, j) => `f.k${j}`).join(", ")}, f.fts${fsel.length ? ", " + fsel.map((x) => `f.${q(x)}`).join(", ") : ""}
       FROM e ASOF JOIN f ON ${kOn("e", "f")} AND e.ts >= f.fts

@@ -118,9 +118,29 @@ function heldError(dir: string, path: string, holder: Holder | undefined): Fresh
  * try { ... } finally { lock.release() }
  * ```
  */
-export function lockDir(dir: string): DirLock {
-  const path = join(dir, LOCK_FILE);
-  const me: Holder & { format: string } = {
+export function lockDir(dir: string, name: string = LOCK_FILE): DirLock {
+  const lock = takeLock(dir, name, true);
+  return lock!;
+}
+
+/**
+ * Takes the lock file `name` in `dir` like {@link lockDir}, or returns
+ * undefined when a live process holds it (or one that cannot be checked
+ * from here: another host). Synchronous.
+ */
+export function tryLock(dir: string, name: string): DirLock | undefined {
+  return takeLock(dir, name, false);
+}
+
+/** Whether the lock file at `path` is absent, or its holder is gone (died on this host, or before the last reboot). */
+export function lockGone(path: string): boolean {
+  const text = readText(path);
+  if (text === undefined) return true;
+  return isStale(parseHolder(text), path, self());
+}
+
+function self(): Holder & { format: string } {
+  return {
     format: "freshet-lock/1",
     pid: process.pid,
     host: hostname(),
@@ -129,6 +149,11 @@ export function lockDir(dir: string): DirLock {
     boot: readId(() => readFileSync("/proc/sys/kernel/random/boot_id", "utf8")),
     pidns: readId(() => readlinkSync("/proc/self/ns/pid")),
   };
+}
+
+function takeLock(dir: string, name: string, strict: boolean): DirLock | undefined {
+  const path = join(dir, name);
+  const me = self();
   for (let attempt = 0; attempt < 5; attempt++) {
     let fd: number;
     try {
@@ -138,7 +163,10 @@ export function lockDir(dir: string): DirLock {
       const text = readText(path);
       if (text === undefined) continue; // released meanwhile
       const holder = parseHolder(text);
-      if (!isStale(holder, path, me)) throw heldError(dir, path, holder);
+      if (!isStale(holder, path, me)) {
+        if (!strict) return undefined;
+        throw heldError(dir, path, holder);
+      }
       // Remove it only if it is still the dead holder's, then race for it again.
       if (readText(path) === text) {
         try {
@@ -171,5 +199,6 @@ export function lockDir(dir: string): DirLock {
       },
     };
   }
+  if (!strict) return undefined;
   throw new FreshetError("INVALID_CONFIG", `could not take the lock ${path}: it keeps changing hands; is another freshet starting on ${dir}?`, { plugin: "file", retriable: false });
 }

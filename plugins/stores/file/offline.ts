@@ -8,6 +8,8 @@
  * <dir>/offline/<view>/date=2026-01-01/<writer>-00000001.parquet   one file per append and partition
  * <dir>/offline/<view>/date=2026-01-01/<writer>-c00000002.parquet  a compaction of a writer's small files
  * <dir>/offline/<view>/date=2026-01-01/<writer>.jsonl              format "jsonl": one file per writer, appended
+ * <dir>/offline/_writers/<writer>.lock                              a writer's liveness lock
+ * <dir>/offline/_locks/<view>__date=2026-01-01.lock                  held while a process compacts that partition
  * ```
  *
  * `<writer>` is unique per process (host, pid and a random part), so any
@@ -17,9 +19,10 @@
  * (the append order, for first-of-equals), `_position` (the source position,
  * JSON).
  */
+import { mkdirSync } from "node:fs";
 import { mkdir, open, readdir, rename, unlink } from "node:fs/promises";
 import { hostname } from "node:os";
-import { join, resolve } from "node:path";
+import { join, relative, resolve, sep } from "node:path";
 import process from "node:process";
 import type { AsyncBuffer, FileMetaData } from "hyparquet";
 import {
@@ -39,6 +42,14 @@ import {
   toIso,
 } from "../../../core/index.ts";
 import { type Appender, appender, readLineBlocks } from "./jsonl.ts";
+import { type DirLock, lockGone, tryLock } from "./lock.ts";
+
+/** The folder of the writers' liveness locks, under the log's root (not a view: views' folders hold date= partitions only). */
+const WRITERS = "_writers";
+/** The folder of the partitions' compaction locks, under the log's root: `<view>__date=YYYY-MM-DD.lock`. */
+const LOCKS = "_locks";
+/** A Parquet file of the log: its writer, and whether it is a compaction. */
+const FILE_NAME = /^(.+)-(c?)\d{8}\.parquet$/;
 
 // hyparquet and hyparquet-writer are optional peer dependencies, loaded when the offline log first writes or reads Parquet.
 const hyparquet = () => import("hyparquet").catch(missingPackage("hyparquet", "the Parquet offline log", "file"));
@@ -68,8 +79,12 @@ export interface FileOffline extends OfflineStore {
   readonly root: string;
   /** The writer id in this process's file names. */
   readonly writerId: string;
-  /** Compacts this writer's small files of every partition it wrote to now. */
-  compact(): Promise<void>;
+  /**
+   * Compacts this writer's small files of every partition it wrote to now,
+   * and, for the views given, every partition of theirs, adopting the small
+   * files of writers that are gone (see {@link fileOffline}).
+   */
+  compact(views?: FeatureView[]): Promise<void>;
   /** Waits for appends and compactions in flight. */
   close(): Promise<void>;
 }
@@ -311,7 +326,19 @@ export async function logFiles(root: string, view: string, range: { start?: numb
  * rewrites them as one (atomically, listing the replaced files in its
  * footer) and then deletes them. A crash in between leaves both; `read`
  * skips the replaced files and the next compaction deletes them, so no row
- * is lost and none is read twice.
+ * is lost and none is read twice. A compaction holds the partition's lock
+ * (`<dir>/offline/_locks/<view>__date=....lock`, taken over when its holder
+ * died on this host), so two processes never rewrite the same files.
+ *
+ * Writers that are gone: each writer holds a liveness lock
+ * (`<dir>/offline/_writers/<writer>.lock`) from its first Parquet file until
+ * `close`. The small files of a writer whose lock is released, or whose
+ * process died on this host (SIGKILL, crash, reboot), are adopted: the first
+ * append of a process to a partition, and `compact(views)` over every
+ * partition of those views, compact them with its own. A writer on another
+ * host that died cannot be told from a live one here: its files wait for a
+ * `compact` on that host, or for its lock file to be removed by hand.
+ * Writer ids must be unique (the default is).
  *
  * `asOf` answers point-in-time lookups with a DuckDB ASOF JOIN over the
  * Parquet files when `@duckdb/node-api` loads (Node, Bun, Deno), and
@@ -341,6 +368,10 @@ export function fileOffline(opts: FileOfflineOptions): FileOffline {
   /** This writer's small files per partition folder, with their row counts. */
   const small = new Map<string, { view: FeatureView; files: { name: string; rows: number }[] }>();
   const compacting = new Map<string, Promise<void>>();
+  /** Partition folders where this process has looked for the small files of writers that are gone. */
+  const adopted = new Set<string>();
+  /** This writer's liveness lock: undefined before its first Parquet file, null when it could not be taken. */
+  let registered: DirLock | null | undefined;
   let fileNo = 0;
   let rowNo = 0;
   let lastMs = 0;
@@ -349,12 +380,75 @@ export function fileOffline(opts: FileOfflineOptions): FileOffline {
     return `${String(ms).padStart(13, "0")}.${writerId}.${(rowNo++).toString(36).padStart(10, "0")}`;
   }
 
-  async function compactPartition(dir: string): Promise<void> {
-    const entry = small.get(dir);
-    if (!entry) return;
-    const { view } = entry;
+  /** Registers this writer as alive (a lock file naming this process) before its first Parquet file; released by close. */
+  function register(): void {
+    if (registered !== undefined) return;
+    try {
+      mkdirSync(join(root, WRITERS), { recursive: true });
+      registered = tryLock(join(root, WRITERS), `${writerId}.lock`) ?? null;
+    } catch {
+      registered = null;
+    }
+  }
+
+  /** The small Parquet files of writers that are gone in a partition folder, by their liveness locks. */
+  async function orphans(dir: string, names: string[]): Promise<{ name: string; rows: number }[]> {
+    const gone = new Map<string, boolean>();
+    const out: { name: string; rows: number }[] = [];
+    for (const name of names) {
+      const m = FILE_NAME.exec(name);
+      if (!m || m[1] === writerId) continue;
+      let g = gone.get(m[1]);
+      if (g === undefined) gone.set(m[1], g = lockGone(join(root, WRITERS, `${m[1]}.lock`)));
+      if (!g) continue;
+      try {
+        const { metadata, close } = await openParquet(join(dir, name));
+        await close();
+        if (Number(metadata.num_rows) < compactRows) out.push({ name, rows: Number(metadata.num_rows) });
+      } catch {
+        // unreadable or gone meanwhile: left alone
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Compacts a partition folder under its compaction lock (another process
+   * compacting there now: skipped this time): first deletes what an earlier
+   * compaction replaced, then, with `adopt`, takes in the small files of
+   * writers that are gone, then rewrites the small files as one.
+   */
+  async function compactPartition(dir: string, view?: FeatureView, adopt = false): Promise<void> {
+    let lock: DirLock | undefined;
+    try {
+      mkdirSync(join(root, LOCKS), { recursive: true });
+      lock = tryLock(join(root, LOCKS), `${relative(root, dir).split(sep).join("__")}.lock`);
+    } catch {
+      return;
+    }
+    if (!lock) return;
+    try {
+      await compactLocked(dir, view, adopt);
+    } finally {
+      lock.release();
+    }
+  }
+
+  async function compactLocked(dir: string, view: FeatureView | undefined, adopt: boolean): Promise<void> {
     // Delete what an earlier compaction (maybe of a crashed writer) replaced but did not get to delete.
     await cleanReplaced(dir);
+    const names = (await listDir(dir)).filter((f) => f.endsWith(".parquet") && !f.startsWith(".") && !f.startsWith("_"));
+    let entry = small.get(dir);
+    if (entry) {
+      const present = new Set(names);
+      entry.files = entry.files.filter((f) => present.has(f.name));
+    }
+    const adopted = adopt ? await orphans(dir, names) : [];
+    if (adopted.length) {
+      if (!entry) small.set(dir, entry = { view: view!, files: [] });
+      entry.files.unshift(...adopted);
+    }
+    if (!entry) return;
     while (entry.files.length >= 2) {
       const take: { name: string; rows: number }[] = [];
       let n = 0;
@@ -369,7 +463,7 @@ export function fileOffline(opts: FileOfflineOptions): FileOffline {
       const replaces = new Set<string>();
       for (const f of take) {
         replaces.add(f.name);
-        if (/-c\d+\.parquet$/.test(f.name)) {
+        if (FILE_NAME.exec(f.name)?.[2] === "c") {
           const { metadata, close } = await openParquet(join(dir, f.name));
           for (const r of replacedBy(metadata)) replaces.add(r);
           await close();
@@ -382,7 +476,7 @@ export function fileOffline(opts: FileOfflineOptions): FileOffline {
         }
       }
       const name = `${writerId}-c${String(++fileNo).padStart(8, "0")}.parquet`;
-      await writeAtomic(dir, name, await encodeParquet(view, rows, [{ key: "freshet.replaces", value: JSON.stringify([...replaces]) }]));
+      await writeAtomic(dir, name, await encodeParquet(entry.view, rows, [{ key: "freshet.replaces", value: JSON.stringify([...replaces]) }]));
       for (const f of take) await unlink(join(dir, f.name)).catch(() => {});
       entry.files = entry.files.filter((f) => !take.includes(f));
       if (n < compactRows) entry.files.unshift({ name, rows: n });
@@ -405,10 +499,13 @@ export function fileOffline(opts: FileOfflineOptions): FileOffline {
     }
   }
 
-  function scheduleCompaction(dir: string): void {
+  function scheduleCompaction(dir: string, view: FeatureView): void {
     const entry = small.get(dir);
-    if (!entry || compactAfter <= 0 || entry.files.length < compactAfter || compacting.has(dir)) return;
-    const run = compactPartition(dir)
+    // The first append of this process to a partition also adopts what writers that are gone left there.
+    const adopt = !adopted.has(dir);
+    if (!entry || compactAfter <= 0 || (!adopt && entry.files.length < compactAfter) || compacting.has(dir)) return;
+    adopted.add(dir);
+    const run = compactPartition(dir, view, adopt)
       .catch(() => { /* rows stay in the small files; the next append tries again */ })
       .finally(() => compacting.delete(dir));
     compacting.set(dir, run);
@@ -454,6 +551,7 @@ export function fileOffline(opts: FileOfflineOptions): FileOffline {
             await file.append(text);
             return;
           }
+          register();
           await mkdir(dir, { recursive: true });
           await writeAtomic(dir, name, await encodeParquet(view, list));
           let entry = small.get(dir);
@@ -463,7 +561,7 @@ export function fileOffline(opts: FileOfflineOptions): FileOffline {
       } catch (e) {
         throw storeUnavailable("file-offline", e, view.name);
       }
-      for (const p of byPartition.keys()) scheduleCompaction(join(base, p));
+      for (const p of byPartition.keys()) scheduleCompaction(join(base, p), view);
     },
     async *read(view, range) {
       const start = range.start ?? -Infinity;
@@ -521,13 +619,24 @@ export function fileOffline(opts: FileOfflineOptions): FileOffline {
       const { duckdbAsOf } = await import("./duckdb.ts");
       return await duckdbAsOf(root, view, features, entities);
     },
-    async compact() {
+    async compact(views = []) {
       await Promise.all(compacting.values());
-      for (const dir of small.keys()) await compactPartition(dir);
+      const done = new Set<string>();
+      for (const view of views) {
+        for (const { dir } of await logFiles(root, view.name)) {
+          done.add(dir);
+          adopted.add(dir);
+          await compactPartition(dir, view, true);
+        }
+      }
+      for (const dir of small.keys()) if (!done.has(dir)) await compactPartition(dir);
     },
     async close() {
       for (const f of appenders.values()) await f.idle();
       await Promise.all(compacting.values());
+      // Gone: the small files left are adopted by the next writer into their partitions (or by compact).
+      registered?.release();
+      registered = undefined;
     },
   };
 }
