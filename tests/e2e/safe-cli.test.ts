@@ -122,7 +122,7 @@ describe("freshet serve, safe by default", () => {
     refuses(["serve", REPO, "--data-dir", dir], { FRESHET_PORT: "" }, /FRESHET_PORT is set but empty: give a port number \(0-65535\), or leave it unset/);
     refuses(serve("--cors-origins", "evil.example/path"), {}, /--cors-origins "evil\.example\/path" is not an origin list/);
     refuses(serve("--store", "redis:/127.0.0.1:6379"), {}, /unknown store URL "redis:\/127\.0\.0\.1:6379"/);
-    refuses(["bogus", REPO], {}, /unknown command "bogus": use serve, consume, materialize or describe/);
+    refuses(["bogus", REPO], {}, /unknown command "bogus": use serve, consume, materialize, describe, replay, historical/);
   });
 
   it("a typo in a feature repo's options stops the command with exit 2 and a \"did you mean\"", () => {
