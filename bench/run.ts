@@ -6,7 +6,8 @@
  * Benchmarks: http (P3, P4, P6 on Node, Bun and Deno), redis-roundtrips
  * (P7), kafka (P1, P2, P5, P8; Node unless --runtime says otherwise; `p1`,
  * `p5` or `p8` alone run only that part), kinesis (P9, same runtimes) and
- * historical (P12, Node), aggregations (P10, Node).
+ * historical (P12, Node), aggregations (P10, Node), workerd (P3 on workerd
+ * through miniflare, Upstash store).
  * Options: see bench/lib.ts. Results go to `<results>/<name>.json`
  * (and a `<name>.txt` with the table and notes). A missed goal is printed
  * as MISSED; it is a result, not an error: the exit code is non-zero only
@@ -22,6 +23,7 @@ import { runSqliteWrites } from "./sqlite-writes.ts";
 import { runFlatCost } from "./flat-cost.ts";
 import { runHistorical } from "./historical.ts";
 import { runAggregations } from "./aggregations.ts";
+import { runWorkerd } from "./workerd.ts";
 
 const BENCHES: Record<string, (o: ReturnType<typeof parseOptions>) => Promise<{ entries: Entry[]; notes: string[]; failures: string[] }>> = {
   http: (o) => runHttp(o),
@@ -32,6 +34,7 @@ const BENCHES: Record<string, (o: ReturnType<typeof parseOptions>) => Promise<{ 
   "flat-cost": (o) => runFlatCost(o),
   historical: (o) => runHistorical(o),
   aggregations: (o) => runAggregations(o),
+  workerd: (o) => runWorkerd(o),
 };
 const ALIASES: Record<string, string> = {
   p3: "http", p4: "http", p6: "http", p7: "redis-roundtrips", roundtrips: "redis-roundtrips",
