@@ -37,7 +37,7 @@ import type { TileDelta } from "../../../core/aggregations.ts";
 import type { FeatureView } from "../../../core/definitions.ts";
 import { FreshetError } from "../../../core/errors.ts";
 import { expiresAt, featureValue } from "../../../core/online.ts";
-import type { LocalDriverName, SqlDriver, SqlStatement } from "./driver.ts";
+import type { LocalDriverName, SqlDriver, SqlResult, SqlStatement } from "./driver.ts";
 import { PLUGIN, sqliteError } from "./errors.ts";
 import { checkLayout, NO_CREATED_TIME, openLayout } from "./layout.ts";
 import { markDone, raiseWatermarks, sqliteMeta } from "./meta.ts";
@@ -198,11 +198,13 @@ export function sqliteStore(opts: SqliteStoreOptions): SqliteStore {
    * current turn. When the transaction fails, every write in it fails (none
    * of their rows was written) and the next group starts afresh.
    */
-  let group: { statements: SqlStatement[]; resolve: (r: Awaited<ReturnType<SqlDriver["batch"]>>) => void; reject: (e: unknown) => void }[] | undefined;
+  type Member = { statements: SqlStatement[]; resolve: (r: SqlResult[]) => void; reject: (e: unknown) => void };
+  let group: Member[] | undefined;
   const groupCommit = (db: SqlDriver, statements: SqlStatement[], t: number) =>
-    new Promise<Awaited<ReturnType<SqlDriver["batch"]>>>((resolve, reject) => {
+    new Promise<SqlResult[]>((resolve, reject) => {
       if (!group) {
-        const members: NonNullable<typeof group> = (group = []);
+        const members: Member[] = [];
+        group = members;
         defer(async () => {
           group = undefined;
           const all = members.flatMap((m) => m.statements);
