@@ -166,7 +166,10 @@ export async function openStores(url: string, dataDir: string, opts: { project?:
   }
   if (/^rediss?(\+cluster)?:\/\//.test(url)) {
     const { redisStore } = await import("../plugins/stores/redis/redis.ts");
-    return { online: redisStore({ url, project: opts.project }), offline };
+    // Auto-pipelining: the commands of one turn of the event loop (the scripts of
+    // concurrent pushes, the reads of concurrent requests) go to Redis in one
+    // write and come back in one read, each with its own reply or error.
+    return { online: redisStore({ url, project: opts.project, redisOptions: { enableAutoPipelining: true } }), offline };
   }
   if (url.startsWith("https://") || url.startsWith("upstash:")) {
     const { upstashStore } = await import("../plugins/stores/redis/upstash.ts");

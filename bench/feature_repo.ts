@@ -14,7 +14,7 @@ export const user = entity({ name: "user", joinKeys: ["user_id"] });
 
 export const benchPush = pushSource({ name: "bench_push", timestampField: "event_timestamp" });
 
-export const benchStats = streamFeatureView({
+const statsOptions = {
   name: "bench_stats",
   entities: [user],
   source: benchPush,
@@ -27,8 +27,12 @@ export const benchStats = streamFeatureView({
   }),
   features: FEATURES,
   online: true,
-  // P7 writes online and offline (a file); HTTP pushes say to: "online".
-  offline: true,
-});
+};
+
+// P7 writes online and offline (a file); HTTP pushes say to: "online".
+export const benchStats = streamFeatureView({ ...statsOptions, offline: true });
+
+/** The same repo for a Worker (bench/workerd.ts), which has no offline store. */
+export const workerRepo = featureRepo({ project: "bench", definitions: [user, benchPush, streamFeatureView({ ...statsOptions, offline: false })] });
 
 export default featureRepo({ project: "bench", definitions: [user, benchPush, benchStats] });

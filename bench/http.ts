@@ -151,21 +151,21 @@ export async function wrk(url: string, script: string, connections: number, seco
   }
   return r;
 }
-const wrkCpu = (r: WrkResult) => (r.cpu === undefined ? "" : `, wrk cpu ${Math.round(r.cpu * 100)}%`);
+export const wrkCpu = (r: WrkResult) => (r.cpu === undefined ? "" : `, wrk cpu ${Math.round(r.cpu * 100)}%`);
 
-const okRequests = (r: WrkResult) => r.requests - r.status;
-const errorNote = (r: WrkResult) => {
+export const okRequests = (r: WrkResult) => r.requests - r.status;
+export const errorNote = (r: WrkResult) => {
   const n = r.status + r.connect + r.read + r.write + r.timeout;
   return n ? `, ${n} errors (status ${r.status}, connect ${r.connect}, read ${r.read}, write ${r.write}, timeout ${r.timeout})` : "";
 };
-function assertFewErrors(r: WrkResult, what: string) {
+export function assertFewErrors(r: WrkResult, what: string) {
   const bad = r.status + r.connect + r.read + r.write + r.timeout;
   if (r.requests === 0 || bad > Math.max(2, r.requests * 0.01)) throw new Error(`${what}: ${bad} errors out of ${r.requests} requests${errorNote(r)}`);
 }
 
 // ---- Freshet's own counts -----------------------------------------------------------
 
-async function recordCounts(url: string): Promise<Record<string, number>> {
+export async function recordCounts(url: string): Promise<Record<string, number>> {
   const text = await (await fetch(`${url}/metrics`)).text();
   const counts: Record<string, number> = {};
   for (const line of text.split("\n")) {
@@ -181,7 +181,7 @@ async function recordCounts(url: string): Promise<Record<string, number>> {
  * it stopped (its record counters stop moving), so that they neither land
  * after the next FLUSHALL nor go missing from the written fraction.
  */
-async function quiesce(url: string): Promise<Record<string, number>> {
+export async function quiesce(url: string): Promise<Record<string, number>> {
   let last = JSON.stringify(await recordCounts(url));
   for (let i = 0; i < 100; i++) {
     await sleep(100);
@@ -193,7 +193,7 @@ async function quiesce(url: string): Promise<Record<string, number>> {
   throw new Error(`${url} kept writing 10 s after the load stopped`);
 }
 
-function writtenNote(before: Record<string, number>, after: Record<string, number>): { note: string; written: number; total: number } {
+export function writtenNote(before: Record<string, number>, after: Record<string, number>): { note: string; written: number; total: number } {
   const delta: Record<string, number> = {};
   let total = 0;
   for (const k of new Set([...Object.keys(before), ...Object.keys(after)])) {

@@ -35,6 +35,9 @@ export function node24(env: Record<string, string | undefined> = process.env): s
 
 export type Runtime = "node" | "bun" | "deno";
 export const RUNTIMES: Runtime[] = ["node", "bun", "deno"];
+/** Where a result was measured: a runtime the benches start themselves, or workerd (through miniflare, bench/workerd.ts). */
+export type EntryRuntime = Runtime | "workerd";
+export const ENTRY_RUNTIMES: EntryRuntime[] = [...RUNTIMES, "workerd"];
 
 // ---- options ------------------------------------------------------------------
 
@@ -179,7 +182,7 @@ export async function paired(runs: number, baseline: () => Promise<number | { va
 /** One entry of a result file, exactly the fields of performance.md. */
 export interface Entry {
   id: string;
-  runtime: Runtime;
+  runtime: EntryRuntime;
   metric: string;
   value: number;
   baseline: number | null;
@@ -225,7 +228,7 @@ const digitsFor = (x: number) => (Math.abs(x) >= 1000 ? 0 : Math.abs(x) >= 10 ? 
  * side, ratio the median of the per-pair ratios (value / baseline), and min
  * and max the extreme per-pair ratios.
  */
-export function pairedEntry(id: string, runtime: Runtime, metric: string, goal: string, pairs: Pair[]): Entry {
+export function pairedEntry(id: string, runtime: EntryRuntime, metric: string, goal: string, pairs: Pair[]): Entry {
   const ratios = pairs.map((p) => p.value / p.baseline);
   const value = median(pairs.map((p) => p.value));
   const baseline = median(pairs.map((p) => p.baseline));
@@ -269,7 +272,7 @@ export function checkEntry(e: unknown): asserts e is Entry {
   for (const k of keys) if (!(ENTRY_KEYS as readonly string[]).includes(k)) throw new Error(`entry has an unknown key "${k}"`);
   const isNum = (x: unknown) => typeof x === "number" && Number.isFinite(x);
   if (typeof o.id !== "string" || !/^P\d+$/.test(o.id)) throw new Error(`bad id ${o.id}`);
-  if (!RUNTIMES.includes(o.runtime as Runtime)) throw new Error(`bad runtime ${o.runtime}`);
+  if (!ENTRY_RUNTIMES.includes(o.runtime as EntryRuntime)) throw new Error(`bad runtime ${o.runtime}`);
   if (typeof o.metric !== "string" || !o.metric) throw new Error("bad metric");
   if (!isNum(o.value)) throw new Error(`bad value ${o.value}`);
   if (o.baseline !== null && !isNum(o.baseline)) throw new Error(`bad baseline ${o.baseline}`);
@@ -301,7 +304,7 @@ export function writeResults(dir: string, name: string, entries: Entry[], notes:
       if (Array.isArray(old)) kept = old.filter((o: Entry) => !entries.some((e) => e.id === o.id && e.runtime === o.runtime));
     } catch { /* a broken file is replaced */ }
   }
-  const order = (e: Entry) => `${e.id.padStart(4, "0")}:${RUNTIMES.indexOf(e.runtime)}`;
+  const order = (e: Entry) => `${e.id.padStart(4, "0")}:${ENTRY_RUNTIMES.indexOf(e.runtime)}`;
   const all = [...kept, ...entries].sort((a, b) => order(a).localeCompare(order(b)));
   for (const e of all) checkEntry(e);
   const text = "[\n" + all.map((e) => "  " + JSON.stringify(e)).join(",\n") + "\n]\n";

@@ -7,7 +7,8 @@
  * (P7), kafka (P1, P2, P5, P8; Node unless --runtime says otherwise; `p1`,
  * `p5` or `p8` alone run only that part), kinesis (P9, same runtimes) and
  * historical (P12, Node), aggregations (P10, Node), cluster (P13, Node:
- * two `freshet consume` against one on a 3-master Redis Cluster).
+ * two `freshet consume` against one on a 3-master Redis Cluster), workerd (P3 on
+ * workerd through miniflare, Upstash store).
  * Options: see bench/lib.ts. Results go to `<results>/<name>.json`
  * (and a `<name>.txt` with the table and notes). A missed goal is printed
  * as MISSED; it is a result, not an error: the exit code is non-zero only
@@ -24,6 +25,7 @@ import { runFlatCost } from "./flat-cost.ts";
 import { runHistorical } from "./historical.ts";
 import { runAggregations } from "./aggregations.ts";
 import { runCluster } from "./cluster.ts";
+import { runWorkerd } from "./workerd.ts";
 
 const BENCHES: Record<string, (o: ReturnType<typeof parseOptions>) => Promise<{ entries: Entry[]; notes: string[]; failures: string[] }>> = {
   http: (o) => runHttp(o),
@@ -35,6 +37,7 @@ const BENCHES: Record<string, (o: ReturnType<typeof parseOptions>) => Promise<{ 
   historical: (o) => runHistorical(o),
   aggregations: (o) => runAggregations(o),
   cluster: (o) => runCluster(o),
+  workerd: (o) => runWorkerd(o),
 };
 const ALIASES: Record<string, string> = {
   p3: "http", p4: "http", p6: "http", p7: "redis-roundtrips", roundtrips: "redis-roundtrips",

@@ -98,16 +98,22 @@ export function rssMB(pid: number): number | undefined {
 
 /** The pid of a direct child of this process whose command line matches (e.g. the kcat of the mock cluster). */
 export function childPid(match: (cmdline: string[]) => boolean): number | undefined {
+  return childPids(match)[0];
+}
+
+/** The pids of every direct child of this process whose command line matches. */
+export function childPids(match: (cmdline: string[]) => boolean): number[] {
+  const found: number[] = [];
   for (const d of readdirSync("/proc")) {
     if (!/^\d+$/.test(d)) continue;
     try {
       const stat = readFileSync(`/proc/${d}/stat`, "utf8");
       const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
       if (ppid !== process.pid) continue;
-      if (match(readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0"))) return Number(d);
+      if (match(readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0"))) found.push(Number(d));
     } catch { /* gone */ }
   }
-  return undefined;
+  return found;
 }
 
 /** A worker's argument `--name value`, required. */

@@ -64,6 +64,21 @@ describe("bench", () => {
     }
   });
 
+  it("runs P3 on workerd (miniflare, Upstash store) on a tiny input and writes a well-formed result", { timeout: 120_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "freshet-bench-test-"));
+    try {
+      const { code, out } = await runBench(["workerd", "--small", "--runs", "1", "--results", dir], 110_000);
+      assert.equal(code, 0, `bench/run.ts exited with ${code}:\n${out.slice(-4000)}`);
+      const entries = JSON.parse(readFileSync(join(dir, "workerd.json"), "utf8"));
+      for (const e of entries) checkEntry(e);
+      assert.deepEqual(entries.map((e: { id: string; runtime: string }) => `${e.id}/${e.runtime}`), ["P3/workerd"]);
+      assert.ok(entries[0].baseline > 0 && entries[0].value > 0, "measured something");
+      assert.match(readFileSync(join(dir, "workerd.txt"), "utf8"), /written 100\.0% of \d+ rows/, "every pushed row was written");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("runs the aggregation benchmark (P10) on a tiny input and writes well-formed results", { timeout: 120_000 }, async () => {
     const dir = mkdtempSync(join(tmpdir(), "freshet-bench-test-"));
     try {

@@ -226,8 +226,20 @@ export function pushApp(opts: PushAppOptions): Hono {
     if (isJsonType(type)) return await next();
     return fail(c, 415, "unsupported_media_type", `${c.req.method} ${c.req.path} takes JSON: send the content-type header "application/json"${type === undefined ? " (none was sent)" : ` (got "${truncate(type, 100)}")`}`, "content-type");
   };
-  const limit = (bytes: number, hint: string) =>
-    bodyLimit({ maxSize: bytes, onError: (c) => fail(c, 413, "body_too_large", `the body is larger than ${bytes} bytes; ${hint}`, "body") });
+  const limit = (bytes: number, hint: string): MiddlewareHandler => {
+    const tooLarge = (c: Context) => fail(c, 413, "body_too_large", `the body is larger than ${bytes} bytes; ${hint}`, "body");
+    const streamed = bodyLimit({ maxSize: bytes, onError: tooLarge });
+    return async (c, next) => {
+      // A declared length is checked from the header alone: hono's bodyLimit first asks
+      // the request for its body stream, which on Node makes @hono/node-server build a
+      // whole web Request (and lose its direct body read). Chunked bodies are counted as they stream.
+      const length = c.req.header("content-length");
+      if (length !== undefined && c.req.header("transfer-encoding") === undefined && /^\d{1,15}$/.test(length)) {
+        return Number(length) > bytes ? tooLarge(c) : await next();
+      }
+      return await streamed(c, next);
+    };
+  };
   const readAuth: MiddlewareHandler = async (c, next) => {
     if (readToken === undefined || (await bearerMatches(c, readToken))) return next();
     return unauthorized(c, "read");

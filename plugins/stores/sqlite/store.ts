@@ -5,7 +5,9 @@
  * driver seam of ./driver.ts and ./d1.ts. This file imports no `node:`
  * module and loads the local drivers (./driver.ts) only when given a `path`.
  *
- * A write is one transaction for the whole batch, whatever its size:
+ * A write is one transaction for the whole batch, whatever its size, and
+ * the writes that arrive in one turn of the event loop (concurrent pushes)
+ * share one (group commit):
  *
  * ```
  * BEGIN IMMEDIATE
@@ -35,11 +37,14 @@ import type { TileDelta } from "../../../core/aggregations.ts";
 import type { FeatureView } from "../../../core/definitions.ts";
 import { FreshetError } from "../../../core/errors.ts";
 import { expiresAt, featureValue } from "../../../core/online.ts";
-import type { LocalDriverName, SqlDriver, SqlStatement } from "./driver.ts";
+import type { LocalDriverName, SqlDriver, SqlResult, SqlStatement } from "./driver.ts";
 import { PLUGIN, sqliteError } from "./errors.ts";
 import { checkLayout, NO_CREATED_TIME, openLayout } from "./layout.ts";
 import { markDone, raiseWatermarks, sqliteMeta } from "./meta.ts";
 import { clearSqlTiles, foldSqlTiles, readSqlAggregates, readSqlMark } from "./tiles.ts";
+
+/** Runs `f` at the end of the current turn of the event loop (after the I/O callbacks of this turn): `setImmediate` where there is one, else a 0 ms timer. */
+const defer: (f: () => void) => void = (globalThis as { setImmediate?: (f: () => void) => void }).setImmediate ?? ((f) => void setTimeout(f, 0));
 
 /**
  * Options of {@link sqliteStore}: a `path` to a local file, or a `driver` (D1).
@@ -184,6 +189,38 @@ export function sqliteStore(opts: SqliteStoreOptions): SqliteStore {
     }
   };
 
+  /**
+   * Group commit: the writes that reach this point in one turn of the event
+   * loop (concurrent pushes) run in ONE transaction, each write's statements
+   * in their order, so each keeps its own counts (a later write is compared
+   * with an earlier one's rows, as if they ran one after the other) and its
+   * own idempotency key. A lone write waits for nothing but the end of the
+   * current turn. When the transaction fails, every write in it fails (none
+   * of their rows was written) and the next group starts afresh.
+   */
+  type Member = { statements: SqlStatement[]; resolve: (r: SqlResult[]) => void; reject: (e: unknown) => void };
+  let group: Member[] | undefined;
+  const groupCommit = (db: SqlDriver, statements: SqlStatement[], t: number) =>
+    new Promise<SqlResult[]>((resolve, reject) => {
+      if (!group) {
+        const members: Member[] = [];
+        group = members;
+        defer(async () => {
+          group = undefined;
+          const all = members.flatMap((m) => m.statements);
+          if (purgeBudget > 0) all.push({ sql: PURGE_FEATURES, params: [t, purgeBudget] }, { sql: PURGE_IDEMPOTENCY, params: [t, purgeBudget] });
+          try {
+            const results = await db.batch(all);
+            let at = 0;
+            for (const m of members) m.resolve(results.slice(at, (at += m.statements.length)));
+          } catch (e) {
+            for (const m of members) m.reject(e);
+          }
+        });
+      }
+      group.push({ statements, resolve, reject });
+    });
+
   const invalid = (view: FeatureView, msg: string) => new FreshetError("INVALID_INPUT", msg, { plugin: PLUGIN, definition: view.name, retriable: false });
 
   async function write(view: FeatureView, rows: FeatureRow[], commit?: CommitMeta): Promise<WriteResult> {
@@ -220,10 +257,7 @@ export function sqliteStore(opts: SqliteStoreOptions): SqliteStore {
       if (commit?.watermarks && Object.keys(commit.watermarks).length) statements.push(raiseWatermarks(commit.watermarks));
       if (commit?.done) statements.push(markDone(commit.done.key, commit.done.fingerprint, t, commit.done.ttlMs));
       if (!statements.length) return { written: 0, stale: 0, expired };
-      if (purgeBudget > 0) {
-        statements.push({ sql: PURGE_FEATURES, params: [t, purgeBudget] }, { sql: PURGE_IDEMPOTENCY, params: [t, purgeBudget] });
-      }
-      const results = await db.batch(statements);
+      const results = await groupCommit(db, statements, t);
       let written = 0;
       for (let i = 0; i < upserts.length; i++) written += results[i].changes;
       return { written, stale: rows.length - written - expired, expired };
