@@ -257,8 +257,26 @@ export const CASES: HostileCase[] = [
 
 // ---- raw HTTP/1.1 over TCP ----
 
-/** Sends one request on a fresh connection, exactly as described, and reads the answer until the server closes. */
-export function rawHttp(port: number, req: HostileRequest, timeoutMs = 30_000): Promise<Answer> {
+/**
+ * Sends one request on a fresh connection, exactly as described, and reads
+ * the answer until the server closes. A server that answers a body it
+ * refuses (413) and closes while the client is still sending makes the
+ * client's kernel reset the connection, and a reset can discard the answer
+ * before it is read: with nothing read, a large body is sent once more,
+ * each piece only after the last one's answer had a moment to arrive.
+ */
+export async function rawHttp(port: number, req: HostileRequest, timeoutMs = 30_000): Promise<Answer> {
+  try {
+    return await rawHttpOnce(port, req, timeoutMs, 0);
+  } catch (e) {
+    const reset = (e as { code?: string }).code === "ECONNRESET" || (e as { code?: string }).code === "EPIPE";
+    const big = req.chunked || (req.body !== undefined && Buffer.from(req.body as never).length > 65536);
+    if (!reset || !big) throw e;
+    return await rawHttpOnce(port, req, timeoutMs, 5);
+  }
+}
+
+function rawHttpOnce(port: number, req: HostileRequest, timeoutMs: number, pauseMs: number): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const body = req.body === undefined ? undefined : Buffer.from(req.body as never);
@@ -297,6 +315,7 @@ export function rawHttp(port: number, req: HostileRequest, timeoutMs = 30_000): 
       for (let i = 0; i < body.length && !answered(); i += 16384) {
         const piece = body.subarray(i, i + 16384);
         await write(req.chunked ? Buffer.concat([Buffer.from(`${piece.length.toString(16)}\r\n`), piece, Buffer.from("\r\n")]) : piece);
+        if (pauseMs) await new Promise((r) => setTimeout(r, pauseMs));
       }
       if (req.chunked && !answered()) await write("0\r\n\r\n");
     });
