@@ -202,7 +202,8 @@ test("scenario 13: serve, consume and materialize on one SQLite file, each SIGKI
   const materialized = new Set<string>();
   const kills = { serveMidBurst: 0, consumeMidBacklog: 0, materializeMidRun: 0, unackedPushes: 0 };
   const port = await freePort();
-  const env = { FRESHET_PENDING_TTL_MS: "400" };
+  // A short Kafka session, so that a consume restarted after its SIGKILL gets the partitions in seconds, not after kafkajs' 30 s default.
+  const env = { FRESHET_PENDING_TTL_MS: "400", FRESHET_KAFKA_SESSION_TIMEOUT_MS: "6000" };
   const common = ["--data-dir", dataDir];
 
   const checkAll = async (when: string) => {
