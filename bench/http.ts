@@ -468,6 +468,8 @@ export async function runHttp(opts: BenchOptions, log: (m: string) => void = (m)
     await redis.stop();
     rmSync(dataDir, { recursive: true, force: true });
     if (scriptDir) rmSync(scriptDir, { recursive: true, force: true });
+    // Made again by the next wrk() (the workerd bench runs after this one in the same process).
+    scriptDir = undefined;
   }
   return { entries, notes: ctx.notes, failures };
 }
