@@ -702,18 +702,21 @@ export function createProcessor(opts: ProcessorOptions): Processor {
       }
       let chunk = fresh;
       let deltas = foldTiles(aggs, chunk, p.view.watermarkDelayMs);
-      if (limit !== undefined && foldBytes(deltas) > limit) {
+      // Sized once per candidate fold (a JSON pass over its states), only for a store with a limit.
+      let bytes = limit === undefined ? 0 : foldBytes(deltas);
+      if (limit !== undefined && bytes > limit) {
         // More than the store takes in one atomic step (Upstash's request size, D1's parameter size): fold in
         // steps, each with the applied marks of what it holds, in position order, so that a crash between
         // steps leaves every event either folded and marked or neither. A push has no marks: refused.
-        if (chunk.some((e) => !e.mark)) throw tooLarge(p.view.name, `${chunk.length} events of view "${p.view.name}" fold ${foldBytes(deltas)} bytes of tiles`, store.name, limit, "; send fewer rows per push");
+        if (chunk.some((e) => !e.mark)) throw tooLarge(p.view.name, `${chunk.length} events of view "${p.view.name}" fold ${bytes} bytes of tiles`, store.name, limit, "; send fewer rows per push");
         chunk = [...chunk].sort((a, b) => (a.mark!.key < b.mark!.key ? -1 : a.mark!.key > b.mark!.key ? 1 : comparePositions(a.mark!.position, b.mark!.position)));
         let n = chunk.length;
-        while (n > 1 && foldBytes(deltas) > limit) {
+        while (n > 1 && bytes > limit) {
           n = Math.ceil(n / 2);
           deltas = foldTiles(aggs, chunk.slice(0, n), p.view.watermarkDelayMs);
+          bytes = foldBytes(deltas);
         }
-        if (foldBytes(deltas) > limit) throw tooLarge(p.view.name, `one event of view "${p.view.name}" folds ${foldBytes(deltas)} bytes of tiles`, store.name, limit, "");
+        if (bytes > limit) throw tooLarge(p.view.name, `one event of view "${p.view.name}" folds ${bytes} bytes of tiles`, store.name, limit, "");
         chunk = chunk.slice(0, n);
       }
       const last = chunk.length === fresh.length;
