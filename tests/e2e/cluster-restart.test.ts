@@ -26,7 +26,7 @@ import { memoryDeadLetters } from "../../plugins/stores/memory.ts";
 import type { SourceBatch, StreamSource } from "../../core/index.ts";
 import { type KafkaService, startKafka } from "../services/kafka.ts";
 import { type RedisClusterService, startRedisCluster } from "../services/redis-cluster.ts";
-import { caughtUp, connectProducer, missingSeqs, offsets, produce, recordingLogger, sleep, startConsume, testKafka, unique, until } from "../fixtures/kafka-harness.ts";
+import { caughtUp, connectProducer, missingSeqs, offsets, produceSteadily, recordingLogger, sleep, startConsume, testKafka, unique, until } from "../fixtures/kafka-harness.ts";
 
 let kafkaSvc: KafkaService;
 let kafka: Kafka;
@@ -92,14 +92,7 @@ async function scenario18(cluster: RedisClusterService, mode: "restart" | "failo
   // Event seq: key seq % KEYS, event time rising with seq, so the newest event of key k is the highest seq with that key.
   const t0 = Date.now() - 60_000;
   const event = (seq: number) => JSON.stringify({ seq, k: seq % KEYS, ts: t0 + seq, n: seq * 2 });
-  let produced = 0;
-  const loading = (async () => {
-    while (produced < N) {
-      await produce(producer, topic, Array.from({ length: 50 }, (_, i) => ({ key: String(produced + i), value: event(produced + i) })));
-      produced += 50;
-      await sleep(80);
-    }
-  })();
+  const loading = produceSteadily(producer, topic, N, event, 80).done;
   try {
     await until("600 records written", () => run.acked >= 600, 40_000, 20);
     // The master that holds the metadata slot: every batch needs it, so the outage stops every batch.

@@ -14,7 +14,7 @@ import { memoryDeadLetters } from "../../plugins/stores/memory.ts";
 import type { SourceBatch, StreamSource } from "../../core/index.ts";
 import { startKafka, type KafkaService } from "../services/kafka.ts";
 import { startRedis, type RedisService } from "../services/redis.ts";
-import { caughtUp, connectProducer, missingSeqs, offsets, produce, recordingLogger, seqEvent, seqRepo, sleep, startConsume, testKafka, unique, until } from "../fixtures/kafka-harness.ts";
+import { caughtUp, connectProducer, missingSeqs, offsets, produceSteadily, recordingLogger, seqEvent, seqRepo, sleep, startConsume, testKafka, unique, until } from "../fixtures/kafka-harness.ts";
 
 let kafkaSvc: KafkaService;
 let redis: RedisService;
@@ -58,14 +58,8 @@ test("redis stopped and restarted under load: the source pauses, nothing is comm
   const run = startConsume(counting, { registry, online, deadLetters: memoryDeadLetters() }, { logger: log, retry: { initialMs: 100, maxMs: 500 } });
 
   // Load: 3000 events at about 500/s for the whole test.
-  let produced = 0;
-  const loading = (async () => {
-    while (produced < N) {
-      await produce(producer, topic, Array.from({ length: 50 }, (_, i) => ({ key: String(produced + i), value: seqEvent(produced + i) })));
-      produced += 50;
-      await sleep(100);
-    }
-  })();
+  const load = produceSteadily(producer, topic, N, seqEvent, 100);
+  const loading = load.done;
   try {
     await until("500 records written", () => run.acked >= 500, 30_000, 20);
     await redis.stop();
@@ -82,7 +76,7 @@ test("redis stopped and restarted under load: the source pauses, nothing is comm
     assert.equal(run.acked, ackedBefore, "nothing acknowledged while Redis is down");
     // Bounded: the batches in flight are retried; no new ones are fetched and handed on.
     assert.ok(handed - handedBefore <= concurrency, `${handed - handedBefore} batches handed on during the outage`);
-    assert.ok(produced > run.acked + 500, "the producer kept going while the consumer was paused");
+    assert.ok(load.produced() > run.acked + 500, "the producer kept going while the consumer was paused");
     assert.ok(run.processor.metrics.sum("freshet_batches_total", { result: "retry" }) > 0);
     // Said once, however many partitions retried how often.
     const downLines = log.lines.filter((l) => l.level === "warn" && /store down: .*source paused/.test(l.msg));
