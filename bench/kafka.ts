@@ -414,7 +414,7 @@ async function p1p2(c: Ctx, rt: Runtime): Promise<{ entries: Entry[]; notes: str
     detail.push(`P1/P2 ${rt} ${line}`, `P1/P2 ${rt} run ${i + 1} ${cpu.trim()}`);
   }
   const e1 = pairedEntry("P1", rt, "events/s, Kafka -> Redis (schema, UDF, dedupe, watermark)", ">= 0.8", p1);
-  const e2 = pairedEntry("P2", rt, "events/s, vs one awaited HSET per message", ">= 5", p2);
+  const e2 = pairedEntry("P2", rt, "events/s, vs one awaited HSET per message", ">= 10", p2);
   return {
     entries: [e1, e2],
     notes: [
@@ -646,7 +646,7 @@ async function p8(c: Ctx, rt: Runtime): Promise<{ entries: Entry[]; notes: strin
     log("  " + line);
     if (!flat) log(`!! P8 ${rt}: RSS is not flat after warm-up`);
     if (sum !== n || lagCommitted !== 0) throw new Error(`P8: ${checks.join("; ")}`);
-    const entry = { ...absoluteEntry("P8", rt, "peak RSS MB of the consumer while ingesting 1M events", "<= 200", [low, peak], Math.round(peak * 10) / 10), runs: 1, min: Math.round(low * 10) / 10, max: Math.round(peak * 10) / 10 };
+    const entry = { ...absoluteEntry("P8", rt, "peak RSS MB of the consumer while ingesting 1M events", "<= 120", [low, peak], Math.round(peak * 10) / 10), runs: 1, min: Math.round(low * 10) / 10, max: Math.round(peak * 10) / 10 };
     return {
       entries: [entry],
       notes: [

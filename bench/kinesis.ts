@@ -290,7 +290,7 @@ export async function runKinesis(opts: BenchOptions, log: (m: string) => void = 
           detail.push(line, `run ${i + 1} ${cpu}`);
         }
         const loadEnd = loadavg()[0];
-        const e = pairedEntry("P9", rt, "events/s, Kinesis -> Redis, 4 shards", ">= 0.8", pairs);
+        const e = pairedEntry("P9", rt, "events/s, Kinesis -> Redis, 4 shards", ">= 0.9", pairs);
         entries.push(e);
         notes.push(
           `P9 ${rt}: ${put} records on kinesis-local over ${SHARDS} shards, GetRecords Limit ${limit}. Freshet = kinesisConsumer + consume + processor (schema, UDF, watermark, dedupe) into redisStore, checkpoints and leases in the same Redis. ` +
