@@ -36,7 +36,7 @@ import { clusterLayout, clusterSeeds } from "./cluster.ts";
 import { decodeRead, type EncodedRow, encodeCommit, encodeRows, readFields, redisLayout } from "./layout.ts";
 import { redisMeta } from "./meta.ts";
 import { redisTiles } from "./tiles.ts";
-import { decodeWriteReply, WRITE_ROWS, writeScriptArgs } from "./scripts.ts";
+import { decodeWriteReply, groupScriptArgs, WRITE_ROWS, writeScriptArgs } from "./scripts.ts";
 import { evalScript, redisError, type RedisTransport } from "./transport.ts";
 
 /**
@@ -54,6 +54,13 @@ export interface RedisStoreOptions {
    * script spends about 7-14 µs per row, so up to 35-70 ms; lower it where other clients need Redis sooner.
    */
   maxRowsPerCall?: number;
+  /**
+   * Group commit (default true; not on a cluster, nor with `replicaAcks`): the writes that fit one script
+   * call and arrive in one turn of the event loop (concurrent pushes) go to Redis as ONE script call, up
+   * to `maxRowsPerCall` rows, each write a part of it with its own counts and commit. A lone write waits
+   * for nothing but the end of the current turn. When the call fails, every write in it fails.
+   */
+  groupCommit?: boolean;
   /**
    * `redis://[:password@]host:port[/db]` or `rediss://` for TLS. Default `redis://127.0.0.1:6379`.
    * A Redis Cluster: `redis+cluster://[user:password@]host:port,host:port,...` (any reachable
@@ -289,6 +296,43 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
 
   const tiles = redisTiles({ transport, layout, plugin: PLUGIN, now });
 
+  type Call = { keys: string[]; args: string[] };
+  type Member = { call: Call; definition: string; resolve: (r: WriteResult) => void; reject: (e: unknown) => void };
+  const grouping = opts.groupCommit !== false && !isCluster && replicaAcks === 0;
+  let group: { members: Member[]; rows: number } | undefined;
+  /** Sends a group's parts as one script call and answers each write with its own part's counts. */
+  const flush = async (members: Member[]) => {
+    let c: Redis | Cluster | undefined;
+    try {
+      c = await ready();
+      const { keys, args } = groupScriptArgs(members.map((m) => m.call));
+      const reply = await evalScript(transport, WRITE_ROWS, keys, args, members[0].definition);
+      for (let i = 0; i < members.length; i++) {
+        const counts = decodeWriteReply(reply, i);
+        if (counts) members[i].resolve(counts);
+        else members[i].reject(redisError(PLUGIN, new Error(`unexpected answer to the write script: ${JSON.stringify(reply).slice(0, 200)}`), members[i].definition));
+      }
+    } catch (e) {
+      const cause = c ? redirected(c, e) : e;
+      for (const m of members) m.reject(redisError(PLUGIN, cause, m.definition));
+    }
+  };
+  /** Joins this turn's group (a new one when the write would take it past maxRowsPerCall rows). */
+  const grouped = (call: Call, rows: number, definition: string) =>
+    new Promise<WriteResult>((resolve, reject) => {
+      if (group && group.rows + rows > maxRowsPerCall) group = undefined;
+      if (!group) {
+        const g: { members: Member[]; rows: number } = { members: [], rows: 0 };
+        group = g;
+        defer(() => {
+          if (group === g) group = undefined;
+          void flush(g.members);
+        });
+      }
+      group.members.push({ call, definition, resolve, reject });
+      group.rows += rows;
+    });
+
   return {
     name: "redis",
     meta: redisMeta({ transport, layout, plugin: PLUGIN, now }),
@@ -297,7 +341,6 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
     clearTiles: (view, range) => tiles.clearTiles(view, range),
     ...(layout.cluster ? { markKey: (view: FeatureView, entityKey: string, key: string) => layout.cluster!.markKey(view.name, entityKey, key) } : {}),
     write(view: FeatureView, rows: FeatureRow[], commit?: CommitMeta): Promise<WriteResult> {
-      type Call = { keys: string[]; args: string[] };
       let calls: Call[];
       let sequential = false;
       let metaCall: Call | undefined;
@@ -337,6 +380,7 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
         if (!counts) throw new Error(`unexpected answer to the write script: ${JSON.stringify(reply)}`);
         return counts;
       };
+      if (grouping && calls.length === 1) return grouped(calls[0], rows.length, view.name);
       return call(view.name, async () => {
         if (calls.length === 1 && !metaCall && replicaAcks === 0) return await one(calls[0]);
         const sum = { written: 0, stale: 0, expired: 0 };
@@ -389,6 +433,9 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
     },
   };
 }
+
+/** Runs `f` at the end of the current turn of the event loop (after its I/O callbacks): `setImmediate` where there is one, else a 0 ms timer. */
+const defer: (f: () => void) => void = (globalThis as { setImmediate?: (f: () => void) => void }).setImmediate ?? ((f) => void setTimeout(f, 0));
 
 /** The url without its password, for messages. */
 function redact(url: string): string {

@@ -8,16 +8,19 @@
  * done), so the state that guards an effect never runs ahead of it:
  *
  * ```
- * KEYS: rowKey x nRows, watermarkKey x nWm, [doneKey]
- * ARGV: ttlMs, nowMs, nRows,
+ * KEYS: per part: rowKey x nRows, watermarkKey x nWm, [doneKey]
+ * ARGV: nParts, then per part:
+ *       ttlMs, nowMs, nRows,
  *       segments: (nFields, field x nFields, nRowsInSegment, (ts, ct, value x nFields) x nRowsInSegment)...,
- *       trailer:  nWm, watermark x nWm, [doneFingerprint, doneTtlMs]
+ *       trailer:  nWm, watermark x nWm, nDone (0 or 1), [doneFingerprint, doneTtlMs]
  * ```
  *
- * Rows that share their fields share a segment, so ARGV carries each field
- * name once per run, with no JSON to decode in Lua. `ct` is "" for a row
- * without a created time. The done pair is there exactly when KEYS ends
- * with a done key.
+ * A part is one write (its rows and its commit); several parts in one call
+ * are the writes of concurrent requests (group commit, see
+ * {@link groupScriptArgs}), applied in order, each counted apart. Rows that
+ * share their fields share a segment, so ARGV carries each field name once
+ * per run, with no JSON to decode in Lua. `ct` is "" for a row without a
+ * created time. The done pair and key are there exactly when nDone is 1.
  */
 import type { Lease } from "../../../core/contracts.ts";
 import type { EncodedCommit, EncodedRow } from "./layout.ts";
@@ -84,7 +87,7 @@ const sameFields = (a: string[], b: string[]) => {
  */
 export function writeScriptArgs(rows: readonly EncodedRow[], ttlMs: number, now: number, commit?: EncodedCommit): { keys: string[]; args: string[] } {
   const keys: string[] = new Array(rows.length);
-  const args: string[] = [String(Math.max(0, Math.round(ttlMs))), String(now), String(rows.length)];
+  const args: string[] = ["1", String(Math.max(0, Math.round(ttlMs))), String(now), String(rows.length)];
   let fields: string[] | undefined;
   let countAt = -1;
   let count = 0;
@@ -109,13 +112,37 @@ export function writeScriptArgs(rows: readonly EncodedRow[], ttlMs: number, now:
       keys.push(commit.watermarkKeys[i]);
       args.push(commit.watermarks[i]);
     }
-    if (commit.done) {
-      keys.push(commit.done.key);
-      args.push(commit.done.fingerprint, commit.done.ttlMs);
-    }
+  }
+  if (commit?.done) {
+    keys.push(commit.done.key);
+    args.push("1", commit.done.fingerprint, commit.done.ttlMs);
+  } else args.push("0");
+  return { keys, args };
+}
+
+/**
+ * One {@link WRITE_ROWS} call of several writes, each made by
+ * {@link writeScriptArgs}: their parts in order. The reply holds each
+ * part's counts in the same order ({@link decodeWriteReply}).
+ *
+ * @example
+ * ```ts
+ * const { keys, args } = groupScriptArgs([writeScriptArgs(rowsA, ttl, t, commitA), writeScriptArgs(rowsB, ttl, t)])
+ * ```
+ */
+export function groupScriptArgs(calls: readonly { keys: string[]; args: string[] }[]): { keys: string[]; args: string[] } {
+  if (calls.length === 1) return calls[0];
+  let keys: string[] = [];
+  let args: string[] = [String(calls.length)];
+  // One concat per call, never a spread: a group can have 100k+ arguments.
+  for (const c of calls) {
+    keys = keys.concat(c.keys);
+    args = args.concat(c.args.slice(1));
   }
   return { keys, args };
 }
+
+
 
 /**
  * Writes a batch, latest-wins per entity, and applies its commit, in one
@@ -128,92 +155,111 @@ export function writeScriptArgs(rows: readonly EncodedRow[], ttlMs: number, now:
  * whole hash (HSET over it; the hash is rebuilt only when HLEN shows fields
  * the new row lacks) and expires at event time + ttl (PEXPIREAT; ttl 0: never).
  * Then each watermark is raised to at least its value, and the done key is
- * set to `d|{fingerprint}` for its ttl. Returns `{written, stale, expired}`.
+ * set to `d|{fingerprint}` for its ttl. Returns `{written, stale, expired}`
+ * for each part, one after the other.
  *
  * Times are compared as Lua numbers (doubles), exact for epoch ms; they are
  * stored as the strings the client sent, never reformatted by Lua.
  */
 export const WRITE_ROWS: LuaScript = script("freshet_write_rows", `
 ${RAISE_WATERMARK}
-local ttl, now, nrows = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local a, k = 4, 1
-local written, stale, expired = 0, 0, 0
-while k <= nrows do
-  local nf = tonumber(ARGV[a])
-  local f0 = a + 1
-  local rows = tonumber(ARGV[f0 + nf])
-  a = f0 + nf + 1
-  for _ = 1, rows do
-    local key = KEYS[k]
-    local ts, ct = ARGV[a], ARGV[a + 1]
-    local its = tonumber(ts)
-    if ttl > 0 and its + ttl <= now then
-      expired = expired + 1
-    else
-      local cur = redis.call('HMGET', key, '_ts', '_ct')
-      local sts = tonumber(cur[1])
-      local newer = true
-      if sts and not (ttl > 0 and sts + ttl <= now) then
-        if its ~= sts then
-          newer = its > sts
-        else
-          local ict, sct = -math.huge, -math.huge
-          if ct ~= '' then ict = tonumber(ct) end
-          if cur[2] then sct = tonumber(cur[2]) end
-          newer = ict > sct
-        end
-      end
-      if newer then
-        local h = {'_ts', ts}
-        if ct ~= '' then h[3] = '_ct'; h[4] = ct end
-        local j = #h
-        for i = 0, nf - 1 do
-          h[j + 1] = ARGV[f0 + i]
-          h[j + 2] = ARGV[a + 2 + i]
-          j = j + 2
-        end
-        local function put()
-          if j <= 7000 then
-            redis.call('HSET', key, unpack(h))
-          else -- unpack is bounded by Lua's C stack (~8000 values): in slices of whole pairs
-            for s = 1, j, 7000 do redis.call('HSET', key, unpack(h, s, math.min(s + 6999, j))) end
+local out = {}
+local a, k = 2, 1
+for part = 1, tonumber(ARGV[1]) do
+  local ttl, now, nrows = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 3
+  local last = k + nrows
+  local written, stale, expired = 0, 0, 0
+  while k < last do
+    local nf = tonumber(ARGV[a])
+    local f0 = a + 1
+    local rows = tonumber(ARGV[f0 + nf])
+    a = f0 + nf + 1
+    for _ = 1, rows do
+      local key = KEYS[k]
+      local ts, ct = ARGV[a], ARGV[a + 1]
+      local its = tonumber(ts)
+      if ttl > 0 and its + ttl <= now then
+        expired = expired + 1
+      else
+        local cur = redis.call('HMGET', key, '_ts', '_ct')
+        local sts = tonumber(cur[1])
+        local newer = true
+        if sts and not (ttl > 0 and sts + ttl <= now) then
+          if its ~= sts then
+            newer = its > sts
+          else
+            local ict, sct = -math.huge, -math.huge
+            if ct ~= '' then ict = tonumber(ct) end
+            if cur[2] then sct = tonumber(cur[2]) end
+            newer = ict > sct
           end
         end
-        put()
-        -- HSET overwrote the fields the new row has; only when the old row had others (a feature now
-        -- absent, a created time now missing) is the hash rebuilt. HLEN is O(1): no DEL in the common case.
-        if cur[1] and redis.call('HLEN', key) > j / 2 then
-          redis.call('DEL', key)
+        if newer then
+          local h = {'_ts', ts}
+          if ct ~= '' then h[3] = '_ct'; h[4] = ct end
+          local j = #h
+          for i = 0, nf - 1 do
+            h[j + 1] = ARGV[f0 + i]
+            h[j + 2] = ARGV[a + 2 + i]
+            j = j + 2
+          end
+          local function put()
+            if j <= 7000 then
+              redis.call('HSET', key, unpack(h))
+            else -- unpack is bounded by Lua's C stack (~8000 values): in slices of whole pairs
+              for s = 1, j, 7000 do redis.call('HSET', key, unpack(h, s, math.min(s + 6999, j))) end
+            end
+          end
           put()
+          -- HSET overwrote the fields the new row has; only when the old row had others (a feature now
+          -- absent, a created time now missing) is the hash rebuilt. HLEN is O(1): no DEL in the common case.
+          if cur[1] and redis.call('HLEN', key) > j / 2 then
+            redis.call('DEL', key)
+            put()
+          end
+          if ttl > 0 then redis.call('PEXPIREAT', key, string.format('%.0f', its + ttl)) end
+          written = written + 1
+        else
+          stale = stale + 1
         end
-        if ttl > 0 then redis.call('PEXPIREAT', key, string.format('%.0f', its + ttl)) end
-        written = written + 1
-      else
-        stale = stale + 1
       end
+      a = a + 2 + nf
+      k = k + 1
     end
-    a = a + 2 + nf
-    k = k + 1
   end
+  local nwm = tonumber(ARGV[a])
+  for i = 1, nwm do raise_watermark(KEYS[k + i - 1], ARGV[a + i]) end
+  k = k + nwm
+  a = a + nwm + 1
+  if ARGV[a] == '1' then
+    redis.call('SET', KEYS[k], 'd|' .. ARGV[a + 1], 'PX', ARGV[a + 2])
+    k = k + 1
+    a = a + 3
+  else
+    a = a + 1
+  end
+  out[#out + 1] = written
+  out[#out + 1] = stale
+  out[#out + 1] = expired
 end
-local nwm = tonumber(ARGV[a])
-for i = 1, nwm do raise_watermark(KEYS[nrows + i], ARGV[a + i]) end
-a = a + nwm + 1
-if ARGV[a] then redis.call('SET', KEYS[nrows + nwm + 1], 'd|' .. ARGV[a], 'PX', ARGV[a + 1]) end
-return {written, stale, expired}
+return out
 `);
 
 /**
- * The counts of a {@link WRITE_ROWS} reply, or undefined when the reply is not one.
+ * The counts of a {@link WRITE_ROWS} reply, or undefined when the reply is
+ * not one; `part` picks a part of a group call (default the first).
  *
  * @example
  * ```ts
  * decodeWriteReply([3, 1, 0]) // { written: 3, stale: 1, expired: 0 }
+ * decodeWriteReply([3, 1, 0, 1, 0, 0], 1) // { written: 1, stale: 0, expired: 0 }
  * ```
  */
-export function decodeWriteReply(reply: unknown): { written: number; stale: number; expired: number } | undefined {
-  if (!Array.isArray(reply) || reply.length < 3) return undefined;
-  return { written: Number(reply[0]), stale: Number(reply[1]), expired: Number(reply[2]) };
+export function decodeWriteReply(reply: unknown, part = 0): { written: number; stale: number; expired: number } | undefined {
+  if (!Array.isArray(reply) || reply.length < 3 * part + 3) return undefined;
+  const at = 3 * part;
+  return { written: Number(reply[at]), stale: Number(reply[at + 1]), expired: Number(reply[at + 2]) };
 }
 
 // ---- idempotency and watermarks ------------------------------------------
