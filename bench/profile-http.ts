@@ -6,7 +6,10 @@
  * benchmark: it prints the summary and leaves the .cpuprofile files (open
  * them in Chrome DevTools) in the directory it names.
  *
- *   npx tsx bench/profile-http.ts [--store redis|sqlite] [--case p3,p4,p6] [--duration 6] [--node node_modules/node24/bin/node]
+ *   npx tsx bench/profile-http.ts [--store redis|sqlite] [--case p3,p4,p6] [--duration 6] [--connections n] [--node node_modules/node24/bin/node]
+ *
+ * `--connections` overrides the case's own (P3 32, P4 8, P6 1): P6's work per
+ * request shows better with the server busy than in one latency-bound loop.
  */
 import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -26,6 +29,7 @@ const opt = (name: string, fallback: string) => {
 const storeKind = opt("store", "redis");
 const cases = opt("case", "p3,p4,p6").split(",");
 const duration = Number(opt("duration", "6"));
+const connections = argv.includes("--connections") ? Number(opt("connections", "1")) : undefined;
 // Node 24 strips types itself, so the profile keeps the source's line numbers (tsx's output has none).
 const node = opt("node", process.execPath);
 const nodeArgs = /node24|node22/.test(node) ? [] : ["--import", "tsx"];
@@ -94,6 +98,7 @@ try {
       script = pushScript(c === "p4" ? 500 : 1, 1e9 * (cases.indexOf(c) + 1));
       conns = c === "p4" ? 8 : 32;
     }
+    conns = connections ?? conns;
     await wrk(target, script, conns, 2); // warm-up, not profiled apart (a short share of the profile)
     const { result: r, cpu } = await withCpu({ server: child.proc.pid }, () => wrk(target, script, conns, duration));
     await child.stop();

@@ -154,7 +154,13 @@ export function pushApp(opts: PushAppOptions): Hono {
     for (let i = 0; i < b.length; i++) diff |= a[i] ^ b[i];
     return diff === 0;
   };
-  const requestIds = new WeakMap<Context, string>();
+  // Each request's id rides on its context (a property, not a WeakMap entry: no ephemeron for the GC per request).
+  const requestIds = {
+    get: (c: Context): string | undefined => (c as WithRequestId)[REQUEST_ID],
+    set: (c: Context, id: string) => void ((c as WithRequestId)[REQUEST_ID] = id),
+  };
+  // The get-online-features refs already parsed and checked against the registry.
+  const refs = new Map<string, FeatureRef>();
   const outage = outageLog({
     error: (m) => logger.error(m),
     warn: (m) => (logger.warn ?? logger.error).call(logger, m),
@@ -360,7 +366,7 @@ export function pushApp(opts: PushAppOptions): Hono {
         return fail(c, 400, "invalid_json", `the body is not valid JSON: ${(e as Error).message}`, "body");
       }
       if (!store) return fail(c, 500, "no_store", "no online store is configured");
-      const req = parseGetOnline(body, registry.views, registry.featureServices, limits);
+      const req = parseGetOnline(body, registry.views, registry.featureServices, limits, refs);
       if ("error" in req) return fail(c, 422, req.error.code ?? "invalid_request", req.error.message, req.error.field);
       const n = req.rows;
       const byView = new Map<string, string[]>();
@@ -385,15 +391,24 @@ export function pushApp(opts: PushAppOptions): Hono {
         statuses: req.entities[k].map(() => "PRESENT"),
         event_timestamps: req.entities[k].map(() => EPOCH),
       }));
-      // Each distinct ref once, in the order of its first appearance in the request.
+      // Each distinct ref once, in the order of its first appearance in the request. The features of
+      // one row share its event time: its ISO text is made once, not once per feature.
+      let lastTime: number | undefined, lastIso = EPOCH;
       for (const [viewName, f] of req.features) {
-        const values = reads.get(viewName)!;
+        const rows = reads.get(viewName)!;
         featureNames.push(req.fullFeatureNames ? `${viewName}__${f}` : f);
-        results.push({
-          values: values.map((r) => r[f].value),
-          statuses: values.map((r) => r[f].status),
-          event_timestamps: values.map((r) => (r[f].eventTime === undefined ? EPOCH : new Date(r[f].eventTime!).toISOString().replace(".000Z", "Z"))),
-        });
+        const values: unknown[] = new Array(n), statuses: string[] = new Array(n), times: string[] = new Array(n);
+        for (let i = 0; i < n; i++) {
+          const v = rows[i][f];
+          values[i] = v.value;
+          statuses[i] = v.status;
+          if (v.eventTime === undefined) times[i] = EPOCH;
+          else {
+            if (v.eventTime !== lastTime) [lastTime, lastIso] = [v.eventTime, new Date(v.eventTime).toISOString().replace(".000Z", "Z")];
+            times[i] = lastIso;
+          }
+        }
+        results.push({ values, statuses, event_timestamps: times });
       }
       return c.json({ metadata: { feature_names: featureNames }, results });
     },
@@ -426,6 +441,9 @@ export function pushApp(opts: PushAppOptions): Hono {
 }
 
 const EPOCH = "1970-01-01T00:00:00Z";
+
+const REQUEST_ID = Symbol("freshet.requestId");
+type WithRequestId = Context & { [REQUEST_ID]?: string };
 
 const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
 
@@ -565,6 +583,13 @@ function issueJson(i: RecordIssue, columnar: boolean) {
   return { field, message: truncate(i.message, MAX_ISSUE_MESSAGE), reason: i.reason, row: i.index, view: i.view };
 }
 
+/** A feature ref the registry serves, parsed once. */
+interface FeatureRef {
+  view: string;
+  feature: string;
+  joinKeys: string[];
+}
+
 interface ReadLimits {
   entities: number;
   refs: number;
@@ -582,6 +607,7 @@ function parseGetOnline(
   views: ReadonlyMap<string, { joinKeys: string[]; features: string[]; aggregations?: readonly { name: string }[] }>,
   services: ReadonlyMap<string, { features: readonly string[] }>,
   limits: ReadLimits,
+  refs: Map<string, FeatureRef>,
 ): Parsed<{
   entities: Record<string, unknown[]>;
   joinKeys: string[];
@@ -623,18 +649,23 @@ function parseGetOnline(
   for (let i = 0; i < features.length; i++) {
     const f = features[i];
     if (typeof f === "string" && seen.has(f)) continue; // a duplicate ref is answered once
-    const m = typeof f === "string" ? /^([^:]+):(.+)$/.exec(f) : null;
-    if (!m) return err(`features[${i}]`, `features[${i}] must read "view:feature"`);
-    const view = views.get(m[1]);
-    if (!view) return err(`features[${i}]`, `unknown feature view "${truncate(m[1], 100)}"; known: ${[...views.keys()].join(", ")}`);
-    const served = servedFeatures(view);
-    if (!served.includes(m[2])) return err(`features[${i}]`, `view "${m[1]}" has no feature "${truncate(m[2], 100)}"; it has ${served.join(", ")}`);
-    for (const k of view.joinKeys) {
-      if (!(k in entities)) return err("entities", `view "${m[1]}" needs join key "${k}" in entities`);
+    let ref = typeof f === "string" ? refs.get(f) : undefined;
+    if (!ref) {
+      const m = typeof f === "string" ? /^([^:]+):(.+)$/.exec(f) : null;
+      if (!m) return err(`features[${i}]`, `features[${i}] must read "view:feature"`);
+      const view = views.get(m[1]);
+      if (!view) return err(`features[${i}]`, `unknown feature view "${truncate(m[1], 100)}"; known: ${[...views.keys()].join(", ")}`);
+      const served = servedFeatures(view);
+      if (!served.includes(m[2])) return err(`features[${i}]`, `view "${m[1]}" has no feature "${truncate(m[2], 100)}"; it has ${served.join(", ")}`);
+      // Only refs the registry serves are remembered: the cache is bounded by the repo, not by requests.
+      refs.set(f as string, (ref = { view: m[1], feature: m[2], joinKeys: view.joinKeys }));
+    }
+    for (const k of ref.joinKeys) {
+      if (!(k in entities)) return err("entities", `view "${ref.view}" needs join key "${k}" in entities`);
       joinKeys.add(k);
     }
     seen.add(f as string);
-    parsed.push([m[1], m[2]]);
+    parsed.push([ref.view, ref.feature]);
   }
   if (rows * parsed.length > limits.values) {
     return err(field, `${rows} entities x ${parsed.length} features = ${rows * parsed.length} values; at most ${limits.values} are answered per request (maxFeatureValues): split the request`, "too_many_values");

@@ -56,6 +56,24 @@ describe("POST /push and /get-online-features", () => {
     assert.deepEqual(full.metadata.feature_names, ["driver_id", "driver_hourly_stats__conv_rate"]);
   });
 
+  it("answers each entity with its own event time, for every feature, in the order asked, a ref asked twice once", async () => {
+    const { post } = setup();
+    const t1 = new Date(Math.floor(Date.now() / 1000) * 1000 - 7200_000 + 678).toISOString(), t2 = new Date(Math.floor(Date.now() / 1000) * 1000 - 3600_000).toISOString();
+    assert.equal((await post("/push", feastPush([1, 2, 3], { event_timestamp: [t2, t1, t2] }))).status, 200);
+    const refs = ["driver_hourly_stats:avg_daily_trips", "driver_hourly_stats:conv_rate", "driver_hourly_stats:avg_daily_trips"];
+    for (let round = 0; round < 2; round++) { // the second round answers from the refs already parsed
+      const body = await (await post("/get-online-features", { entities: { driver_id: [2, 9, 1, 3, 1] }, features: refs })).json();
+      assert.deepEqual(body.metadata.feature_names, ["driver_id", "avg_daily_trips", "conv_rate"]);
+      const t1Shown = t1, t2Shown = t2.replace(".000Z", "Z"); // whole seconds are shown without milliseconds
+      const times = [t1Shown, "1970-01-01T00:00:00Z", t2Shown, t2Shown, t2Shown];
+      for (const r of body.results.slice(1)) {
+        assert.deepEqual(r.statuses, ["PRESENT", "NOT_FOUND", "PRESENT", "PRESENT", "PRESENT"]);
+        assert.deepEqual(r.event_timestamps, times);
+      }
+      assert.deepEqual(body.results[1].values, [2, null, 1, 3, 1]);
+    }
+  });
+
   it("takes a rows array, timezone-naive timestamps as UTC, and to=offline", async () => {
     const { post, offline, online } = setup();
     const res = await post("/push", { push_source_name: "driver_stats_push_source", rows: [{ driver_id: 7, conv_rate: 0.1, avg_daily_trips: 3, event_timestamp: "2026-11-21 10:00:00" }], to: "offline" });
