@@ -1,7 +1,7 @@
 /**
  * Concurrent pushes share the trips to the store (group commit): on Redis,
- * the host's store pipelines the scripts of one turn of the event loop into
- * one write (Redis counts its reads), and every push keeps its own answer:
+ * the host's store makes the writes of one turn of the event loop one script
+ * call in one write (Redis counts its reads), and every push keeps its own answer:
  * counts, an older row stale against a concurrent newer one, its webhook-id,
  * and, with Redis down, a 503 for each push of the failed trip and nothing
  * recorded for it. The pushes of one turn are one write-script call
