@@ -89,6 +89,42 @@ describe("redis store", () => {
     }
   });
 
+  it("groups the small writes of one turn into one script call, each with its own counts and commit; a big write goes alone; a failed call fails exactly its writes", async () => {
+    const { url } = await redis();
+    const store = redisStore({ url, project: "grouped" });
+    const admin = new IORedis(url);
+    try {
+      const t = Date.now();
+      await store.write(view, rows(1, t - 1)); // loads the script
+      let before = await scriptCalls(admin);
+      const done = { key: `idem-grouped-${t}`, fingerprint: "fp", ttlMs: 60_000 };
+      const answers = await Promise.all([
+        store.write(view, rows(3, t, 100)),
+        store.write(view, rows(2, t - 5, 100)), // older than the rows just above in the same call: stale
+        store.write(view, rows(1, t, 200), { done, watermarks: { "wm-grouped": t } }),
+        store.write(view, rows(100, t, 1000)), // more than 64 rows: its own call
+      ]);
+      assert.deepEqual(answers, [{ written: 3, stale: 0, expired: 0 }, { written: 0, stale: 2, expired: 0 }, { written: 1, stale: 0, expired: 0 }, { written: 100, stale: 0, expired: 0 }]);
+      assert.equal(await scriptCalls(admin) - before, 2, "the three small writes in one call, the big one in another");
+      assert.deepEqual(await store.meta.begin(done.key, "fp", 1000), { state: "done", fingerprint: "fp" });
+      assert.equal(await store.meta.getWatermark("wm-grouped"), t);
+
+      // A key of the wrong type makes the script fail: every write of that call fails, none is answered
+      // written, and the next turn's writes are a call of their own.
+      const bad = (await admin.keys("*grouped*driver_id=200"))[0];
+      await admin.del(bad);
+      await admin.set(bad, "not a hash");
+      before = await scriptCalls(admin);
+      const failed = await Promise.allSettled([store.write(view, rows(1, t + 1, 300)), store.write(view, rows(1, t + 1, 200)), store.write(view, rows(1, t + 1, 301))]);
+      assert.deepEqual(failed.map((f) => f.status), ["rejected", "rejected", "rejected"]);
+      assert.equal(await scriptCalls(admin) - before, 1);
+      assert.deepEqual(await store.write(view, rows(1, t + 1, 302)), { written: 1, stale: 0, expired: 0 });
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
+  });
+
   it("writes a batch bigger than maxRowsPerCall in several calls, in order, its commit on the last one", async () => {
     const { url } = await redis();
     const store = redisStore({ url, project: "capped", maxRowsPerCall: 300 });
