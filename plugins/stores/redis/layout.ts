@@ -128,6 +128,8 @@ export interface EncodedRow {
 }
 
 const jsonValue = (v: unknown): string => {
+  // A finite number's JSON is its String() (both are Number::toString), without the serializer: the common case.
+  if (typeof v === "number" && Number.isFinite(v)) return String(v);
   try {
     return JSON.stringify(v);
   } catch {
