@@ -61,6 +61,8 @@ interface WorkerResult {
   calls: number;
   /** Mean GetRecords round trip, ms. */
   meanCallMs: number;
+  /** ms from the first GetRecords to the first of the last shard to start (the first call of each shard; they all come before any second call). */
+  startSpreadMs: number;
   counts?: { written: number; stale: number; late: number; invalid: number };
   /** CPU share of the worker over its life (1 = one core), and its CPU seconds from the first GetRecords to the last record. */
   cpu?: number;
@@ -82,10 +84,11 @@ async function timedClient(endpoint: string) {
     region: "us-east-1", endpoint, credentials, maxAttempts: 1,
     requestHandler: new NodeHttpHandler({ connectionTimeout: 5_000, requestTimeout: 30_000 }),
   });
-  const timing = { first: undefined as number | undefined, firstCpu: 0, calls: 0, callMs: 0 };
+  const timing = { first: undefined as number | undefined, firstCpu: 0, calls: 0, callMs: 0, starts: [] as number[] };
   client.middlewareStack.add((next, context) => async (args) => {
     if ((context as { commandName?: string }).commandName !== "GetRecordsCommand") return next(args);
     const t = performance.now();
+    if (timing.starts.length < SHARDS) timing.starts.push(t);
     if (timing.first === undefined) {
       timing.first = t;
       timing.firstCpu = cpuNow();
@@ -154,7 +157,7 @@ async function rawWorker(argv: string[]): Promise<WorkerResult> {
   return {
     runtime: thisRuntime(), mode: "raw", records: total, elapsedMs, totalMs: doneAt - start,
     rate: total / (elapsedMs / 1000), rateWithStartup: total / ((doneAt - start) / 1000),
-    calls: timing.calls, meanCallMs: timing.callMs / Math.max(1, timing.calls), cpu: (cpuNow() - cpu0) / ((performance.now() - start) / 1000), cpuSeconds: doneCpu - timing.firstCpu,
+    calls: timing.calls, meanCallMs: timing.callMs / Math.max(1, timing.calls), startSpreadMs: timing.starts[timing.starts.length - 1] - timing.starts[0], cpu: (cpuNow() - cpu0) / ((performance.now() - start) / 1000), cpuSeconds: doneCpu - timing.firstCpu,
   };
 }
 
@@ -206,7 +209,7 @@ async function freshetWorker(argv: string[]): Promise<WorkerResult> {
   return {
     runtime: thisRuntime(), mode: "freshet", records: acked, elapsedMs, totalMs: doneAt - start,
     rate: acked / (elapsedMs / 1000), rateWithStartup: acked / ((doneAt - start) / 1000),
-    calls: timing.calls, meanCallMs: timing.callMs / Math.max(1, timing.calls), counts, cpu: (cpuNow() - cpu0) / ((performance.now() - start) / 1000), cpuSeconds: doneCpu - timing.firstCpu,
+    calls: timing.calls, meanCallMs: timing.callMs / Math.max(1, timing.calls), startSpreadMs: timing.starts[timing.starts.length - 1] - timing.starts[0], counts, cpu: (cpuNow() - cpu0) / ((performance.now() - start) / 1000), cpuSeconds: doneCpu - timing.firstCpu,
   };
 }
 
@@ -281,8 +284,8 @@ export async function runKinesis(opts: BenchOptions, log: (m: string) => void = 
           const free = await measured(rt, ["raw", ...common, "--pace", "0"]);
           unpaced.push(free.rate);
           pairs.push({ baseline: raw.rate, value: fr.rate });
-          const line = `run ${i + 1}/${opts.runs}: raw paced ${fmt(raw.rate)}/s (${raw.calls} calls, ${fmt(raw.meanCallMs)} ms each; ${fmt(raw.rateWithStartup)}/s with startup)` +
-            `  freshet ${fmt(fr.rate)}/s (${fr.calls} calls, ${fmt(fr.meanCallMs)} ms each; ${fmt(fr.rateWithStartup)}/s with startup; cpu ${Math.round((fr.cpu ?? 0) * 100)}%)` +
+          const line = `run ${i + 1}/${opts.runs}: raw paced ${fmt(raw.rate)}/s (${raw.calls} calls, ${fmt(raw.meanCallMs)} ms each, shards' first calls within ${fmt(raw.startSpreadMs)} ms; ${fmt(raw.rateWithStartup)}/s with startup)` +
+            `  freshet ${fmt(fr.rate)}/s (${fr.calls} calls, ${fmt(fr.meanCallMs)} ms each, shards' first calls within ${fmt(fr.startSpreadMs)} ms; ${fmt(fr.rateWithStartup)}/s with startup; cpu ${Math.round((fr.cpu ?? 0) * 100)}%)` +
             `  ratio ${fmt(fr.rate / raw.rate, 3)}  [raw unpaced ${fmt(free.rate)}/s, ${free.calls} calls, ${fmt(free.meanCallMs)} ms each]`;
           const cpu = `CPU per event: kinesis-local ${fmt(raw.serverUs)} µs raw paced, ${fmt(fr.serverUs)} µs Freshet; redis ${fmt(fr.redisUs)} µs and consumer ${fmt(fr.consumerUs)} µs Freshet, consumer ${fmt(raw.consumerUs)} µs raw paced`;
           log("  " + line);
