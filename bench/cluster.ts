@@ -7,16 +7,20 @@
  * Each run starts the consumers on a fresh topic (a fresh group, `freshet
  * consume <repo> --store redis+cluster://...` as an operator runs it),
  * waits until the group is Stable with every member and the first 4 events
- * (one per partition) are committed, then produces `records` events (in
- * sends of 5000) and polls the group's committed offsets every 50 ms.
- * events/s = records / (first send to last commit): the group join (3 s
- * and more on the mock cluster, once 60 s when the second member came late)
- * is left out. Runs alternate one consumer, two consumers, A B A B. The
- * CPU share of the consumers and of the Redis nodes over the measured span
- * says whether a run was CPU-bound (the machine has 2 cores).
+ * (one per partition) are committed, then pauses the consumers (SIGSTOP),
+ * produces the whole backlog of `records` events (in sends of 5000), resumes
+ * them (SIGCONT) and polls the group's committed offsets every 50 ms.
+ * events/s = records / (resume to last commit): a backlog drained, so the
+ * consumers, not the producer (this process, idle while it is measured), set
+ * the rate. The group join (3 s and more on the mock cluster, once 60 s when
+ * the second member came late) and the produce are left out; the pause is
+ * kept well under the session timeout (30 s). Runs alternate one consumer,
+ * two consumers, A B A B. The CPU share of every process over the measured
+ * span (consumers, each Redis node, the mock broker, this process) says
+ * whether a run was CPU-bound (the machine has 2 cores).
  *
  *   npx tsx bench/cluster.ts [--runs 5] [--small] [--results dir]
- *   environment: BENCH_P13_RECORDS (default 100000, small 4000), BENCH_P13_LINGER
+ *   environment: BENCH_P13_RECORDS (default 200000, small 4000), BENCH_P13_LINGER
  *   (the consumers' lingerMs, default 10: see LINGER_MS)
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -27,7 +31,7 @@ import { Kafka, logLevel } from "kafkajs";
 import { startKafka } from "../tests/services/kafka.ts";
 import { startRedisCluster } from "../tests/services/redis-cluster.ts";
 import { type CliProcess, root, startCli } from "../tests/fixtures/cli-harness.ts";
-import { benchMain, type BenchOptions, type BenchRun, cpuSeconds, type Entry, fmt, isMain, paired, pairedEntry, sleep } from "./lib.ts";
+import { benchMain, type BenchOptions, type BenchRun, cpuSeconds, type Entry, fmt, isMain, paired, pairedEntry, runQueueSeconds, sleep } from "./lib.ts";
 import { benchEvent } from "./stream-repo.ts";
 import { childPid } from "./worker.ts";
 
@@ -45,7 +49,7 @@ const LINGER_MS = Number(process.env.BENCH_P13_LINGER ?? 10);
 class NotFormed extends Error {}
 
 export async function runCluster(opts: BenchOptions): Promise<BenchRun> {
-  const records = Number(process.env.BENCH_P13_RECORDS ?? (opts.small ? 4000 : 100_000));
+  const records = Number(process.env.BENCH_P13_RECORDS ?? (opts.small ? 4000 : 200_000));
   const entries: Entry[] = [];
   const notes: string[] = [];
   const failures: string[] = [];
@@ -57,6 +61,8 @@ export async function runCluster(opts: BenchOptions): Promise<BenchRun> {
   await Promise.all([producer.connect(), admin.connect()]);
   const kcatPid = childPid((cmd) => cmd.some((c) => c.endsWith("kcat")));
   const redisPids = cluster.nodes.map((n) => Number(/process_id:(\d+)/.exec(cluster.cli(n.port, "info", "server"))?.[1]));
+  /** Each one-consumer run's rate and CPU per event, for the machine's ceiling. */
+  const oneConsumerCost: { rate: number; perEvent: number }[] = [];
   const oneRun = async (consumers: number): Promise<{ value: number; notes: string }> => {
     const id = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
     const topic = `p13-${id}`, groupId = `p13-g-${id}`;
@@ -97,12 +103,22 @@ export default streamRepo(src).registry;
       const joined0 = clis.map((c) => joinsOf(c).map((m) => m.index));
       const cpuNow = () => clis.map((c) => cpuSeconds(c.child.proc.pid) ?? 0);
       const redisNow = () => redisPids.map((p) => cpuSeconds(p) ?? 0);
-      const [cpu0, redis0, kcat0, t0] = [cpuNow(), redisNow(), cpuSeconds(kcatPid) ?? 0, performance.now()];
-      for (let i = 1; i <= records; i += 5000) {
-        const messages = [];
-        for (let j = i; j < Math.min(records + 1, i + 5000); j++) messages.push({ key: String(j % USERS), value: benchEvent(j, j % USERS, ts + j) });
-        await producer.send({ topic, messages });
+      const queuedNow = () => clis.map((c) => runQueueSeconds(c.child.proc.pid) ?? 0);
+      // The backlog goes in while the consumers are stopped: what is timed is the consumers draining it.
+      const pause = (sig: "SIGSTOP" | "SIGCONT") => { for (const c of clis) c.child.proc.kill(sig); };
+      pause("SIGSTOP");
+      const p0 = performance.now();
+      try {
+        for (let i = 1; i <= records; i += 5000) {
+          const messages = [];
+          for (let j = i; j < Math.min(records + 1, i + 5000); j++) messages.push({ key: String(j % USERS), value: benchEvent(j, j % USERS, ts + j) });
+          await producer.send({ topic, messages });
+        }
+      } finally {
+        pause("SIGCONT");
       }
+      const produceS = (performance.now() - p0) / 1000;
+      const [cpu0, queued0, redis0, kcat0, self0, t0] = [cpuNow(), queuedNow(), redisNow(), cpuSeconds(kcatPid) ?? 0, cpuSeconds(process.pid) ?? 0, performance.now()];
       const high = (await admin.fetchTopicOffsets(topic)).reduce((s, p) => s + Number(p.high), 0);
       const deadline = Date.now() + 300_000;
       for (;;) {
@@ -112,12 +128,19 @@ export default streamRepo(src).registry;
         await sleep(50);
       }
       const span = (performance.now() - t0) / 1000;
+      const pct = (x: number) => `${Math.round(x * 100)}%`;
       const cpu = cpuNow().map((x, i) => (x - cpu0[i]) / span);
-      const rcpu = redisNow().reduce((s, x, i) => s + x - redis0[i], 0) / span;
+      // Time each consumer was runnable but had no core: the machine, not the consumer, is then the bound.
+      const queued = queuedNow().map((x, i) => (x - queued0[i]) / span);
+      const rcpu = redisNow().map((x, i) => (x - redis0[i]) / span);
       const kcpu = ((cpuSeconds(kcatPid) ?? 0) - kcat0) / span;
+      const scpu = ((cpuSeconds(process.pid) ?? 0) - self0) / span;
+      const total = cpu.reduce((a, b) => a + b, 0) + rcpu.reduce((a, b) => a + b, 0) + kcpu + scpu;
       // The log tail keeps the last 4 kB of each consumer: enough for the lines of one run.
+      // Core-seconds per event, over every process of the bench: the machine's ceiling is cores / that.
+      if (consumers === 1) oneConsumerCost.push({ rate: records / span, perEvent: total / (records / span) });
       const rejoins = clis.reduce((n, c, i) => n + Math.max(0, joinsOf(c).length - joined0[i].length), 0);
-      return { value: records / span, notes: `${consumers} consumer(s): ${records} events in ${fmt(span, 2)} s (group formed in ${fmt(joinedMs / 1000, 1)} s, not counted), consumer cpu ${cpu.map((x) => `${Math.round(x * 100)}%`).join(" + ")}, redis nodes cpu ${Math.round(rcpu * 100)}%, broker (kcat) cpu ${Math.round(kcpu * 100)}%, rejoins seen in the log tails ${rejoins}` };
+      return { value: records / span, notes: `${consumers} consumer(s): ${records} events drained in ${fmt(span, 2)} s (group formed in ${fmt(joinedMs / 1000, 1)} s, backlog produced in ${fmt(produceS, 1)} s while paused, neither counted), cpu: consumer ${cpu.map(pct).join(" + ")} (waiting for a core ${queued.map(pct).join(" + ")} of the span), redis nodes ${rcpu.map(pct).join(" + ")}, broker (kcat) ${pct(kcpu)}, bench process ${pct(scpu)}, all ${pct(total)} of ${cpus().length * 100}%, load average ${loadavg()[0].toFixed(1)}, rejoins seen in the log tails ${rejoins}` };
     } finally {
       await Promise.all(clis.map((c) => c.stop()));
     }
@@ -139,10 +162,11 @@ export default streamRepo(src).registry;
     const pairs = await paired(opts.runs, () => measured(1), () => measured(2), (m) => console.log(m));
     entries.push(pairedEntry("P13", "node", "events/s, Kafka -> Redis Cluster (3 masters), 2 freshet consume in one group vs 1", ">= 1.6", pairs));
     notes.push(
-      `P13: ${records} events (${USERS} users, the bench view: schema, UDF, watermark, ttl) produced on a 4-partition topic of the mock cluster to \`freshet consume --store redis+cluster://...\` (1 or 2 processes, one group, formed before the load, lingerMs ${LINGER_MS}: at the default 500 ms the mock broker's fetch pacing bounds one consumer and two alike to about 10k events/s) into a 3-master cluster (16 buckets per view). Rate from the first send to the last commit; the producer runs in the bench process in both cases.`,
+      `P13: ${records} events (${USERS} users, the bench view: schema, UDF, watermark, ttl) produced on a 4-partition topic of the mock cluster to \`freshet consume --store redis+cluster://...\` (1 or 2 processes, one group, formed before the load, lingerMs ${LINGER_MS}: at the default 500 ms the mock broker's fetch pacing bounds one consumer and two alike to about 10k events/s) into a 3-master cluster (16 buckets per view). The consumers are paused (SIGSTOP) while the whole backlog is produced, then resumed: the rate is from the resume to the last commit, the consumers draining a backlog, with the producer (this process) idle.`,
       `P13: load average at the end ${loadavg().map((x) => x.toFixed(1)).join(" ")} on ${cpus().length} cores (other processes on the machine take CPU from every run alike, A B A B).`,
-      `P13 shares ${cpus().length} cores among the consumers, 3 redis-server, kcat (the mock broker) and this process (the producer); each run's CPU shares are below (100% = one core). A consumer well under 100% is waiting (on the broker's fetch, the store's scripts, the commit) or starved by the rest of the machine, which the load average tells.`,
+      `P13 shares ${cpus().length} cores among the consumers, 3 redis-server, kcat (the mock broker) and this process (the producer, idle while measured); each run's CPU shares are below (100% = one core). A consumer well under 100% is either starved by the rest of the machine (its "waiting for a core" share, the time its main thread was runnable with no core free, from /proc/<pid>/schedstat) or waiting on I/O (the broker's fetch, the store's scripts, the commit: the rest).`,
       ...pairs.map((p, i) => `P13 run ${i + 1}: ${p.notes}`),
+      ...oneConsumerCost.map((c, i) => `P13 run ${i + 1}, machine ceiling: one consumer drained ${fmt(c.rate)} events/s for ${fmt(c.perEvent * 1e6, 1)} µs of CPU per event over all the processes above; ${cpus().length} cores, had the bench every one of them, would carry at most ${fmt(cpus().length / c.perEvent)} events/s, a ratio of ${fmt(cpus().length / c.perEvent / c.rate, 2)} whatever the consumers do (the goal needs ${fmt(1.6 * c.rate * c.perEvent, 1)} cores).`),
       ...(retried.length ? [`P13: ${retried.length} run(s) done again because the mock broker's group did not split the partitions (kafkajs + librdkafka mock, see issue 13 item 9): ${retried.join("; ")}`] : []),
     );
   } catch (e) {

@@ -39,7 +39,7 @@ import type { KinesisClient } from "@aws-sdk/client-kinesis";
 import { Redis } from "ioredis";
 import { createStream, startKinesis } from "../tests/services/kinesis.ts";
 import { startRedis } from "../tests/services/redis.ts";
-import { cpuSeconds, fmt, median, pairedEntry, type BenchOptions, type Entry, type Pair, type Runtime } from "./lib.ts";
+import { cpuSeconds, fmt, median, pairedEntry, runQueueSeconds, type BenchOptions, type Entry, type Pair, type Runtime } from "./lib.ts";
 import { benchEvent, streamRepo } from "./stream-repo.ts";
 import { arg, childPid, quietLogger, runWorker, streamRuntimes, thisRuntime } from "./worker.ts";
 
@@ -61,6 +61,10 @@ interface WorkerResult {
   calls: number;
   /** Mean GetRecords round trip, ms. */
   meanCallMs: number;
+  /** Mean ms from an answer to the next GetRecords call on the same shard (the pacing asks for 200). */
+  meanGapMs: number;
+  /** ms from the first GetRecords to the first of the last shard to start (the first call of each shard; they all come before any second call). */
+  startSpreadMs: number;
   counts?: { written: number; stale: number; late: number; invalid: number };
   /** CPU share of the worker over its life (1 = one core), and its CPU seconds from the first GetRecords to the last record. */
   cpu?: number;
@@ -82,16 +86,41 @@ async function timedClient(endpoint: string) {
     region: "us-east-1", endpoint, credentials, maxAttempts: 1,
     requestHandler: new NodeHttpHandler({ connectionTimeout: 5_000, requestTimeout: 30_000 }),
   });
-  const timing = { first: undefined as number | undefined, firstCpu: 0, calls: 0, callMs: 0 };
+  const timing = { first: undefined as number | undefined, firstCpu: 0, calls: 0, callMs: 0, starts: [] as number[], gaps: 0, gapMs: 0 };
+  // Which shard an iterator reads, and when that shard's last answer came: the gap from an answer to the next call on its shard.
+  const shardOf = new Map<string, string>();
+  const answered = new Map<string, number>();
   client.middlewareStack.add((next, context) => async (args) => {
-    if ((context as { commandName?: string }).commandName !== "GetRecordsCommand") return next(args);
+    const command = (context as { commandName?: string }).commandName;
+    const input = args.input as { ShardId?: string; ShardIterator?: string };
+    if (command === "GetShardIteratorCommand") {
+      const out = await next(args);
+      const it = (out.output as { ShardIterator?: string }).ShardIterator;
+      if (it && input.ShardId) shardOf.set(it, input.ShardId);
+      return out;
+    }
+    if (command !== "GetRecordsCommand") return next(args);
     const t = performance.now();
+    const shard = shardOf.get(input.ShardIterator ?? "");
+    shardOf.delete(input.ShardIterator ?? "");
+    const last = shard === undefined ? undefined : answered.get(shard);
+    if (last !== undefined) {
+      timing.gaps++;
+      timing.gapMs += t - last;
+    }
+    if (timing.starts.length < SHARDS) timing.starts.push(t);
     if (timing.first === undefined) {
       timing.first = t;
       timing.firstCpu = cpuNow();
     }
     try {
-      return await next(args);
+      const out = await next(args);
+      const it = (out.output as { NextShardIterator?: string }).NextShardIterator;
+      if (shard !== undefined) {
+        answered.set(shard, performance.now());
+        if (it) shardOf.set(it, shard);
+      }
+      return out;
     } finally {
       timing.calls++;
       timing.callMs += performance.now() - t;
@@ -154,7 +183,7 @@ async function rawWorker(argv: string[]): Promise<WorkerResult> {
   return {
     runtime: thisRuntime(), mode: "raw", records: total, elapsedMs, totalMs: doneAt - start,
     rate: total / (elapsedMs / 1000), rateWithStartup: total / ((doneAt - start) / 1000),
-    calls: timing.calls, meanCallMs: timing.callMs / Math.max(1, timing.calls), cpu: (cpuNow() - cpu0) / ((performance.now() - start) / 1000), cpuSeconds: doneCpu - timing.firstCpu,
+    calls: timing.calls, meanCallMs: timing.callMs / Math.max(1, timing.calls), startSpreadMs: timing.starts[timing.starts.length - 1] - timing.starts[0], meanGapMs: timing.gapMs / Math.max(1, timing.gaps), cpu: (cpuNow() - cpu0) / ((performance.now() - start) / 1000), cpuSeconds: doneCpu - timing.firstCpu,
   };
 }
 
@@ -206,7 +235,7 @@ async function freshetWorker(argv: string[]): Promise<WorkerResult> {
   return {
     runtime: thisRuntime(), mode: "freshet", records: acked, elapsedMs, totalMs: doneAt - start,
     rate: acked / (elapsedMs / 1000), rateWithStartup: acked / ((doneAt - start) / 1000),
-    calls: timing.calls, meanCallMs: timing.callMs / Math.max(1, timing.calls), counts, cpu: (cpuNow() - cpu0) / ((performance.now() - start) / 1000), cpuSeconds: doneCpu - timing.firstCpu,
+    calls: timing.calls, meanCallMs: timing.callMs / Math.max(1, timing.calls), startSpreadMs: timing.starts[timing.starts.length - 1] - timing.starts[0], meanGapMs: timing.gapMs / Math.max(1, timing.gaps), counts, cpu: (cpuNow() - cpu0) / ((performance.now() - start) / 1000), cpuSeconds: doneCpu - timing.firstCpu,
   };
 }
 
@@ -259,11 +288,13 @@ export async function runKinesis(opts: BenchOptions, log: (m: string) => void = 
     };
     /** Runs a worker; adds the CPU that kinesis-local, Redis and the worker itself spent per record. */
     const measured = async (rt: Runtime, args: string[]) => {
-      const s0 = cpuSeconds(serverPid), r0 = await redisCpu();
+      const s0 = cpuSeconds(serverPid), q0 = runQueueSeconds(serverPid), r0 = await redisCpu();
       const r = await runWorker<WorkerResult>(rt, FILE, args, timeout);
-      const s1 = cpuSeconds(serverPid), r1 = await redisCpu();
+      const s1 = cpuSeconds(serverPid), q1 = runQueueSeconds(serverPid), r1 = await redisCpu();
       const per = (x: number) => (x * 1e6) / r.records;
-      return { ...r, serverUs: s0 !== undefined && s1 !== undefined ? per(s1 - s0) : NaN, redisUs: per(r1 - r0), consumerUs: per(r.cpuSeconds ?? NaN) };
+      // kinesis-local answers on one thread: the time it was runnable with no core free, per event.
+      const serverQueuedUs = q0 !== undefined && q1 !== undefined ? per(q1 - q0) : NaN;
+      return { ...r, serverUs: s0 !== undefined && s1 !== undefined ? per(s1 - s0) : NaN, serverQueuedUs, redisUs: per(r1 - r0), consumerUs: per(r.cpuSeconds ?? NaN) };
     };
     for (const rt of streamRuntimes(opts.runtimes)) {
       try {
@@ -281,10 +312,10 @@ export async function runKinesis(opts: BenchOptions, log: (m: string) => void = 
           const free = await measured(rt, ["raw", ...common, "--pace", "0"]);
           unpaced.push(free.rate);
           pairs.push({ baseline: raw.rate, value: fr.rate });
-          const line = `run ${i + 1}/${opts.runs}: raw paced ${fmt(raw.rate)}/s (${raw.calls} calls, ${fmt(raw.meanCallMs)} ms each; ${fmt(raw.rateWithStartup)}/s with startup)` +
-            `  freshet ${fmt(fr.rate)}/s (${fr.calls} calls, ${fmt(fr.meanCallMs)} ms each; ${fmt(fr.rateWithStartup)}/s with startup; cpu ${Math.round((fr.cpu ?? 0) * 100)}%)` +
+          const line = `run ${i + 1}/${opts.runs}: raw paced ${fmt(raw.rate)}/s (${raw.calls} calls, ${fmt(raw.meanCallMs)} ms each, next call ${fmt(raw.meanGapMs)} ms after an answer, shards' first calls within ${fmt(raw.startSpreadMs)} ms; ${fmt(raw.rateWithStartup)}/s with startup)` +
+            `  freshet ${fmt(fr.rate)}/s (${fr.calls} calls, ${fmt(fr.meanCallMs)} ms each, next call ${fmt(fr.meanGapMs)} ms after an answer, shards' first calls within ${fmt(fr.startSpreadMs)} ms; ${fmt(fr.rateWithStartup)}/s with startup; cpu ${Math.round((fr.cpu ?? 0) * 100)}%)` +
             `  ratio ${fmt(fr.rate / raw.rate, 3)}  [raw unpaced ${fmt(free.rate)}/s, ${free.calls} calls, ${fmt(free.meanCallMs)} ms each]`;
-          const cpu = `CPU per event: kinesis-local ${fmt(raw.serverUs)} µs raw paced, ${fmt(fr.serverUs)} µs Freshet; redis ${fmt(fr.redisUs)} µs and consumer ${fmt(fr.consumerUs)} µs Freshet, consumer ${fmt(raw.consumerUs)} µs raw paced`;
+          const cpu = `CPU per event: kinesis-local ${fmt(raw.serverUs)} µs raw paced, ${fmt(fr.serverUs)} µs Freshet (and waiting for a core ${fmt(raw.serverQueuedUs)} µs raw paced, ${fmt(fr.serverQueuedUs)} µs Freshet); redis ${fmt(fr.redisUs)} µs and consumer ${fmt(fr.consumerUs)} µs Freshet, consumer ${fmt(raw.consumerUs)} µs raw paced`;
           log("  " + line);
           log("    " + cpu);
           detail.push(line, `run ${i + 1} ${cpu}`);

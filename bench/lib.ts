@@ -355,6 +355,20 @@ export function cpuSeconds(pid: number | undefined): number | undefined {
   }
 }
 
+/**
+ * Seconds the main thread of `pid` has spent runnable but waiting for a core
+ * (/proc/<pid>/schedstat, second field, ns): a process that is neither on a
+ * core nor in this queue is waiting on I/O. Undefined off Linux.
+ */
+export function runQueueSeconds(pid: number | undefined): number | undefined {
+  if (!pid) return undefined;
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, "utf8").split(" ")[1]) / 1e9;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Measures the CPU share (1 = one core busy) of processes over `f`. */
 export async function withCpu<T>(pids: Record<string, number | undefined>, f: () => Promise<T>): Promise<{ result: T; cpu: Record<string, number> }> {
   const before = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, cpuSeconds(p)]));

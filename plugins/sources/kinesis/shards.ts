@@ -120,6 +120,9 @@ const errorName = (e: unknown) => (e as { name?: string })?.name ?? "";
  * Reads one shard until it ends, the lease is lost, or `stop` aborts. Every
  * batch is handed to `onBatch` and awaited; its `ack()` writes the
  * checkpoint, fenced by the lease. A batch left unacknowledged is read again.
+ * While a batch is written, the next GetRecords call goes out at its usual
+ * time (one batch read ahead, handed over only once this one is
+ * acknowledged), so that a slow write does not stretch the call spacing.
  *
  * @example
  * ```ts
@@ -170,6 +173,21 @@ export async function readShard(ctx: ShardReaderContext): Promise<ShardOutcome> 
     return res.ShardIterator;
   }
 
+  type Fetched = { res: KinesisSdk.GetRecordsCommandOutput; answeredAt: number } | { error: unknown } | "stopped" | "lost";
+  /** One GetRecords call once the spacing allows it; never rejects. */
+  async function getRecords(it: string | undefined, notEarlierThan: number): Promise<Fetched> {
+    if (!(await pace(notEarlierThan))) return "stopped";
+    if (!leaseValid(lease)) return "lost";
+    try {
+      const res = await client.send(new sdk.GetRecordsCommand({ ShardIterator: it, Limit: ctx.limit }), { abortSignal: stop });
+      return { res, answeredAt: Date.now() };
+    } catch (error) {
+      return { error };
+    }
+  }
+  /** The next call, sent while the last batch was being written. */
+  let ahead: Promise<Fetched> | undefined;
+
   async function endShard(): Promise<ShardOutcome> {
     for (;;) {
       try {
@@ -209,14 +227,12 @@ export async function readShard(ctx: ShardReaderContext): Promise<ShardOutcome> 
       if (iterator === undefined) return endShard();
     }
 
-    if (!(await pace(nextRecordsCall))) return "stopped";
-    if (!leaseValid(lease)) return "lost";
-    let res: KinesisSdk.GetRecordsCommandOutput;
-    try {
-      res = await client.send(new sdk.GetRecordsCommand({ ShardIterator: iterator, Limit: ctx.limit }), { abortSignal: stop });
-      throttled = 0;
-      failures = 0;
-    } catch (e) {
+    // A call read ahead while the last batch was written, else one now.
+    const got = await (ahead ?? getRecords(iterator, nextRecordsCall));
+    ahead = undefined;
+    if (got === "stopped" || got === "lost") return got;
+    if ("error" in got) {
+      const e = got.error;
       nextRecordsCall = Date.now() + MIN_CALL_INTERVAL_MS;
       if (stop.aborted) return "stopped";
       const name = errorName(e);
@@ -234,8 +250,9 @@ export async function readShard(ctx: ShardReaderContext): Promise<ShardOutcome> 
       }
       continue;
     }
-
-    const answeredAt = Date.now();
+    const { res, answeredAt } = got;
+    throttled = 0;
+    failures = 0;
     ctx.lag.set(shardId, res.MillisBehindLatest ?? 0);
     const records = res.Records ?? [];
     // Caught up: wait the poll interval before asking again.
@@ -246,6 +263,10 @@ export async function readShard(ctx: ShardReaderContext): Promise<ShardOutcome> 
       // A closed shard's last response holds its last records: their
       // checkpoint is the end of the shard, written in one step.
       const batch = shardBatch(ctx, toRawRecords(ctx.streamName, shardId, records), checkpointKey, closed ? SHARD_END : last, fence);
+      // Read ahead: the next call goes out at its time while this batch is
+      // written and checkpointed; its records wait until this batch is
+      // acknowledged (one batch ahead at most, in order).
+      if (!closed) ahead = getRecords(res.NextShardIterator!, nextRecordsCall);
       try {
         await ctx.onBatch(batch);
       } catch (e) {
@@ -260,7 +281,13 @@ export async function readShard(ctx: ShardReaderContext): Promise<ShardOutcome> 
       if (!batch.acked) {
         if (batch.isStale!()) return "lost";
         if (stop.aborted) return "stopped";
-        // Not acknowledged: read the same records again from the checkpoint.
+        // Not acknowledged: drop what was read ahead (once answered, to keep
+        // the call spacing) and read the same records again from the checkpoint.
+        if (ahead) {
+          await ahead;
+          ahead = undefined;
+          nextRecordsCall = Date.now() + MIN_CALL_INTERVAL_MS;
+        }
         iterator = undefined;
         backoff("error");
         continue;
