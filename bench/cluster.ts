@@ -62,7 +62,7 @@ export async function runCluster(opts: BenchOptions): Promise<BenchRun> {
   const kcatPid = childPid((cmd) => cmd.some((c) => c.endsWith("kcat")));
   const redisPids = cluster.nodes.map((n) => Number(/process_id:(\d+)/.exec(cluster.cli(n.port, "info", "server"))?.[1]));
   /** Each one-consumer run's rate and CPU per event, for the machine's ceiling. */
-  const oneConsumerCost: { rate: number; perEvent: number }[] = [];
+  const oneConsumerCost: { rate: number; perEvent: number; share: number }[] = [];
   const oneRun = async (consumers: number): Promise<{ value: number; notes: string }> => {
     const id = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
     const topic = `p13-${id}`, groupId = `p13-g-${id}`;
@@ -138,7 +138,7 @@ export default streamRepo(src).registry;
       const total = cpu.reduce((a, b) => a + b, 0) + rcpu.reduce((a, b) => a + b, 0) + kcpu + scpu;
       // The log tail keeps the last 4 kB of each consumer: enough for the lines of one run.
       // Core-seconds per event, over every process of the bench: the machine's ceiling is cores / that.
-      if (consumers === 1) oneConsumerCost.push({ rate: records / span, perEvent: total / (records / span) });
+      if (consumers === 1) oneConsumerCost.push({ rate: records / span, perEvent: total / (records / span), share: cpu[0] });
       const rejoins = clis.reduce((n, c, i) => n + Math.max(0, joinsOf(c).length - joined0[i].length), 0);
       return { value: records / span, notes: `${consumers} consumer(s): ${records} events drained in ${fmt(span, 2)} s (group formed in ${fmt(joinedMs / 1000, 1)} s, backlog produced in ${fmt(produceS, 1)} s while paused, neither counted), cpu: consumer ${cpu.map(pct).join(" + ")} (waiting for a core ${queued.map(pct).join(" + ")} of the span), redis nodes ${rcpu.map(pct).join(" + ")}, broker (kcat) ${pct(kcpu)}, bench process ${pct(scpu)}, all ${pct(total)} of ${cpus().length * 100}%, load average ${loadavg()[0].toFixed(1)}, rejoins seen in the log tails ${rejoins}` };
     } finally {
@@ -166,7 +166,8 @@ export default streamRepo(src).registry;
       `P13: load average at the end ${loadavg().map((x) => x.toFixed(1)).join(" ")} on ${cpus().length} cores (other processes on the machine take CPU from every run alike, A B A B).`,
       `P13 shares ${cpus().length} cores among the consumers, 3 redis-server, kcat (the mock broker) and this process (the producer, idle while measured); each run's CPU shares are below (100% = one core). A consumer well under 100% is either starved by the rest of the machine (its "waiting for a core" share, the time its main thread was runnable with no core free, from /proc/<pid>/schedstat) or waiting on I/O (the broker's fetch, the store's scripts, the commit: the rest).`,
       ...pairs.map((p, i) => `P13 run ${i + 1}: ${p.notes}`),
-      ...oneConsumerCost.map((c, i) => `P13 run ${i + 1}, machine ceiling: one consumer drained ${fmt(c.rate)} events/s for ${fmt(c.perEvent * 1e6, 1)} µs of CPU per event over all the processes above; ${cpus().length} cores, had the bench every one of them, would carry at most ${fmt(cpus().length / c.perEvent)} events/s, a ratio of ${fmt(cpus().length / c.perEvent / c.rate, 2)} whatever the consumers do (the goal needs ${fmt(1.6 * c.rate * c.perEvent, 1)} cores).`),
+      // One consumer with a core of its own drains rate / share; the machine, had the bench all of it, carries cores / perEvent.
+      ...oneConsumerCost.map((c, i) => `P13 run ${i + 1}, machine ceiling: one consumer drained ${fmt(c.rate)} events/s at ${Math.round(c.share * 100)}% CPU and ${fmt(c.perEvent * 1e6, 1)} µs of CPU per event over all the processes above, so about ${fmt(c.rate / c.share)} events/s with a core of its own; ${cpus().length} cores, had the bench every one of them, carry at most ${fmt(cpus().length / c.perEvent)} events/s, a ratio of at most ${fmt(cpus().length / c.perEvent / (c.rate / c.share), 2)} for two consumers against one with its own core (1.6 needs ${fmt(1.6 * (c.rate / c.share) * c.perEvent, 1)} cores).`),
       ...(retried.length ? [`P13: ${retried.length} run(s) done again because the mock broker's group did not split the partitions (kafkajs + librdkafka mock, see issue 13 item 9): ${retried.join("; ")}`] : []),
     );
   } catch (e) {
