@@ -32,7 +32,7 @@ const duration = Number(opt("duration", "6"));
 const connections = argv.includes("--connections") ? Number(opt("connections", "1")) : undefined;
 // Node 24 strips types itself, so the profile keeps the source's line numbers (tsx's output has none).
 const node = opt("node", process.execPath);
-const nodeArgs = /node24|node22/.test(node) ? [] : ["--import", "tsx"];
+const nodeArgs = /node24|node22|bun$/.test(node) ? [] : ["--import", "tsx"];
 
 interface Profile { nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[]; samples: number[]; timeDeltas: number[] }
 

@@ -132,12 +132,12 @@ export function writeScriptArgs(rows: readonly EncodedRow[], ttlMs: number, now:
  */
 export function groupScriptArgs(calls: readonly { keys: string[]; args: string[] }[]): { keys: string[]; args: string[] } {
   if (calls.length === 1) return calls[0];
-  let keys: string[] = [];
-  let args: string[] = [String(calls.length)];
-  // One concat per call, never a spread: a group can have 100k+ arguments.
+  const keys: string[] = [];
+  const args: string[] = [String(calls.length)];
+  // Element by element: linear in the group's size (a concat per call copies the whole so far), never a spread.
   for (const c of calls) {
-    keys = keys.concat(c.keys);
-    args = args.concat(c.args.slice(1));
+    for (let i = 0; i < c.keys.length; i++) keys.push(c.keys[i]);
+    for (let i = 1; i < c.args.length; i++) args.push(c.args[i]);
   }
   return { keys, args };
 }
