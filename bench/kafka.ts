@@ -277,7 +277,12 @@ async function freshetWorker(argv: string[]): Promise<WorkerResult> {
       }
     }, signal),
   };
-  const progress = progressMs > 0 ? setInterval(() => say(`PROGRESS ${acked}`), progressMs) : undefined;
+  // With the count acknowledged: where the memory is (MB: heap used, heap total, external incl. array buffers), for P8's notes.
+  const memory = () => {
+    const m = process.memoryUsage();
+    return [m.heapUsed, m.heapTotal, m.external].map((b) => Math.round(b / 1e5) / 10).join(" ");
+  };
+  const progress = progressMs > 0 ? setInterval(() => say(`PROGRESS ${acked} ${memory()}`), progressMs) : undefined;
   try {
     await consume(timed, processor, {
       signal: ac.signal,
@@ -585,14 +590,19 @@ async function p8(c: Ctx, rt: Runtime): Promise<{ entries: Entry[]; notes: strin
   await c.flush.flushall();
   log(`P8 ${rt}: ${n} events (${P8_USERS} users) produced while Freshet consumes, at most ${ahead} ahead; RSS of the consumer process every second`);
   let acked = 0;
+  /** The worker's last heap used, heap total and external, MB. */
+  let heap: [number, number, number] | undefined;
   const w = startWorker(rt, FILE, ["freshet", ...workerArgs(c, topic, group, n, ["--progress", "250"])], (l) => {
-    if (l.startsWith("PROGRESS ")) acked = Number(l.slice(9));
+    if (!l.startsWith("PROGRESS ")) return;
+    const [, a, ...mem] = l.split(" ");
+    acked = Number(a);
+    if (mem.length === 3) heap = mem.map(Number) as [number, number, number];
   });
-  const samples: { t: number; mb: number; acked: number }[] = [];
+  const samples: { t: number; mb: number; acked: number; heap?: [number, number, number] }[] = [];
   const t0 = performance.now();
   const sampler = setInterval(() => {
     const mb = rssMB(w.pid);
-    if (mb !== undefined) samples.push({ t: (performance.now() - t0) / 1000, mb, acked });
+    if (mb !== undefined) samples.push({ t: (performance.now() - t0) / 1000, mb, acked, heap });
   }, 1000);
   let result: WorkerResult;
   try {
@@ -638,6 +648,8 @@ async function p8(c: Ctx, rt: Runtime): Promise<{ entries: Entry[]; notes: strin
       size.trimmed ? "the mock cluster trimmed old messages (they had been consumed)" : "",
     ].filter(Boolean);
     const series = samples.map((s) => Math.round(s.mb)).join(" ");
+    const atPeak = samples.find((s) => s.mb === peak)?.heap;
+    const breakdown = atPeak ? `; at the peak: heap used ${atPeak[0]} MB of heap total ${atPeak[1]} MB, external ${atPeak[2]} MB, the rest (code, stacks, allocator) ${fmt(peak - atPeak[1] - atPeak[2])} MB; before ingestion: RSS ${fmt(samples[0]?.mb ?? 0)} MB, heap total ${samples[0]?.heap?.[1] ?? "?"} MB` : "";
     const shape = !judged
       ? `too few samples during ingestion (${during.length}) to judge flatness`
       : `during ingestion mean of the middle third ${fmt(middle)} MB, last third ${fmt(last)} MB: ${flat ? "flat (last <= middle + 10%)" : "NOT FLAT (last third > middle third + 10%)"}`;
@@ -651,7 +663,7 @@ async function p8(c: Ctx, rt: Runtime): Promise<{ entries: Entry[]; notes: strin
       entries: [entry],
       notes: [
         `P8 ${rt}: ${line}`,
-        `P8 ${rt}: value = peak VmRSS of the consumer process (Freshet defaults: batchSize 500, 4 partitions at once; kafkajs maxBytesPerPartition 1 MiB); min = lowest sample during ingestion; ${flat ? "" : "NOT FLAT; "}RSS MB each second: ${series}`,
+        `P8 ${rt}: value = peak VmRSS of the consumer process (Freshet defaults: batchSize 500, 4 partitions at once; kafkajs maxBytesPerPartition 1 MiB); min = lowest sample during ingestion; ${flat ? "" : "NOT FLAT; "}RSS MB each second: ${series}${breakdown}`,
       ],
     };
   } finally {

@@ -79,6 +79,8 @@ export async function consume(source: StreamSource, processor: Processor, opts: 
         metrics.inc("freshet_batches_total", { source: source.name, result: "stale" });
         return; // revoked or lease lost: another worker owns these records now
       }
+      // With other partitions' batches in flight, one that began before the outage may succeed after it began.
+      const attemptAt = Date.now();
       try {
         prepared ??= await processor.prepare(source.name, batch.records);
         const result = await processor.commit(prepared);
@@ -87,7 +89,7 @@ export async function consume(source: StreamSource, processor: Processor, opts: 
           return;
         }
         await batch.ack();
-        outage.ok();
+        outage.ok(attemptAt);
         records += batch.records.length;
         opts.onBatch?.(result, batch);
         return;

@@ -10,8 +10,13 @@ import type { Logger } from "./contracts.ts";
 export interface OutageLog {
   /** A retriable failure: logs at the start of an outage and then at most every `remindMs`. */
   failed(error: unknown, context?: string): void;
-  /** A success: logs the end of an outage, if one was under way. */
-  ok(): void;
+  /**
+   * A success: logs the end of an outage, if one was under way. `startedAt`
+   * (same clock as `now`) is when the successful attempt began: one that
+   * began before the outage did (a write answered just before the store
+   * went away) says nothing about the store now and is ignored.
+   */
+  ok(startedAt?: number): void;
   /** Whether an outage is under way. */
   readonly down: boolean;
 }
@@ -47,8 +52,8 @@ export function outageLog(logger: Logger | undefined, who: string, whileDown: st
         logger?.warn(`[freshet] ${who}: store still down after ${Math.round((t - since) / 1000)} s (${failures} failures): ${why}`);
       }
     },
-    ok() {
-      if (since === undefined) return;
+    ok(startedAt) {
+      if (since === undefined || (startedAt !== undefined && startedAt < since)) return;
       logger?.info(`[freshet] ${who}: store is back after ${Math.round((now() - since) / 1000)} s (${failures} failures meanwhile)`);
       since = undefined;
       failures = 0;

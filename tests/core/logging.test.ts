@@ -36,6 +36,22 @@ describe("outageLog", () => {
     outage.failed(new Error("again"));
     assert.match(lines[3].msg, /store down: again/, "a new outage is said again");
   });
+
+  it("a success of an attempt that began before the outage does not end it", () => {
+    const { lines, logger } = recorder();
+    let t = 1000;
+    const outage = outageLog(logger, '[kafka] "trips"', "source paused", { now: () => t });
+    const earlier = t; // another partition's write, answered after this one failed
+    t += 5;
+    outage.failed(new Error("connect ECONNREFUSED 127.0.0.1:6379"));
+    t += 5;
+    outage.ok(earlier);
+    assert.equal(outage.down, true, "still down");
+    assert.equal(lines.length, 1);
+    outage.ok(t);
+    assert.equal(outage.down, false);
+    assert.match(lines[1].msg, /store is back after 0 s \(1 failures meanwhile\)/);
+  });
 });
 
 describe("createLogger", () => {

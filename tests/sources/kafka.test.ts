@@ -23,6 +23,7 @@ import {
   seqEvent,
   seqRepo,
   startConsume,
+  testKafka,
   unique,
   until,
   useKafkaTestBed,
@@ -273,4 +274,57 @@ test("the commit is off the critical path: the next chunk is handed on before th
   assert.equal(written.length, N / 20);
   assert.ok(overlaps > 0, `no chunk was handed on while the previous chunk's commit was in flight (${written.length} chunks)`);
   console.log(`# async commit: ${overlaps} of ${written.length} commits answered after the next chunk was handed on`);
+});
+
+test("the next fetch overlaps the write: a partition's next batch is fetched while its batch is written, and handed on only after that one is acknowledged", { timeout: 60_000 }, async () => {
+  const topic = unique("overlap");
+  const N = 300;
+  // Six sends of 50 to partition 0: the mock broker answers a fetch with one of them.
+  await produce(bed.producer, topic, Array.from({ length: N }, (_, i) => ({ partition: 0, value: seqEvent(i) })), 50);
+  const meta = await bed.admin.fetchTopicMetadata({ topics: [topic] });
+  const leader = meta.topics[0].partitions.find((p) => p.partitionId === 0)!.leader;
+  const { source, view, registry } = seqRepo({ kafkaBootstrapServers: bed.kafkaSvc.brokers, topic, groupId: unique("g"), batchSize: 500, lingerMs: 50 });
+  // kafkajs' own instrumentation says when the consumer sends a fetch to partition 0's leader.
+  const kafka = testKafka(bed.kafkaSvc.brokers);
+  const fetchesAt: number[] = [];
+  const makeConsumer = kafka.consumer.bind(kafka);
+  kafka.consumer = (config) => {
+    const c = makeConsumer(config);
+    c.on(c.events.FETCH_START, (e) => void (String(e.payload.nodeId) === String(leader) && fetchesAt.push(performance.now())));
+    return c;
+  };
+  const writes: { from: number; to: number; first: number }[] = [];
+  let inFlight = 0;
+  let mostInFlight = 0;
+  const consumer = kafkaConsumer(source, { ...GROUP, kafka, logger: recordingLogger() });
+  const traced = {
+    ...consumer,
+    run: (onBatch: Parameters<typeof consumer.run>[0], signal: AbortSignal) =>
+      consumer.run(async (b) => {
+        const w = { from: performance.now(), to: Infinity, first: Number(b.records[0].position.kind === "kafka" ? b.records[0].position.offset : -1) };
+        writes.push(w);
+        mostInFlight = Math.max(mostInFlight, ++inFlight);
+        try {
+          await onBatch(b);
+        } finally {
+          inFlight--;
+          w.to = performance.now();
+        }
+      }, signal),
+  };
+  const online = controllableStore(memoryStore());
+  online.delayMs = 300;
+  const run = startConsume(traced, { registry, online, deadLetters: memoryDeadLetters() });
+  try {
+    await until("every record committed", () => caughtUp(bed.admin, source.groupId!, topic), 30_000, 50);
+  } finally {
+    await run.stop();
+  }
+  assert.deepEqual(await missingSeqs(online, view, N), []);
+  assert.deepEqual(writes.map((w) => w.first), [0, 50, 100, 150, 200, 250], "partition 0's batches were handed on once each, in order");
+  assert.equal(mostInFlight, 1, "one batch of a partition at a time");
+  // A fetch sent while a write ran (not just as it ended) overlapped it; without the overlap
+  // kafkajs fetches only after the write, before the next batch is handed on.
+  const overlapping = writes.filter((w) => fetchesAt.some((t) => t >= w.from && t < w.to - 50)).length;
+  assert.ok(overlapping >= 3, `only ${overlapping} of ${writes.length} writes had a fetch of the next batch sent while they ran`);
 });

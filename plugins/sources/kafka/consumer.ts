@@ -18,10 +18,16 @@
  *   generation" or "unknown member", the member rejoined, or a seek is
  *   pending); a stale chunk is neither written nor committed, and the broker
  *   fences a late commit by generation as well.
+ * - Fetch overlaps write: eachBatch hands a batch on in the background and
+ *   returns (its offsets resolved for the next fetch only) once the previous
+ *   batch of the same partition is done, so kafkajs fetches the next batch
+ *   while this one is written. Per partition at most one batch is being
+ *   written and acknowledged and one fetched batch waits; what a crash
+ *   redelivers is unchanged (the fetched batch was never handed on).
  * - Backpressure: kafkajs fetches again only after every batch of the last
- *   fetch was handled, so a slow or down store holds the fetch loop (bounded
- *   memory) while this module keeps heartbeating so the member stays in the
- *   group.
+ *   fetch was taken, so a slow or down store holds the fetch loop one batch
+ *   per partition later (bounded memory) while this module keeps
+ *   heartbeating so the member stays in the group.
  * - A clean stop: on abort no new chunk starts, in-flight chunks finish, every
  *   commit in flight is answered, then the member leaves the group and
  *   disconnects.
@@ -146,8 +152,10 @@ export function kafkaConsumer(def: KafkaSource, opts: KafkaConsumerOptions = {})
     const commits = new Map<number, { inflight?: Promise<void>; failed?: { offset: string; error: unknown } }>();
     /** The generation a commit answered "the group changed" in: its chunks are stale from then on. */
     let lostGeneration: { generation: number; error: Error } | undefined;
-    /** eachBatch calls in progress. */
+    /** eachBatch calls and batches being handed on. */
     let active = 0;
+    /** Per partition: the batch being handed on (at most one). */
+    const processing = new Map<number, Promise<void>>();
     /** Partitions whose start position (startFrom timestamp) was settled in this generation. */
     const settled = new Set<number>();
     let timestampOffsets: Promise<Map<number, string>> | undefined;
@@ -255,39 +263,66 @@ export function kafkaConsumer(def: KafkaSource, opts: KafkaConsumerOptions = {})
       }
     }
 
+    /**
+     * A kafkajs batch: once the previous batch of its partition is done, it
+     * is handed on in the background and its offsets resolved, so that
+     * kafkajs fetches the next one while this one is written. A partition so
+     * has at most one batch being processed and one fetched batch waiting.
+     */
     async function eachBatch(p: EachBatchPayload): Promise<void> {
+      const { batch } = p;
+      const { partition } = batch;
       active++;
+      let started = false;
       try {
-        await eachBatchOnce(p);
+        await processing.get(partition);
+        if (stopping || !p.isRunning()) return;
+        const mine = generation;
+        // A heartbeat or commit said the group changed: thrown, it makes kafkajs rejoin.
+        if (lostGeneration?.generation === mine) throw lostGeneration.error;
+        const first = batch.messages[0]?.offset;
+        if (first === undefined) return;
+        positions.set(partition, { high: Number(batch.highWatermark), next: positions.get(partition)?.next ?? Number(first) });
+        if (await needsSeek(p)) return;
+        const work: Promise<void> = handOn(p, mine)
+          .catch((e: unknown) => {
+            if (!(signal.aborted && (e as FreshetError)?.code === "ABORTED")) {
+              fatal ??= e;
+              stop();
+            }
+          })
+          .finally(() => {
+            active--;
+            if (processing.get(partition) === work) processing.delete(partition);
+          });
+        started = true;
+        processing.set(partition, work);
+        // Only the fetch position moves on: nothing is committed before its records are written.
+        p.resolveOffset(batch.lastOffset());
       } finally {
-        active--;
+        if (!started) active--;
       }
     }
 
-    async function eachBatchOnce(p: EachBatchPayload): Promise<void> {
+    /** Hands a batch on in chunks of batchSize, in order, each acknowledged (committed) before the next starts. */
+    async function handOn(p: EachBatchPayload, mine: number): Promise<void> {
       const { batch } = p;
       const { partition } = batch;
-      if (stopping || !p.isRunning()) return;
-      const mine = generation;
-      const first = batch.messages[0]?.offset;
-      if (first === undefined) return;
-      positions.set(partition, { high: Number(batch.highWatermark), next: positions.get(partition)?.next ?? Number(first) });
-      if (await needsSeek(p)) return;
-
-      let revoked: Error | undefined;
       const staleReason = (): string | undefined => {
-        const lost = revoked ?? (lostGeneration?.generation === mine ? lostGeneration.error : undefined);
+        const lost = lostGeneration?.generation === mine ? lostGeneration.error : undefined;
         return lost ? `the group changed (${(lost as { type?: string }).type ?? lost.message})` : mine !== generation ? "the member rejoined the group" : p.isStale() ? "a seek is pending" : undefined;
       };
-
-      for (let i = 0; i < batch.messages.length; i += batchSize) {
+      const messages = batch.messages;
+      for (let i = 0; i < messages.length; i += batchSize) {
         if (stopping || staleReason()) break;
-        const chunk = batch.messages.slice(i, i + batchSize);
-        const firstOffset = chunk[0].offset;
-        const lastOffset = chunk[chunk.length - 1].offset;
+        const end = Math.min(i + batchSize, messages.length);
+        const records: RawRecord[] = new Array(end - i);
+        for (let j = i; j < end; j++) records[j - i] = toRecord(topic, partition, messages[j]);
+        const firstOffset = messages[i].offset;
+        const lastOffset = messages[end - 1].offset;
         let acked = false;
         const sourceBatch: SourceBatch = {
-          records: chunk.map((m) => toRecord(topic, partition, m)),
+          records,
           isStale: () => staleReason() !== undefined,
           async ack() {
             if (acked) return;
@@ -306,7 +341,6 @@ export function kafkaConsumer(def: KafkaSource, opts: KafkaConsumerOptions = {})
                 throw new FreshetError("SOURCE_UNAVAILABLE", `commit of partition ${partition} offset ${next} failed: ${staleReason() ?? (failed?.error as Error)?.message}`, { plugin: "kafka", definition: label, cause: failed?.error });
               }
             }
-            p.resolveOffset(lastOffset);
             acked = true;
             const pos = positions.get(partition);
             if (pos) pos.next = Number(next);
@@ -315,17 +349,11 @@ export function kafkaConsumer(def: KafkaSource, opts: KafkaConsumerOptions = {})
         // A slow store (consume() retrying) must not get the member kicked out of the group.
         const keepAlive = setInterval(() => {
           p.heartbeat().catch((e) => {
-            if (groupChanged(e)) revoked ??= e;
+            if (groupChanged(e) && (!lostGeneration || lostGeneration.generation < mine)) lostGeneration = { generation: mine, error: e };
           });
         }, heartbeatEvery);
         try {
           await onBatch(sourceBatch);
-        } catch (e) {
-          if (!(signal.aborted && (e as FreshetError)?.code === "ABORTED")) {
-            fatal ??= e;
-            stop();
-          }
-          break;
         } finally {
           clearInterval(keepAlive);
         }
@@ -335,8 +363,6 @@ export function kafkaConsumer(def: KafkaSource, opts: KafkaConsumerOptions = {})
           break;
         }
       }
-      // Rethrown, it makes kafkajs rejoin the group once the other in-flight batches are done.
-      if (revoked && !stopping) throw revoked;
     }
 
     try {
