@@ -132,17 +132,16 @@ export function writeScriptArgs(rows: readonly EncodedRow[], ttlMs: number, now:
  */
 export function groupScriptArgs(calls: readonly { keys: string[]; args: string[] }[]): { keys: string[]; args: string[] } {
   if (calls.length === 1) return calls[0];
-  let keys: string[] = [];
-  let args: string[] = [String(calls.length)];
-  // One concat per call, never a spread: a group can have 100k+ arguments.
+  const keys: string[] = [];
+  const args: string[] = [String(calls.length)];
+  // Pushed one by one into the two arrays: a spread can overflow the stack (a group can have 100k+
+  // arguments), and a concat per call would copy what is already there again (quadratic in the parts).
   for (const c of calls) {
-    keys = keys.concat(c.keys);
-    args = args.concat(c.args.slice(1));
+    for (const k of c.keys) keys.push(k);
+    for (let i = 1; i < c.args.length; i++) args.push(c.args[i]);
   }
   return { keys, args };
 }
-
-
 
 /**
  * Writes a batch, latest-wins per entity, and applies its commit, in one
