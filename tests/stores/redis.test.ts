@@ -7,6 +7,8 @@ import * as v from "valibot";
 import { Redis as IORedis } from "ioredis";
 import { entity, FreshetError, featureRepo, pushSource, streamFeatureView, type FeatureRow } from "../../mod.ts";
 import { redisStore } from "../../plugins/stores/redis/redis.ts";
+import { encodeRows, redisLayout } from "../../plugins/stores/redis/layout.ts";
+import { groupScriptArgs, writeScriptArgs } from "../../plugins/stores/redis/scripts.ts";
 import { conformanceRepo, testOnlineStore } from "../../testing/online-store.ts";
 import { testAggregatingStore } from "../../testing/aggregating-store.ts";
 import { startRedis, type RedisService } from "../services/redis.ts";
@@ -119,6 +121,32 @@ describe("redis store", () => {
       assert.deepEqual(failed.map((f) => f.status), ["rejected", "rejected", "rejected"]);
       assert.equal(await scriptCalls(admin) - before, 1);
       assert.deepEqual(await store.write(view, rows(1, t + 1, 302)), { written: 1, stale: 0, expired: 0 });
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
+  });
+
+  it("a group of thousands of one-row writes is built in linear time, maxRowsPerCall rows per call, each write answered", async () => {
+    const { url } = await redis();
+    const store = redisStore({ url, project: "wide-group" });
+    const admin = new IORedis(url);
+    try {
+      const t = Date.now();
+      await store.write(view, rows(1, t - 1)); // loads the script
+      const before = await scriptCalls(admin);
+      // 5001 concurrent writes of one row: the default 5000 rows in one call, the last write in a second.
+      const answers = await Promise.all(Array.from({ length: 5001 }, (_, i) => store.write(view, rows(1, t, i))));
+      assert.ok(answers.every((a) => a.written === 1 && a.stale === 0 && a.expired === 0));
+      assert.equal(await scriptCalls(admin) - before, 2);
+      // Building the call's arguments: ~1 s with a concat per part (quadratic), a few ms pushed one by one.
+      const parts = Array.from({ length: 5000 }, (_, i) => writeScriptArgs(encodeRows(redisLayout(), view, rows(1, t, i), "redis"), 0, t));
+      const started = performance.now();
+      const { keys, args } = groupScriptArgs(parts);
+      const took = performance.now() - started;
+      assert.equal(keys.length, 5000);
+      assert.equal(args.length, 1 + parts.reduce((n, p) => n + p.args.length - 1, 0));
+      assert.ok(took < 250, `groupScriptArgs of 5000 parts took ${took.toFixed(0)} ms`);
     } finally {
       admin.disconnect();
       await store.close();
