@@ -111,15 +111,26 @@ describe("redis store", () => {
       assert.deepEqual(await store.meta.begin(done.key, "fp", 1000), { state: "done", fingerprint: "fp" });
       assert.equal(await store.meta.getWatermark("wm-grouped"), t);
 
-      // A key of the wrong type makes the script fail: every write of that call fails, none is answered
-      // written, and the next turn's writes are a call of their own.
+      // A key of the wrong type fails its own write only, before that write's commit: the writes around
+      // it in the same call are applied and answered, and the next turn's writes are a call of their own.
       const bad = (await admin.keys("*grouped*driver_id=200"))[0];
       await admin.del(bad);
       await admin.set(bad, "not a hash");
       before = await scriptCalls(admin);
-      const failed = await Promise.allSettled([store.write(view, rows(1, t + 1, 300)), store.write(view, rows(1, t + 1, 200)), store.write(view, rows(1, t + 1, 301))]);
-      assert.deepEqual(failed.map((f) => f.status), ["rejected", "rejected", "rejected"]);
+      const badDone = { key: `idem-grouped-bad-${t}`, fingerprint: "fp", ttlMs: 60_000 };
+      const failed = await Promise.allSettled([
+        store.write(view, rows(1, t + 1, 300)),
+        store.write(view, rows(1, t + 1, 200), { done: badDone, watermarks: { "wm-grouped-bad": t } }),
+        store.write(view, rows(1, t + 1, 301)),
+      ]);
+      assert.deepEqual(failed.map((f) => f.status), ["fulfilled", "rejected", "fulfilled"]);
+      assert.deepEqual((failed[0] as PromiseFulfilledResult<unknown>).value, { written: 1, stale: 0, expired: 0 });
+      assert.deepEqual((failed[2] as PromiseFulfilledResult<unknown>).value, { written: 1, stale: 0, expired: 0 });
+      assert.match(String((failed[1] as PromiseRejectedResult).reason?.message), /WRONGTYPE/);
       assert.equal(await scriptCalls(admin) - before, 1);
+      assert.equal((await admin.keys("*grouped*driver_id=30[01]")).length, 2, "the writes beside the failed one landed");
+      assert.equal(await store.meta.getWatermark("wm-grouped-bad"), undefined, "the failed write's commit was not applied");
+      assert.equal((await store.meta.begin(badDone.key, "fp", 1000)).state, "started", "a retry of the failed write is not a duplicate");
       assert.deepEqual(await store.write(view, rows(1, t + 1, 302)), { written: 1, stale: 0, expired: 0 });
     } finally {
       admin.disconnect();
@@ -145,7 +156,7 @@ describe("redis store", () => {
       const { keys, args } = groupScriptArgs(parts);
       const took = performance.now() - started;
       assert.equal(keys.length, 5000);
-      assert.equal(args.length, 1 + parts.reduce((n, p) => n + p.args.length - 1, 0));
+      assert.equal(args.length, 1 + parts.reduce((n, p) => n + 2 + p.args.length - 1, 0), "the count of parts, then each part's extent (2) and arguments");
       assert.ok(took < 250, `groupScriptArgs of 5000 parts took ${took.toFixed(0)} ms`);
     } finally {
       admin.disconnect();

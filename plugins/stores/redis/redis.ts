@@ -36,7 +36,7 @@ import { clusterLayout, clusterSeeds } from "./cluster.ts";
 import { decodeRead, type EncodedRow, encodeCommit, encodeRows, readFields, redisLayout } from "./layout.ts";
 import { redisMeta } from "./meta.ts";
 import { redisTiles } from "./tiles.ts";
-import { decodeWriteReply, groupScriptArgs, WRITE_ROWS, writeScriptArgs } from "./scripts.ts";
+import { decodePartError, decodeWriteReply, groupScriptArgs, WRITE_ROWS, writeScriptArgs } from "./scripts.ts";
 import { evalScript, redisError, type RedisTransport } from "./transport.ts";
 
 /**
@@ -309,6 +309,12 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
       const { keys, args } = groupScriptArgs(members.map((m) => m.call));
       const reply = await evalScript(transport, WRITE_ROWS, keys, args, members[0].definition);
       for (let i = 0; i < members.length; i++) {
+        // A part that failed (a key of another type) fails its own write only; the script went on with the others.
+        const failed = members.length > 1 ? decodePartError(reply, i) : undefined;
+        if (failed !== undefined) {
+          members[i].reject(redisError(PLUGIN, Object.assign(new Error(failed), { name: "ReplyError" }), members[i].definition));
+          continue;
+        }
         const counts = decodeWriteReply(reply, i);
         if (counts) members[i].resolve(counts);
         else members[i].reject(redisError(PLUGIN, new Error(`unexpected answer to the write script: ${JSON.stringify(reply).slice(0, 200)}`), members[i].definition));

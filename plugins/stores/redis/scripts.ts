@@ -9,7 +9,7 @@
  *
  * ```
  * KEYS: per part: rowKey x nRows, watermarkKey x nWm, [doneKey]
- * ARGV: nParts, then per part:
+ * ARGV: nParts, then per part: [nArgs, nKeys (only when nParts > 1)],
  *       ttlMs, nowMs, nRows,
  *       segments: (nFields, field x nFields, nRowsInSegment, (ts, ct, value x nFields) x nRowsInSegment)...,
  *       trailer:  nWm, watermark x nWm, nDone (0 or 1), [doneFingerprint, doneTtlMs]
@@ -17,7 +17,11 @@
  *
  * A part is one write (its rows and its commit); several parts in one call
  * are the writes of concurrent requests (group commit, see
- * {@link groupScriptArgs}), applied in order, each counted apart. Rows that
+ * {@link groupScriptArgs}), applied in order, each counted apart, each
+ * failing apart: a part whose command fails (a key of another type) is
+ * answered `-1, error` and stops there, before its commit, while the parts
+ * around it are applied (a lone write's failure is the script's error, as
+ * for any script). Rows that
  * share their fields share a segment, so ARGV carries each field name once
  * per run, with no JSON to decode in Lua. `ct` is "" for a row without a
  * created time. The done pair and key are there exactly when nDone is 1.
@@ -136,6 +140,7 @@ export function groupScriptArgs(calls: readonly { keys: string[]; args: string[]
   const args: string[] = [String(calls.length)];
   // Element by element: linear in the group's size (a concat per call copies the whole so far), never a spread.
   for (const c of calls) {
+    args.push(String(c.args.length - 1), String(c.keys.length)); // the part's extent, to step over it when it fails
     for (let i = 0; i < c.keys.length; i++) keys.push(c.keys[i]);
     for (let i = 1; i < c.args.length; i++) args.push(c.args[i]);
   }
@@ -163,9 +168,7 @@ export function groupScriptArgs(calls: readonly { keys: string[]; args: string[]
  */
 export const WRITE_ROWS: LuaScript = script("freshet_write_rows", `
 ${RAISE_WATERMARK}
-local out = {}
-local a, k = 2, 1
-for part = 1, tonumber(ARGV[1]) do
+local function write_part(a, k)
   local ttl, now, nrows = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   a = a + 3
   local last = k + nrows
@@ -234,14 +237,24 @@ for part = 1, tonumber(ARGV[1]) do
   a = a + nwm + 1
   if ARGV[a] == '1' then
     redis.call('SET', KEYS[k], 'd|' .. ARGV[a + 1], 'PX', ARGV[a + 2])
-    k = k + 1
-    a = a + 3
-  else
-    a = a + 1
   end
-  out[#out + 1] = written
-  out[#out + 1] = stale
-  out[#out + 1] = expired
+  return written, stale, expired
+end
+local nparts = tonumber(ARGV[1])
+if nparts == 1 then return {write_part(2, 1)} end
+local out = {}
+local a, k = 2, 1
+for _ = 1, nparts do
+  local na, nk = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local ok, w, s, e = pcall(write_part, a + 2, k)
+  if ok then
+    out[#out + 1] = w; out[#out + 1] = s; out[#out + 1] = e
+  else -- this part alone fails; the error is a table {err = ...} from redis.call, or a Lua error's text
+    local msg = type(w) == 'table' and (w.err or w.msg) or tostring(w)
+    out[#out + 1] = -1; out[#out + 1] = string.gsub(tostring(msg), '^user_script:%d+: ', ''); out[#out + 1] = 0
+  end
+  a = a + 2 + na
+  k = k + nk
 end
 return out
 `);
@@ -260,6 +273,20 @@ export function decodeWriteReply(reply: unknown, part = 0): { written: number; s
   if (!Array.isArray(reply) || reply.length < 3 * part + 3) return undefined;
   const at = 3 * part;
   return { written: Number(reply[at]), stale: Number(reply[at + 1]), expired: Number(reply[at + 2]) };
+}
+
+/**
+ * The error of one part of a group {@link WRITE_ROWS} call (`-1, message`
+ * where its counts would be), or undefined when that part was applied.
+ *
+ * @example
+ * ```ts
+ * decodePartError([1, 0, 0, -1, "WRONGTYPE Operation against a key holding the wrong kind of value", 0], 1) // "WRONGTYPE ..."
+ * ```
+ */
+export function decodePartError(reply: unknown, part: number): string | undefined {
+  if (!Array.isArray(reply) || Number(reply[3 * part]) !== -1) return undefined;
+  return String(reply[3 * part + 1]);
 }
 
 // ---- idempotency and watermarks ------------------------------------------
