@@ -160,6 +160,31 @@ describe("upstash store", () => {
     }
   });
 
+  it("holds a call to maxRowsPerCall rows: a bigger write is split in order, its commit in the last call", async () => {
+    const { upstash } = await fake();
+    const real = new UpstashRedis({ url: upstash.url, token: upstash.token, enableTelemetry: false });
+    const inner = (real as unknown as { client: { request(req: { body?: unknown }): Promise<unknown> } }).client;
+    const scriptKeys: string[][] = [];
+    const spy = {
+      client: {
+        request(req: { body?: unknown }) {
+          const b = req.body as string[];
+          if (b[0] === "EVALSHA" || b[0] === "EVAL") scriptKeys.push(b.slice(3, 3 + Number(b[2])));
+          return inner.request(req);
+        },
+      },
+    } as unknown as UpstashRedis;
+    assert.throws(() => upstashStore({ client: spy, project: "rows", maxRowsPerCall: 0 }), isCode("INVALID_CONFIG", false));
+    const store = upstashStore({ client: spy, project: "rows", maxRowsPerCall: 50 });
+    const t = Date.now();
+    const w = await store.write(view, rows(120, t, 300), { watermarks: { "push:rows": t } });
+    assert.deepEqual(w, { written: 120, stale: 0, expired: 0 });
+    const rowKeys = scriptKeys.map((k) => k.filter((key) => key.includes("driver_id=")).length);
+    assert.deepEqual(rowKeys, [50, 50, 20], "120 rows in calls of at most 50, in order");
+    assert.deepEqual(scriptKeys.map((k) => k.some((key) => key.includes("#wm:push:rows"))), [false, false, true], "the commit rides in the last call");
+    assert.equal(await store.meta.getWatermark("push:rows"), t);
+  });
+
   it("counts rows outside the ttl as expired on the store's clock", async () => {
     const { upstash } = await fake();
     const store = upstashStore({ url: upstash.url, token: upstash.token, project: "expired", now: () => Date.now() + 2 * 3600_000 });
