@@ -32,12 +32,16 @@ describe("push group commit on Redis (the host's store)", () => {
     await redis.stop();
     await rm(dir, { recursive: true, force: true });
   });
+  /** The host's stores for `project` on this Redis, and the push app over them. */
+  const pushOn = async (project: string) => {
+    const registry = featureRepo({ project, definitions: [driverHourlyStats] });
+    const { online, offline } = await openStores(redis.url, dir, { project });
+    const processor = createProcessor({ registry, online, offline, deadLetters: fileDeadLetters(join(dir, `dlq-${project}.jsonl`)) });
+    return { registry, online, app: pushApp({ processor }) };
+  };
 
   it("20 concurrent pushes reach Redis in a few reads, each answered with its own counts and webhook-id", { timeout: 60_000 }, async () => {
-    const registry = featureRepo({ project: "group", definitions: [driverHourlyStats] });
-    const { online, offline } = await openStores(redis.url, dir, { project: "group" });
-    const processor = createProcessor({ registry, online, offline, deadLetters: fileDeadLetters(join(dir, "dlq.jsonl")) });
-    const app = pushApp({ processor });
+    const { registry, online, app } = await pushOn("group");
     const admin = new Redis(redis.url);
     admin.on("error", () => {}); // it reconnects after the outage below
     try {
@@ -94,10 +98,7 @@ describe("push group commit on Redis (the host's store)", () => {
   });
 
   it("concurrent pushes are one write-script call, each answered exactly; an invalid row fails its own push only", { timeout: 60_000 }, async () => {
-    const registry = featureRepo({ project: "group1", definitions: [driverHourlyStats] });
-    const { online, offline } = await openStores(redis.url, dir, { project: "group1" });
-    const processor = createProcessor({ registry, online, offline, deadLetters: fileDeadLetters(join(dir, "dlq1.jsonl")) });
-    const app = pushApp({ processor });
+    const { registry, online, app } = await pushOn("group1");
     const admin = new Redis(redis.url);
     try {
       const t = Date.now() - 1000;

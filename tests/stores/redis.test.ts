@@ -91,7 +91,7 @@ describe("redis store", () => {
     }
   });
 
-  it("groups the small writes of one turn into one script call, each with its own counts and commit; a big write goes alone; a failed call fails exactly its writes", async () => {
+  it("groups the small writes of one turn into one script call, each with its own counts and commit; a big write goes alone; a write that fails in Redis fails alone", async () => {
     const { url } = await redis();
     const store = redisStore({ url, project: "grouped" });
     const admin = new IORedis(url);

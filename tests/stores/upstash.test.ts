@@ -48,6 +48,22 @@ const rows = (n: number, eventTime: number, pad = 0): FeatureRow[] =>
   Array.from({ length: n }, (_, i) => ({ entityKey: `driver_id=${i}`, values: { conv_rate: i / n, trips: i, label: "x".repeat(pad) + i }, eventTime }));
 const isCode = (code: string, retriable: boolean) => (e: unknown) => e instanceof FreshetError && e.code === code && e.retriable === retriable && e.message.startsWith("[freshet] [upstash]");
 const total = (u: UpstashService) => Object.values(u.requests).reduce((a, b) => a + b, 0);
+/** An @upstash/redis client whose transport records every script call's KEYS. */
+const scriptSpy = (upstash: UpstashService) => {
+  const real = new UpstashRedis({ url: upstash.url, token: upstash.token, enableTelemetry: false });
+  const inner = (real as unknown as { client: { request(req: { body?: unknown }): Promise<unknown> } }).client;
+  const scriptKeys: string[][] = [];
+  const spy = {
+    client: {
+      request(req: { body?: unknown }) {
+        const b = req.body as string[];
+        if (b[0] === "EVALSHA" || b[0] === "EVAL") scriptKeys.push(b.slice(3, 3 + Number(b[2])));
+        return inner.request(req);
+      },
+    },
+  } as unknown as UpstashRedis;
+  return { spy, scriptKeys };
+};
 
 describe("upstash store", () => {
   it("retries 429s and 5xx answers, then succeeds", async () => {
@@ -125,19 +141,7 @@ describe("upstash store", () => {
   it("puts a split write's commit in its last script call only, after every row", async () => {
     const { upstash } = await fake();
     upstash.faults.maxRequestBytes = 20_000;
-    // An @upstash/redis client whose transport records every script call's KEYS.
-    const real = new UpstashRedis({ url: upstash.url, token: upstash.token, enableTelemetry: false });
-    const inner = (real as unknown as { client: { request(req: { body?: unknown }): Promise<unknown> } }).client;
-    const scriptKeys: string[][] = [];
-    const spy = {
-      client: {
-        request(req: { body?: unknown }) {
-          const b = req.body as string[];
-          if (b[0] === "EVALSHA" || b[0] === "EVAL") scriptKeys.push(b.slice(3, 3 + Number(b[2])));
-          return inner.request(req);
-        },
-      },
-    } as unknown as UpstashRedis;
+    const { spy, scriptKeys } = scriptSpy(upstash);
     const store = upstashStore({ client: spy, project: "commit", maxRequestBytes: 20_000 });
     try {
       const t = Date.now();
@@ -162,18 +166,7 @@ describe("upstash store", () => {
 
   it("holds a call to maxRowsPerCall rows: a bigger write is split in order, its commit in the last call", async () => {
     const { upstash } = await fake();
-    const real = new UpstashRedis({ url: upstash.url, token: upstash.token, enableTelemetry: false });
-    const inner = (real as unknown as { client: { request(req: { body?: unknown }): Promise<unknown> } }).client;
-    const scriptKeys: string[][] = [];
-    const spy = {
-      client: {
-        request(req: { body?: unknown }) {
-          const b = req.body as string[];
-          if (b[0] === "EVALSHA" || b[0] === "EVAL") scriptKeys.push(b.slice(3, 3 + Number(b[2])));
-          return inner.request(req);
-        },
-      },
-    } as unknown as UpstashRedis;
+    const { spy, scriptKeys } = scriptSpy(upstash);
     assert.throws(() => upstashStore({ client: spy, project: "rows", maxRowsPerCall: 0 }), isCode("INVALID_CONFIG", false));
     const store = upstashStore({ client: spy, project: "rows", maxRowsPerCall: 50 });
     const t = Date.now();

@@ -2,7 +2,11 @@
  * @module
  * Shards: discovery with ListShards, the parent-before-child rule, and the
  * read loop of one shard (GetRecords within the per-shard read limits, with
- * backoff on throttling and a fresh iterator after expiry).
+ * backoff on throttling and a fresh iterator after expiry). The loop reads
+ * one batch ahead: the next GetRecords goes out at its usual time while a
+ * batch is written and checkpointed, and its records are handed on only
+ * after that batch was acknowledged (dropped, and read again from the
+ * checkpoint, when it was not).
  */
 import type * as KinesisSdk from "@aws-sdk/client-kinesis";
 import { type FreshetError, isRetriable, type Logger, type MetaStore, type RawRecord, type SourceBatch, sleep } from "../../../core/index.ts";

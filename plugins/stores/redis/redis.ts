@@ -2,13 +2,17 @@
  * @module
  * The Redis online store, over TCP with ioredis (Node, Bun and Deno).
  *
- * A write is one EVALSHA per batch, whatever its size, and its commit
- * (watermarks, the idempotency key it guards) rides in the same call: a
- * Lua script keeps the newest row per entity atomically, even under
- * concurrent writers (see ./layout.ts for the keys and ./scripts.ts for the
- * scripts, shared with Upstash). A read is one pipelined round trip of
- * HMGETs. Idempotency keys, watermarks, checkpoints and leases are scripts
- * too (./meta.ts).
+ * A write is one EVALSHA of the write script, and its commit (watermarks,
+ * the idempotency key it guards) rides in the same call: a Lua script keeps
+ * the newest row per entity atomically, even under concurrent writers (see
+ * ./layout.ts for the keys and ./scripts.ts for the scripts, shared with
+ * Upstash). A batch of more than `maxRowsPerCall` rows is several calls in
+ * order, its commit on the last. Group commit: the small writes (at most 64
+ * rows) of one turn of the event loop, such as concurrent pushes, are ONE
+ * call, a part per write, each answered with its own counts and failing
+ * apart (not on a cluster, nor with `replicaAcks`). A read is one pipelined
+ * round trip of HMGETs. Idempotency keys, watermarks, checkpoints and leases
+ * are scripts too (./meta.ts).
  *
  * It fails fast: while Redis is unreachable, calls reject within about
  * `connectTimeoutMs` with a retriable `STORE_UNAVAILABLE` instead of
@@ -58,8 +62,10 @@ export interface RedisStoreOptions {
    * Group commit (default true; not on a cluster, nor with `replicaAcks`): the small writes (at most
    * 64 rows) that arrive in one turn of the event loop (concurrent pushes) go to Redis as ONE script
    * call, up to `maxRowsPerCall` rows, each write a part of it with its own counts and commit. A lone
-   * write waits for nothing but the end of the current turn. When the call fails, every write in it
-   * fails. A bigger write has its own call, which overlaps with the encoding of the next.
+   * write waits for nothing but the end of the current turn. A write whose part fails in Redis (a key
+   * of another type) fails alone, before its commit, while the others in the call are applied; when
+   * the call itself fails (Redis down), every write in it fails. A bigger write has its own call,
+   * which overlaps with the encoding of the next.
    */
   groupCommit?: boolean;
   /**

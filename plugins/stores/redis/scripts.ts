@@ -20,7 +20,8 @@
  * {@link groupScriptArgs}), applied in order, each counted apart, each
  * failing apart: a part whose command fails (a key of another type) is
  * answered `-1, error` and stops there, before its commit, while the parts
- * around it are applied (a lone write's failure is the script's error, as
+ * around it are applied (rows it wrote before the failing command stay, as
+ * with any script error; a lone write's failure is the script's error, as
  * for any script). Rows that
  * share their fields share a segment, so ARGV carries each field name once
  * per run, with no JSON to decode in Lua. `ct` is "" for a row without a
@@ -146,8 +147,6 @@ export function groupScriptArgs(calls: readonly { keys: string[]; args: string[]
   }
   return { keys, args };
 }
-
-
 
 /**
  * Writes a batch, latest-wins per entity, and applies its commit, in one

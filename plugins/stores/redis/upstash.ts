@@ -6,9 +6,9 @@
  *
  * It runs the same Lua scripts, key layout and MetaStore as the Redis store
  * (./layout.ts, ./scripts.ts, ./meta.ts): a write is one EVALSHA per batch,
- * or a few when the request would pass Upstash's 1 MB limit (each one is
- * still atomic per entity, and latest-wins per row keeps the result the
- * same); the batch's commit (watermarks, the idempotency key marked done)
+ * or a few when the request would pass Upstash's 1 MB limit or the batch
+ * has more than `maxRowsPerCall` rows (each one is still atomic per entity,
+ * and latest-wins per row keeps the result the same); the batch's commit (watermarks, the idempotency key marked done)
  * rides in the last of them, so it never lands before every row did. Reads
  * are one pipeline request of HMGETs. 429 and 5xx answers and network
  * errors are retried with jittered exponential backoff, a bounded number of
