@@ -72,7 +72,7 @@ export async function runCluster(opts: BenchOptions): Promise<BenchRun> {
     const repo = join(dir, `repo-${id}.ts`);
     writeFileSync(repo, `import { kafkaSource } from ${JSON.stringify(join(root, "mod.ts"))};
 import { streamRepo } from ${JSON.stringify(join(root, "bench/stream-repo.ts"))};
-const src = kafkaSource({ name: "p13_kafka", kafkaBootstrapServers: ${JSON.stringify(kafkaSvc.brokers)}, topic: ${JSON.stringify(topic)}, groupId: ${JSON.stringify(groupId)}, timestampField: "event_timestamp", lingerMs: ${LINGER_MS} });
+const src = kafkaSource({ name: "p13_kafka", kafkaBootstrapServers: ${JSON.stringify(kafkaSvc.brokers)}, topic: ${JSON.stringify(topic)}, groupId: ${JSON.stringify(groupId)}, timestampField: "event_timestamp", lingerMs: ${LINGER_MS}, rebalanceTimeout: "10s" });
 export default streamRepo(src).registry;
 `);
     // The same users every run: an empty cluster, so that no run finds the rows of the last one (stale rows cost less).
