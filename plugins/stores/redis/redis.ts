@@ -40,7 +40,7 @@ import { clusterLayout, clusterSeeds } from "./cluster.ts";
 import { decodeRead, type EncodedRow, encodeCommit, encodeRows, readFields, redisLayout } from "./layout.ts";
 import { redisMeta } from "./meta.ts";
 import { redisTiles } from "./tiles.ts";
-import { decodePartError, decodeWriteReply, groupScriptArgs, WRITE_ROWS, writeScriptArgs } from "./scripts.ts";
+import { decodePartError, decodeWriteReply, groupScriptArgs, maxRowsPerCall, WRITE_ROWS, writeScriptArgs } from "./scripts.ts";
 import { evalScript, redisError, type RedisTransport } from "./transport.ts";
 
 /**
@@ -150,8 +150,7 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
     : redisLayout({ prefix: opts.prefix, project: opts.project, plugin: PLUGIN });
   const now = opts.now ?? Date.now;
   const connectTimeoutMs = opts.connectTimeoutMs ?? 1000;
-  const maxRowsPerCall = opts.maxRowsPerCall ?? 5000;
-  if (!(Number.isInteger(maxRowsPerCall) && maxRowsPerCall >= 1)) throw new FreshetError("INVALID_CONFIG", `maxRowsPerCall ${String(opts.maxRowsPerCall)} must be a whole number of at least 1`, { plugin: PLUGIN, retriable: false });
+  const rowsPerCall = maxRowsPerCall(opts.maxRowsPerCall, PLUGIN);
   const commandTimeoutMs = opts.commandTimeoutMs ?? 5000;
   const owned = !opts.client;
   let client: Redis | Cluster | undefined = opts.client;
@@ -333,7 +332,7 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
   /** Joins this turn's group (a new one when the write would take it past maxRowsPerCall rows). */
   const grouped = (call: Call, rows: number, definition: string) =>
     new Promise<WriteResult>((resolve, reject) => {
-      if (group && group.rows + rows > maxRowsPerCall) group = undefined;
+      if (group && group.rows + rows > rowsPerCall) group = undefined;
       if (!group) {
         const g: { members: Member[]; rows: number } = { members: [], rows: 0 };
         group = g;
@@ -366,9 +365,9 @@ export function redisStore(opts: RedisStoreOptions = {}): RedisOnlineStore {
           // At most maxRowsPerCall rows per script, so that one call never holds Redis for long; in order, the
           // commit riding on the last one: until it lands, the batch is pending (a retry re-applies latest-wins).
           calls = [];
-          for (let i = 0; i < encodedRows.length || calls.length === 0; i += maxRowsPerCall) {
-            const last = i + maxRowsPerCall >= encodedRows.length;
-            calls.push(writeScriptArgs(encodedRows.slice(i, i + maxRowsPerCall), view.ttlMs, t, last ? encoded : undefined));
+          for (let i = 0; i < encodedRows.length || calls.length === 0; i += rowsPerCall) {
+            const last = i + rowsPerCall >= encodedRows.length;
+            calls.push(writeScriptArgs(encodedRows.slice(i, i + rowsPerCall), view.ttlMs, t, last ? encoded : undefined));
           }
           if (calls.length > 1) sequential = true;
         }

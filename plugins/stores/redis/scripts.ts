@@ -28,6 +28,7 @@
  * created time. The done pair and key are there exactly when nDone is 1.
  */
 import type { Lease } from "../../../core/contracts.ts";
+import { FreshetError } from "../../../core/errors.ts";
 import type { EncodedCommit, EncodedRow } from "./layout.ts";
 
 /** A Lua script; Redis names it by the SHA1 of `source` (see {@link scriptSha}). */
@@ -123,6 +124,22 @@ export function writeScriptArgs(rows: readonly EncodedRow[], ttlMs: number, now:
     args.push("1", commit.done.fingerprint, commit.done.ttlMs);
   } else args.push("0");
   return { keys, args };
+}
+
+/**
+ * The `maxRowsPerCall` option of a Redis-family store: at most this many rows
+ * in one write-script call (default 5000, so that one call never holds the
+ * server for long), or a startup error naming the option.
+ *
+ * @example
+ * ```ts
+ * maxRowsPerCall(undefined, "redis") // 5000
+ * ```
+ */
+export function maxRowsPerCall(value: number | undefined, plugin: string): number {
+  const n = value ?? 5000;
+  if (!(Number.isInteger(n) && n >= 1)) throw new FreshetError("INVALID_CONFIG", `maxRowsPerCall ${String(value)} must be a whole number of at least 1`, { plugin, retriable: false });
+  return n;
 }
 
 /**

@@ -28,7 +28,7 @@ import { FreshetError, storeUnavailable } from "../../../core/errors.ts";
 import { decodeRead, type EncodedCommit, type EncodedRow, encodeCommit, encodeRows, readFields, redisLayout } from "./layout.ts";
 import { redisMeta } from "./meta.ts";
 import { redisTiles } from "./tiles.ts";
-import { decodeWriteReply, WRITE_ROWS, writeScriptArgs } from "./scripts.ts";
+import { decodeWriteReply, maxRowsPerCall, WRITE_ROWS, writeScriptArgs } from "./scripts.ts";
 import { evalScript, redisError, RedisReplyError, type RedisTransport } from "./transport.ts";
 
 /**
@@ -248,8 +248,7 @@ export function upstashStore(opts: UpstashStoreOptions = {}): UpstashOnlineStore
   const baseMs = opts.retryBaseMs ?? 50;
   const maxMs = opts.retryMaxMs ?? 2000;
   const maxRequestBytes = opts.maxRequestBytes ?? 1_000_000;
-  const maxRowsPerCall = opts.maxRowsPerCall ?? 5000;
-  if (!(Number.isInteger(maxRowsPerCall) && maxRowsPerCall >= 1)) throw new FreshetError("INVALID_CONFIG", `maxRowsPerCall ${String(opts.maxRowsPerCall)} must be a whole number of at least 1`, { plugin: PLUGIN, retriable: false });
+  const rowsPerCall = maxRowsPerCall(opts.maxRowsPerCall, PLUGIN);
   let wire: Wire | undefined;
   let closed = false;
 
@@ -325,7 +324,7 @@ export function upstashStore(opts: UpstashStoreOptions = {}): UpstashOnlineStore
       const out: WriteResult = { written: 0, stale: 0, expired: 0 };
       if (rows.length === 0 && !encodedCommit) return out;
       const t = now();
-      const chunks = rows.length ? chunkRows(encodeRows(layout, view, rows, PLUGIN), maxRequestBytes - writeOverhead - commitBytes(encodedCommit), maxRowsPerCall) : [[]];
+      const chunks = rows.length ? chunkRows(encodeRows(layout, view, rows, PLUGIN), maxRequestBytes - writeOverhead - commitBytes(encodedCommit), rowsPerCall) : [[]];
       // In order: a later chunk may hold a newer row for the same entity,
       // and the commit rides in the last one, once every row has landed.
       for (let i = 0; i < chunks.length; i++) {
